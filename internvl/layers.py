@@ -1,0 +1,151 @@
+"""Building blocks shared by every InternVL architecture.
+
+One attention function serves all models: flash-attn when it is installed, the
+tensors are on CUDA in fp16/bf16 and no explicit mask is given; otherwise
+``torch.nn.functional.scaled_dot_product_attention``. The choice is logged once
+per backend so a cluster log shows which kernel ran.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+try:  # timm's DropPath is the field's standard stochastic-depth layer.
+    from timm.layers import DropPath
+except ImportError:  # pragma: no cover - older timm
+    from timm.models.layers import DropPath
+
+logger = logging.getLogger(__name__)
+
+try:
+    from flash_attn import flash_attn_func as _flash_attn_func
+except Exception:  # ImportError, or a broken CUDA build of flash-attn
+    _flash_attn_func = None
+
+__all__ = ["attention", "attention_backends", "set_attention_backend", "RMSNorm", "DropPath"]
+
+_BACKENDS = ("auto", "flash", "sdpa", "eager")
+_backend = os.environ.get("INTERNVL_ATTN_BACKEND", "auto")
+_logged: set[str] = set()
+
+
+def attention_backends() -> dict[str, bool]:
+    """Which attention kernels this process can use."""
+    return {"flash": _flash_attn_func is not None, "sdpa": True, "eager": True}
+
+
+def set_attention_backend(name: str) -> None:
+    """Force one attention backend for the whole process.
+
+    ``auto`` (default) picks flash-attn where it applies and SDPA elsewhere;
+    ``flash`` requires flash-attn; ``sdpa`` never uses flash-attn; ``eager`` is
+    the explicit softmax(QK^T)V used as the numerical reference. The environment
+    variable ``INTERNVL_ATTN_BACKEND`` sets the same thing.
+    """
+    global _backend
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown attention backend {name!r}; choose one of {_BACKENDS}")
+    if name == "flash" and _flash_attn_func is None:
+        raise RuntimeError("attention backend 'flash' requested but flash-attn is not installed "
+                           "(pip install flash-attn --no-build-isolation; see INSTALLATION.md)")
+    _backend = name
+
+
+def _log_once(name: str, why: str) -> None:
+    if name not in _logged:
+        _logged.add(name)
+        logger.info("attention backend: %s (%s)", name, why)
+
+
+def _flash_applies(q: torch.Tensor, attn_mask: Optional[torch.Tensor]) -> bool:
+    return (_flash_attn_func is not None and q.is_cuda and attn_mask is None
+            and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
+              dropout_p: float = 0.0, scale: Optional[float] = None,
+              attn_mask: Optional[torch.Tensor] = None, allow_flash: bool = True) -> torch.Tensor:
+    """Scaled dot-product attention over ``(batch, heads, seq, head_dim)`` tensors.
+
+    ``k``/``v`` may have fewer heads than ``q`` (grouped-query attention).
+    ``attn_mask`` is boolean (True = attend) or additive, broadcastable to
+    ``(batch, heads, q_len, k_len)``. ``allow_flash=False`` is how a model's
+    ``use_flash_attn: false`` config reaches the dispatcher.
+    """
+    backend = _backend
+    if backend == "eager":
+        _log_once("eager", "forced")
+        return _eager_attention(q, k, v, causal=causal, dropout_p=dropout_p, scale=scale, attn_mask=attn_mask)
+    if backend != "sdpa" and allow_flash and _flash_applies(q, attn_mask):
+        _log_once("flash", "flash-attn on CUDA")
+        # flash-attn wants (batch, seq, heads, head_dim); the transposes are views.
+        out = _flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                               dropout_p=dropout_p, softmax_scale=scale, causal=causal)
+        return out.transpose(1, 2)
+    if backend == "flash":
+        raise RuntimeError("attention backend 'flash' is forced but does not apply here: it needs CUDA "
+                           "tensors in fp16/bf16, no explicit mask and head_dim <= 256 "
+                           f"(got device={q.device}, dtype={q.dtype}, mask={attn_mask is not None})")
+    _log_once("sdpa", "torch.nn.functional.scaled_dot_product_attention")
+    if causal and (attn_mask is not None or q.shape[-2] != k.shape[-2]):
+        # SDPA's is_causal aligns the mask top-left; queries that follow a cached prefix need it
+        # bottom-right (as flash-attn does), and an explicit mask must be combined with it.
+        attn_mask = _with_causal(attn_mask, q.shape[-2], k.shape[-2], q.device)
+        causal = False
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=causal,
+                                          scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+
+
+def _with_causal(attn_mask: Optional[torch.Tensor], q_len: int, k_len: int, device) -> torch.Tensor:
+    """A boolean/additive mask restricted to the bottom-right aligned causal pattern."""
+    keep = torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len)
+    if attn_mask is None:
+        return keep
+    if attn_mask.dtype == torch.bool:
+        return attn_mask & keep
+    return attn_mask.masked_fill(~keep, float("-inf"))
+
+
+def _eager_attention(q, k, v, *, causal, dropout_p, scale, attn_mask):
+    if q.shape[1] != k.shape[1]:
+        repeat = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    scores = (q * scale) @ k.transpose(-2, -1)
+    if causal:
+        attn_mask = _with_causal(attn_mask, q.shape[-2], k.shape[-2], q.device)
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
+    probs = scores.softmax(dim=-1)
+    if dropout_p > 0:
+        probs = F.dropout(probs, p=dropout_p)
+    return probs @ v
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm as InternViT and LLaMA-style models define it.
+
+    Statistics are taken in fp32; the normalised value is cast back to the input
+    dtype *before* the weight is applied. That order matters for bit-exact
+    agreement with the published models in bf16/fp16.
+    """
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        input_dtype = hidden_states.dtype
+        hidden_states = hidden_states.to(torch.float32)
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+        return self.weight * hidden_states.to(input_dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.variance_epsilon}"

@@ -1,0 +1,85 @@
+"""What every InternVL model class shares on top of ``transformers.PreTrainedModel``."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel
+
+WEIGHTS_HELP = "see pretrained/README.md for the published checkpoints and where to put them"
+
+
+def _looks_local(path: str) -> bool:
+    """A hub id is ``org/name``; a path that is not that, or whose first folder exists here
+    (``pretrained/InternViT-6B-224px``), is meant to be on disk."""
+    return (os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") != 1
+            or os.path.isdir(path.split("/")[0]))
+
+
+def check_checkpoint_dir(path: str | os.PathLike) -> Path:
+    """Fail early, naming the path, when a local checkpoint directory is missing or incomplete."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path} does not exist; {WEIGHTS_HELP}")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} is not a Hugging Face checkpoint directory: it has no config.json; "
+                                f"{WEIGHTS_HELP}")
+    return path
+
+
+class InternVLPreTrainedBase(PreTrainedModel):
+    """Base class of the suite's models: HF loading with errors a user can act on."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        name = os.fspath(pretrained_model_name_or_path)
+        if os.path.exists(name) or _looks_local(name):
+            check_checkpoint_dir(name)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except RuntimeError as err:
+            if "size mismatch" in str(err) and os.path.isdir(name):
+                raise ValueError(_explain_shape_mismatch(cls, name, kwargs.get("config"))) from err
+            raise
+        except OSError as err:
+            if os.path.isdir(name):  # weights missing from an existing directory
+                raise OSError(f"could not load {cls.__name__} weights from {name}: {err}; {WEIGHTS_HELP}") from err
+            raise OSError(f"could not load {name!r}: not a local directory, and fetching it from the Hugging Face "
+                          f"hub failed ({err.__class__.__name__}); {WEIGHTS_HELP}") from err
+
+
+def checkpoint_shapes(directory: str | os.PathLike) -> dict[str, tuple]:
+    """Tensor name -> shape for the weights of an HF directory, read without loading the tensors."""
+    directory = Path(directory)
+    for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
+                               ("pytorch_model.bin.index.json", "pytorch_model.bin")):
+        index = directory / index_name
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else [single]
+        files = [directory / f for f in files if (directory / f).exists()]
+        if files:
+            break
+    shapes = {}
+    for file in files:
+        if file.suffix == ".safetensors":
+            from safetensors import safe_open
+            with safe_open(file, framework="pt") as f:
+                shapes.update({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})
+        else:
+            shapes.update({k: tuple(v.shape) for k, v in torch.load(file, mmap=True, weights_only=True).items()})
+    return shapes
+
+
+def _explain_shape_mismatch(cls, directory: str, config=None) -> str:
+    config = config or cls.config_class.from_pretrained(directory)
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
+    prefix = f"{cls.base_model_prefix}."
+    found = {k[len(prefix):] if k.startswith(prefix) and k[len(prefix):] in expected else k: v
+             for k, v in checkpoint_shapes(directory).items()}
+    bad = [f"{k}: {found[k]} in the checkpoint, {expected[k]} in the model" for k in expected
+           if k in found and found[k] != expected[k]]
+    listed = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+    return (f"the config of {directory} does not match its weights ({listed}): "
+            "check config.json, or the config you passed, against the checkpoint")
