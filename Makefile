@@ -1,0 +1,33 @@
+# Quick start on a fresh machine: `make demo` runs the main job on built-in defaults,
+# `make test` runs the test suite. Both create .venv and install the project on first use;
+# later runs reuse it (the stamp is rebuilt only when pyproject.toml changes).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Pinned so a fresh CPU machine gets the same torch as CI; on a GPU cluster set
+# TORCH_SPEC= (empty) to keep the torch build that matches your CUDA.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(if $(strip $(TORCH_SPEC)),$(PY) -m pip install --quiet $(TORCH_SPEC))
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(PY) -m internvl.demo
+
+bench: $(STAMP)
+	$(PY) benchmarks/internvit.py all
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache demo_output
