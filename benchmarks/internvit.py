@@ -3,6 +3,7 @@
     python benchmarks/internvit.py throughput   # images/s vs timm VisionTransformer, same dims and weights
     python benchmarks/internvit.py load6b       # InternViT-6B-size bf16 checkpoint: peak RSS / file size,
                                                 # load seconds, then one 224x224 forward of the full model
+    python benchmarks/internvit.py gpu6b        # on a GPU: full InternViT-6B bf16 images/s, attention backends
     python benchmarks/internvit.py all
 
 ``load6b`` writes random bf16 safetensors at the published InternViT-6B-224px size (~11.8 GB, sharded
@@ -66,6 +67,32 @@ def throughput(device: str, batch: int, rounds: int, iters: int) -> None:
                 peer_t += _time_forward(peer.forward_features, pixels, iters)
         ours_ips, peer_ips = batch / statistics.median(ours_t), batch / statistics.median(peer_t)
         print(f"{str(dtype).replace('torch.', ''):<10}{ours_ips:>17.2f}{peer_ips:>13.2f}{ours_ips / peer_ips:>8.3f}x")
+
+
+def throughput_6b(device: str, batch: int, iters: int) -> None:
+    """The full InternViT-6B (224px, bf16, random weights) on a GPU: images/s with the attention
+    backend the dispatcher picks vs the explicit softmax(QK^T)V reference path."""
+    from internvl.layers import attention_backends, set_attention_backend
+
+    with torch.device("meta"):
+        model = InternVisionModel(InternVisionConfig())
+    model = model.to_empty(device=device).to(torch.bfloat16).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.02)
+    pixels = torch.randn(batch, 3, 224, 224, device=device, dtype=torch.bfloat16)
+    print(f"\n== InternViT-6B forward, {device}, bf16, batch {batch}, 224px "
+          f"(flash-attn installed: {attention_backends()['flash']}) ==")
+    results = {}
+    with torch.inference_mode():
+        for backend in ("auto", "eager"):
+            set_attention_backend(backend)
+            _time_forward(model, pixels, 2)
+            results[backend] = batch / statistics.median(_time_forward(model, pixels, iters))
+    set_attention_backend("auto")
+    print(f"auto (flash-attn or SDPA): {results['auto']:.1f} img/s; eager reference: {results['eager']:.1f} img/s; "
+          f"ratio {results['auto'] / results['eager']:.2f}x; peak GPU memory "
+          f"{torch.cuda.max_memory_allocated() / 1e9:.1f} GB")
 
 
 def write_random_6b(directory: Path, shard_bytes: int = 5 * 10**9) -> Path:
@@ -159,7 +186,7 @@ def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "_measure_load":
         return _measure_load(sys.argv[2])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["throughput", "load6b", "all"])
+    parser.add_argument("what", choices=["throughput", "load6b", "gpu6b", "all"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=None, help="default: 8 on CPU, 64 on GPU")
     parser.add_argument("--rounds", type=int, default=3)
@@ -169,6 +196,8 @@ def main() -> None:
     batch = args.batch or (64 if args.device.startswith("cuda") else 8)
     if args.what in ("throughput", "all"):
         throughput(args.device, batch, args.rounds, args.iters)
+    if args.what == "gpu6b" or (args.what == "all" and args.device.startswith("cuda")):
+        throughput_6b(args.device, batch=32, iters=args.iters * args.rounds)
     if args.what in ("load6b", "all"):
         load6b(args.cache)
 
