@@ -23,19 +23,18 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PretrainedConfig
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
 
 from .layers import DropPath, RMSNorm, attention
-from .modeling_utils import WEIGHTS_HELP, InternVLPreTrainedBase
+from .modeling_utils import WEIGHTS_HELP, InternVLConfigBase, InternVLPreTrainedBase
 
 logger = logging.getLogger(__name__)
 
 NORM_TYPES = {"rms_norm": RMSNorm, "layer_norm": nn.LayerNorm}
 
 
-class InternVisionConfig(PretrainedConfig):
+class InternVisionConfig(InternVLConfigBase):
     """Configuration of :class:`InternVisionModel`; field names and defaults follow the
     published ``config.json`` (defaults = InternViT-6B-224px)."""
 

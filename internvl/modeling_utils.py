@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import torch
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
 WEIGHTS_HELP = "see pretrained/README.md for the published checkpoints and where to put them"
 
@@ -27,6 +27,17 @@ def check_checkpoint_dir(path: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"{path} is not a Hugging Face checkpoint directory: it has no config.json; "
                                 f"{WEIGHTS_HELP}")
     return path
+
+
+class InternVLConfigBase(PretrainedConfig):
+    """Base class of the suite's configs: ``config.json`` keeps the published key names."""
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        if out.get("dtype") is not None:
+            # transformers >= 4.56 writes "dtype"; the published files, and older transformers, use "torch_dtype".
+            out["torch_dtype"] = out["dtype"]
+        return out
 
 
 class InternVLPreTrainedBase(PreTrainedModel):

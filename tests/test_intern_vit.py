@@ -127,6 +127,7 @@ def test_save_and_load_round_trip(tmp_path, safe, shard):
     assert config["architectures"] == ["InternVisionModel"]
     assert config["model_type"] == "intern_vit_6b"
     assert config["auto_map"]["AutoModel"] == "modeling_intern_vit.InternVisionModel"
+    assert config["torch_dtype"] == "float32"  # the published key, beside transformers' newer "dtype"
     loaded = InternVisionModel.from_pretrained(tmp_path)
     pixels = torch.randn(1, 3, 56, 56)
     assert torch.equal(loaded(pixels).last_hidden_state, model(pixels).last_hidden_state)
@@ -138,6 +139,9 @@ def test_load_in_bfloat16_and_low_cpu_mem_usage(tmp_path):
     model.save_pretrained(tmp_path)
     loaded = InternVisionModel.from_pretrained(tmp_path, torch_dtype=torch.bfloat16, low_cpu_mem_usage=True)
     assert all(p.dtype == torch.bfloat16 for p in loaded.parameters())
+    loaded.save_pretrained(tmp_path / "bf16")
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    assert InternVisionModel.from_pretrained(tmp_path / "bf16", torch_dtype="auto").dtype == torch.bfloat16
     for name, tensor in loaded.state_dict().items():
         assert torch.equal(tensor, model.state_dict()[name].to(torch.bfloat16)), name
 

@@ -140,11 +140,13 @@ def test_errors_name_the_variable_and_do_not_exit_the_shell(bash, env, message):
 def test_fake_srun_runs_the_program_as_slurm_tasks(bash, tmp_path):
     """The srun path end to end: 2 tasks, each joins a gloo group from SLURM's variables alone."""
     (tmp_path / "ddp.py").write_text(
-        "import json, torch\n"
+        "import json, sys, torch\n"
         "from internvl.runtime import all_reduce_sum, cleanup_distributed, init_distributed\n"
         "info = init_distributed()\n"
         "total = all_reduce_sum(torch.tensor([float(info.rank + 1)])).item()\n"
-        "print(json.dumps({'rank': info.rank, 'world': info.world_size, 'backend': info.backend, 'total': total}))\n"
+        # One write per record: the tasks share a pipe, and print() under -u writes the newline separately.
+        "sys.stdout.write(json.dumps({'rank': info.rank, 'world': info.world_size, 'backend': info.backend,"
+        " 'total': total}) + '\\n')\n"
         "cleanup_distributed()\n")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
