@@ -182,3 +182,17 @@ def test_a_tiny_cnn_learns_colour_and_shape():
     with torch.no_grad():
         accuracy = (model(x_test).argmax(1) == y_test).float().mean().item()
     assert accuracy > 0.5, accuracy  # chance is 0.0625; colour alone reaches at most 0.25
+
+
+def test_sentencepiece_is_llama_style_deterministic_and_covers_every_script(tmp_path):
+    import sentencepiece as spm
+
+    from internvl.datakit import MULTILINGUAL_LINES, train_sentencepiece
+
+    a, b = train_sentencepiece(tmp_path / "a"), train_sentencepiece(tmp_path / "b")
+    assert a.read_bytes() == b.read_bytes()
+    sp = spm.SentencePieceProcessor(model_file=str(a))
+    assert [sp.id_to_piece(i) for i in range(3)] == ["<unk>", "<s>", "</s>"] and sp.pad_id() == -1
+    for text in (*MULTILINGUAL_LINES, "Привет 😀 ü"):  # the last line was never seen: byte fallback
+        ids = sp.encode(text)
+        assert sp.unk_id() not in ids and sp.decode(ids) == text

@@ -31,24 +31,8 @@ Splits: writers take ``splits={"train": n, "val": m}`` and give each split the n
 indices in dict order (train 0..n-1, val n..n+m-1), so splits never share a sample. A writer
 refuses to write a split whose folder already exists rather than mix old and new files.
 
-Layouts (``<index>`` is the zero-padded global sample index, e.g. 000123):
-
-``write_image_folder(root, splits)`` -- torchvision ImageFolder::
-
-    root/classes.txt                         class names, line i = label i
-    root/<split>/<class_name>/<index>.png
-
-``write_imagenet_lists(root, splits)`` -- the upstream InternVL classification layout
-(``classification/dataset/cached_image_folder.py``: ``ImageCephDataset`` reads
-``meta_data/<split>.txt``, splits each line on one space into a path relative to
-``DATA_PATH/<split>`` and an int label)::
-
-    root/classes.txt
-    root/<split>/<class_name>/<index>.JPEG
-    root/meta_data/<split>.txt               "<class_name>/<index>.JPEG <label>" per line
-
-Upstream opens ``meta_data/`` relative to the working directory (``classification/meta_data``);
-here it sits beside the splits so one root holds a whole dataset.
+Writers for each on-disk format live beside this module (``classification``, ...); all are
+re-exported by ``internvl.datakit``.
 """
 from __future__ import annotations
 
@@ -63,7 +47,7 @@ import torch
 from PIL import Image, ImageDraw
 
 __all__ = ["COLOURS", "SHAPES", "POSITIONS", "BACKGROUNDS", "ZH", "QA", "Sample", "SyntheticImages",
-           "SyntheticDataset", "write_image_folder", "write_imagenet_lists"]
+           "SyntheticDataset", "split_ranges", "new_dataset_root"]
 
 # Shape colours before jitter: saturated, so they stand out from the grey backgrounds.
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -241,7 +225,7 @@ class SyntheticDataset(torch.utils.data.Dataset):
         return (s.image if self.transform is None else self.transform(s.image)), s.label
 
 
-def _split_ranges(splits: dict[str, int]) -> dict[str, range]:
+def split_ranges(splits: dict[str, int]) -> dict[str, range]:
     """Consecutive, disjoint index blocks, one per split, in dict order."""
     ranges, start = {}, 0
     for name, n in splits.items():
@@ -252,50 +236,11 @@ def _split_ranges(splits: dict[str, int]) -> dict[str, range]:
     return ranges
 
 
-def _new_dataset_root(root: str | os.PathLike, splits: dict[str, range], kit: SyntheticImages) -> Path:
+def new_dataset_root(root: str | os.PathLike, splits: dict[str, range], kit: SyntheticImages) -> Path:
     root = Path(root)
     for name in splits:
         if (root / name).exists():
             raise FileExistsError(f"{root / name} already exists; remove it first, a writer never mixes datasets")
     root.mkdir(parents=True, exist_ok=True)
     (root / "classes.txt").write_text("".join(f"{name}\n" for name in kit.classes))
-    return root
-
-
-def write_image_folder(root: str | os.PathLike, splits: dict[str, int],
-                       kit: Optional[SyntheticImages] = None) -> Path:
-    """Write ``root/<split>/<class_name>/<index>.png`` (torchvision ImageFolder) and ``root/classes.txt``."""
-    kit = kit or SyntheticImages()
-    for name, n in splits.items():
-        if n < kit.num_classes:  # ImageFolder numbers the class folders it finds: all must be there
-            raise ValueError(f"split {name!r} has {n} images, fewer than the {kit.num_classes} classes")
-    ranges = _split_ranges(splits)
-    root = _new_dataset_root(root, ranges, kit)
-    for name, indices in ranges.items():
-        for index in indices:
-            s = kit.sample(index)
-            path = root / name / s.class_name / f"{index:06d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            s.image.save(path, format="PNG")
-    return root
-
-
-def write_imagenet_lists(root: str | os.PathLike, splits: dict[str, int],
-                         kit: Optional[SyntheticImages] = None) -> Path:
-    """Write the upstream classification layout: ``root/<split>/<class_name>/<index>.JPEG``,
-    ``root/meta_data/<split>.txt`` ("<class_name>/<index>.JPEG <label>" lines) and ``root/classes.txt``."""
-    kit = kit or SyntheticImages()
-    ranges = _split_ranges(splits)
-    root = _new_dataset_root(root, ranges, kit)
-    (root / "meta_data").mkdir(exist_ok=True)
-    for name, indices in ranges.items():
-        lines = []
-        for index in indices:
-            s = kit.sample(index)
-            relative = f"{s.class_name}/{index:06d}.JPEG"
-            (root / name / s.class_name).mkdir(parents=True, exist_ok=True)
-            # No chroma subsampling: at 32-64 px it would bleed the shape colour into the background.
-            s.image.save(root / name / relative, format="JPEG", quality=95, subsampling=0)
-            lines.append(f"{relative} {s.label}\n")
-        (root / "meta_data" / f"{name}.txt").write_text("".join(lines))
     return root
