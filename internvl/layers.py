@@ -27,7 +27,8 @@ try:
 except Exception:  # ImportError, or a broken CUDA build of flash-attn
     _flash_attn_func = None
 
-__all__ = ["attention", "attention_backends", "set_attention_backend", "RMSNorm", "DropPath"]
+__all__ = ["attention", "attention_backends", "set_attention_backend", "RMSNorm", "DropPath", "RotaryEmbedding",
+           "apply_rotary"]
 
 _BACKENDS = ("auto", "flash", "sdpa", "eager")
 _backend = os.environ.get("INTERNVL_ATTN_BACKEND", "auto")
@@ -149,3 +150,60 @@ class RMSNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.variance_epsilon}"
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (RoPE) as LLaMA, InternLM2 and QLLaMA apply it: the two halves of
+    each head dimension rotate together (``rotate_half``), frequencies ``base ** (-2i / dim)``.
+
+    ``scaling`` is the published ``rope_scaling`` dict, or None:
+      {"type": "linear", "factor": f}   positions are divided by f;
+      {"type": "dynamic", "factor": f}  NTK-aware: when the sequence is longer than
+          ``max_position_embeddings`` the base grows to
+          base * (f * seq_len / max_pos - (f - 1)) ** (dim / (dim - 2)).
+    Dynamic scaling depends on the current total length ``seq_len`` (prompt plus cache), which the
+    caller passes; the result is a pure function of its inputs, so a shorter sequence after a longer
+    one gets the unscaled frequencies again.
+    """
+
+    def __init__(self, dim: int, base: float = 10000.0, max_position_embeddings: int = 2048,
+                 scaling: Optional[dict] = None):
+        super().__init__()
+        kind = (scaling or {}).get("type", (scaling or {}).get("rope_type"))
+        if scaling is not None and kind not in ("linear", "dynamic"):
+            raise ValueError(f"unsupported rope_scaling {scaling!r}: expected type 'linear' or 'dynamic'")
+        self.dim, self.base, self.max_position_embeddings = dim, float(base), max_position_embeddings
+        self.scaling_type = kind
+        self.factor = float(scaling["factor"]) if scaling is not None else 1.0
+        self.register_buffer("inv_freq", self._inv_freq(self.base), persistent=False)
+
+    def _inv_freq(self, base: float, device=None) -> torch.Tensor:
+        return 1.0 / base ** (torch.arange(0, self.dim, 2, dtype=torch.int64, device=device).float() / self.dim)
+
+    def forward(self, position_ids: torch.Tensor, seq_len: Optional[int] = None,
+                dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin of shape (*position_ids.shape, dim), computed in fp32 and cast to ``dtype``."""
+        inv_freq = self.inv_freq
+        if inv_freq.device.type == "meta" or inv_freq.device != position_ids.device:
+            inv_freq = self._inv_freq(self.base, position_ids.device)  # e.g. after meta-device init
+        positions = position_ids.float()
+        if self.scaling_type == "linear":
+            positions = positions / self.factor
+        elif self.scaling_type == "dynamic":
+            seq_len = int(position_ids.max()) + 1 if seq_len is None else seq_len
+            if seq_len > self.max_position_embeddings:
+                base = self.base * ((self.factor * seq_len / self.max_position_embeddings)
+                                    - (self.factor - 1)) ** (self.dim / (self.dim - 2))
+                inv_freq = self._inv_freq(base, position_ids.device)
+        freqs = positions[..., None] * inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` (B, H, N, D) by cos/sin of shape (B, N, D) or (N, D)."""
+    if cos.dim() == 3:
+        cos, sin = cos[:, None], sin[:, None]
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin

@@ -69,3 +69,30 @@ def test_rms_norm_normalises_in_fp32_then_casts_before_the_weight():
     expected = norm.weight * (x32 / x32.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()).to(torch.bfloat16)
     assert torch.equal(norm(x), expected)
     assert norm(x).dtype == torch.float32  # fp32 weight times bf16 value promotes, as in the reference
+
+
+def test_rotary_matches_transformers_llama_and_its_scalings():
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
+
+    from internvl.layers import RotaryEmbedding, apply_rotary
+
+    q, k = torch.randn(2, 4, 12, 16), torch.randn(2, 4, 12, 16)
+    positions = torch.arange(12).expand(2, 12)
+    for scaling in (None, {"type": "linear", "factor": 2.0}):
+        cfg = LlamaConfig(hidden_size=64, num_attention_heads=4, rope_theta=500.0, rope_scaling=scaling,
+                          max_position_embeddings=8)
+        cos_ref, sin_ref = LlamaRotaryEmbedding(cfg)(q, positions)
+        cos, sin = RotaryEmbedding(16, base=500.0, max_position_embeddings=8, scaling=scaling)(positions)
+        torch.testing.assert_close(cos, cos_ref)
+        ref = apply_rotary_pos_emb(q, k, cos_ref, sin_ref)
+        torch.testing.assert_close(apply_rotary(q, cos, sin), ref[0])
+        torch.testing.assert_close(apply_rotary(k, cos, sin), ref[1])
+    # dynamic NTK: unchanged within max_position_embeddings, a larger base beyond it (formula by hand)
+    rope = RotaryEmbedding(16, base=500.0, max_position_embeddings=8, scaling={"type": "dynamic", "factor": 2.0})
+    plain = RotaryEmbedding(16, base=500.0, max_position_embeddings=8)
+    torch.testing.assert_close(rope(positions[:, :8])[0], plain(positions[:, :8])[0])
+    base = 500.0 * (2.0 * 12 / 8 - 1.0) ** (16 / 14)
+    torch.testing.assert_close(rope(positions)[0], RotaryEmbedding(16, base=base)(positions)[0])
+    with pytest.raises(ValueError, match="unsupported rope_scaling"):
+        RotaryEmbedding(16, scaling={"type": "yarn", "factor": 2.0})
