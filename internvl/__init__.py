@@ -1,4 +1,4 @@
-"""InternVL model library: InternViT, and (as they land) InternVL-C/G and InternVL-Chat.
+"""InternVL model library: InternViT, InternVL-C/G (QLLaMA) and InternVL-Chat (InternLM2 and others).
 
     from internvl import InternVisionConfig, InternVisionModel
     model = InternVisionModel.from_pretrained("pretrained/InternViT-6B-224px", torch_dtype=torch.bfloat16)
@@ -6,13 +6,17 @@
 from transformers import AutoConfig, AutoModel
 
 from .intern_vit import InternVisionConfig, InternVisionModel
+from .internvl_cg import InternVLConfig, InternVLModel, build_cg_tokenizer, load_internvl_c_pth
 from .layers import attention, set_attention_backend
 
 __version__ = "0.1.0"
 
-__all__ = ["InternVisionConfig", "InternVisionModel", "attention", "set_attention_backend"]
+__all__ = ["InternVisionConfig", "InternVisionModel", "InternVLConfig", "InternVLModel", "build_cg_tokenizer",
+           "load_internvl_c_pth", "attention", "set_attention_backend"]
 
 # The published config.json files name remote code (auto_map). Registering the model types makes
 # AutoConfig / AutoModel use these classes instead, with no trust_remote_code and no download.
+# InternVL-C/G is not registered on import: its published model_type "internvl" is also transformers'
+# own InternVL3 (-hf) type; call internvl.internvl_cg.register_internvl_cg() to take it over.
 AutoConfig.register(InternVisionConfig.model_type, InternVisionConfig, exist_ok=True)
 AutoModel.register(InternVisionConfig, InternVisionModel, exist_ok=True)

@@ -1,7 +1,6 @@
 """Shared image loading and transforms."""
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from transformers import CLIPImageProcessor
 

@@ -1,0 +1,420 @@
+"""QLLaMA: the language side of InternVL-C/G (a LLaMA decoder with learnable-query cross-attention).
+
+QLLaMA is LLaMA-7B (the Chinese-Alpaca vocabulary of 49954 tokens) with a cross-attention block added
+to every ``cross_attention_frequency``-th decoder layer (layers 0, 2, 4, ... in the published model).
+A sequence may start with ``num_query_token`` learnable query embeddings (96 published; they live in
+``InternVLModel.query_tokens``). When image features are given (``vision_hidden_states``), those leading
+positions are the queries:
+
+* they attend to each other bidirectionally (the published ``use_zero_attention_mask``) and never to the
+  text after them, while text tokens attend causally to the queries and to earlier text;
+* in each cross-attention layer, after self-attention, the queries (and only they) attend to the image
+  features: ``queries += o_proj(attn(q_proj(norm1(queries)), k/v_proj(norm2(image))))``, no mask.
+
+Without image features the model is a plain causal LLaMA over text (how InternVL encodes text for
+retrieval). Since the queries never see the text, their keys/values are fixed after the first forward
+pass, and cross-attention runs only there; cached decoding steps skip it, as the reference does.
+
+Tensor names are the published ones (``model.layers.N.cross_attn.{q,k,v,o}_proj``, ``norm1``, ``norm2``),
+the configuration is a ``transformers.LlamaConfig`` with two extra fields, ``num_query_token`` and
+``cross_attention_frequency`` (the published ``qllama_config``), and :class:`QLLaMAForCausalLM` is a
+``GenerationMixin`` with a ``DynamicCache``, so captioning uses ``transformers`` generation (greedy, beam
+search, sampling, ...). Attention runs through :func:`internvl.layers.attention`.
+"""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, LlamaConfig
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.utils import logging
+
+from .layers import RMSNorm, RotaryEmbedding, apply_rotary, attention
+from .modeling_utils import InternVLPreTrainedBase
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["QLLAMA_7B_CONFIG", "qllama_config", "QLLaMAPreTrainedModel", "QLLaMAModel", "QLLaMAForCausalLM"]
+
+# The qllama_config of OpenGVLab/InternVL-14B-224px (LLaMA-7B with the 49954-token Chinese-Alpaca vocabulary).
+QLLAMA_7B_CONFIG = dict(
+    vocab_size=49954, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+    hidden_act="silu", max_position_embeddings=2048, initializer_range=0.02, rms_norm_eps=1e-6,
+    pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
+)
+
+# The published QLLaMA hard-codes InternViT-6B's width for the cross-attention keys/values.
+_PUBLISHED_VISION_HIDDEN_SIZE = 3200
+
+
+def qllama_config(num_query_token: int = 96, cross_attention_frequency: int = 2, **fields) -> LlamaConfig:
+    """A ``LlamaConfig`` carrying the two QLLaMA fields (as the published ``qllama_config`` does)."""
+    config = LlamaConfig(**fields)
+    config.num_query_token = num_query_token
+    config.cross_attention_frequency = cross_attention_frequency
+    return config
+
+
+def _rope_scaling(config: LlamaConfig) -> Optional[dict]:
+    scaling = getattr(config, "rope_scaling", None)
+    if not scaling or scaling.get("rope_type", scaling.get("type")) == "default":
+        return None
+    return scaling
+
+
+def _head_dim(config: LlamaConfig) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+class QLLaMAMLP(nn.Module):
+    """SwiGLU feed-forward: ``down(act(gate(x)) * up(x))``."""
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        bias = getattr(config, "mlp_bias", False)
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
+        self.act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+
+class QLLaMAAttention(nn.Module):
+    """LLaMA self-attention: rotary positions, optional grouped-query heads, a ``transformers`` KV cache."""
+
+    def __init__(self, config: LlamaConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
+        self.head_dim = _head_dim(config)
+        self.attention_dropout = getattr(config, "attention_dropout", 0.0)
+        bias = getattr(config, "attention_bias", False)
+        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
+
+    def forward(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                attn_mask: Optional[torch.Tensor], causal: bool, past_key_values: Optional[Cache]) -> torch.Tensor:
+        batch, seq, _ = hidden_states.shape
+        q = self.q_proj(hidden_states).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(hidden_states).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(hidden_states).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if past_key_values is not None:
+            k, v = past_key_values.update(k, v, self.layer_idx)
+        out = attention(q, k, v, causal=causal, attn_mask=attn_mask,
+                        dropout_p=self.attention_dropout if self.training else 0.0)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, seq, -1))
+
+
+class QLLaMACrossAttention(nn.Module):
+    """The queries attend to the image features; both sides RMS-normalised first (``norm1``, ``norm2``)."""
+
+    def __init__(self, config: LlamaConfig, vision_hidden_size: int):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = _head_dim(config)
+        inner = self.num_heads * self.head_dim
+        self.q_proj = nn.Linear(config.hidden_size, inner, bias=False)
+        self.o_proj = nn.Linear(inner, config.hidden_size, bias=False)
+        self.norm1 = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.k_proj = nn.Linear(vision_hidden_size, inner, bias=False)
+        self.v_proj = nn.Linear(vision_hidden_size, inner, bias=False)
+        self.norm2 = RMSNorm(vision_hidden_size, eps=config.rms_norm_eps)
+
+    def forward(self, queries: torch.Tensor, vision_hidden_states: torch.Tensor) -> torch.Tensor:
+        batch, n_q, _ = queries.shape
+        n_v = vision_hidden_states.shape[1]
+        q = self.q_proj(self.norm1(queries)).view(batch, n_q, self.num_heads, self.head_dim).transpose(1, 2)
+        vision = self.norm2(vision_hidden_states)
+        k = self.k_proj(vision).view(batch, n_v, self.num_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(vision).view(batch, n_v, self.num_heads, self.head_dim).transpose(1, 2)
+        out = attention(q, k, v)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, n_q, -1))
+
+
+class QLLaMADecoderLayer(nn.Module):
+    """Pre-norm LLaMA block; with ``cross_attn``, the leading queries also read the image in between
+    self-attention and the MLP."""
+
+    def __init__(self, config: LlamaConfig, layer_idx: int, vision_hidden_size: int, use_cross_attn: bool):
+        super().__init__()
+        self.self_attn = QLLaMAAttention(config, layer_idx)
+        self.cross_attn = QLLaMACrossAttention(config, vision_hidden_size) if use_cross_attn else None
+        self.mlp = QLLaMAMLP(config)
+        self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                attn_mask: Optional[torch.Tensor], causal: bool, past_key_values: Optional[Cache],
+                vision_hidden_states: Optional[torch.Tensor], num_queries: int) -> torch.Tensor:
+        hidden_states = hidden_states + self.self_attn(self.input_layernorm(hidden_states), cos, sin, attn_mask,
+                                                       causal, past_key_values)
+        if self.cross_attn is not None and num_queries:
+            queries, text = hidden_states[:, :num_queries], hidden_states[:, num_queries:]
+            queries = queries + self.cross_attn(queries, vision_hidden_states)
+            hidden_states = torch.cat([queries, text], dim=1)
+        return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
+
+
+class QLLaMAPreTrainedModel(InternVLPreTrainedBase):
+    config_class = LlamaConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["QLLaMADecoderLayer"]
+    _skip_keys_device_placement = "past_key_values"
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, RMSNorm):
+            nn.init.ones_(module.weight)
+
+
+class QLLaMAModel(QLLaMAPreTrainedModel):
+    """The QLLaMA decoder stack (embeddings, layers, final norm); see the module docstring."""
+
+    def __init__(self, config: LlamaConfig, vision_hidden_size: Optional[int] = None):
+        super().__init__(config)
+        self.num_query_token = getattr(config, "num_query_token", 0)
+        frequency = getattr(config, "cross_attention_frequency", 2)
+        if self.num_query_token < 0 or frequency < 1:
+            raise ValueError(f"qllama_config needs num_query_token >= 0 and cross_attention_frequency >= 1, got "
+                             f"{self.num_query_token} and {frequency}")
+        vision_hidden_size = vision_hidden_size or _PUBLISHED_VISION_HIDDEN_SIZE
+        self.padding_idx = config.pad_token_id
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
+        # No queries (an InternVL-C-only model), no cross-attention.
+        self.layers = nn.ModuleList(
+            QLLaMADecoderLayer(config, i, vision_hidden_size, self.num_query_token > 0 and i % frequency == 0)
+            for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(_head_dim(config), base=getattr(config, "rope_theta", 10000.0),
+                                          max_position_embeddings=config.max_position_embeddings,
+                                          scaling=_rope_scaling(config))
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    @property
+    def has_cross_attention(self) -> bool:
+        return any(layer.cross_attn is not None for layer in self.layers)
+
+    def forward(self, input_ids: Optional[torch.LongTensor] = None, attention_mask: Optional[torch.Tensor] = None,
+                position_ids: Optional[torch.LongTensor] = None, past_key_values: Optional[Union[Cache, tuple]] = None,
+                inputs_embeds: Optional[torch.FloatTensor] = None,
+                vision_hidden_states: Optional[torch.FloatTensor] = None, use_cache: Optional[bool] = None,
+                output_hidden_states: Optional[bool] = None, return_dict: Optional[bool] = None,
+                cache_position: Optional[torch.LongTensor] = None, **kwargs) -> Union[tuple, BaseModelOutputWithPast]:
+        """Run the decoder.
+
+        Args:
+            input_ids / inputs_embeds: the sequence (exactly one of them). With ``vision_hidden_states``
+                and an empty cache, its first ``num_query_token`` positions must be the query embeddings.
+            attention_mask: ``(batch, past + seq)`` with 1 for real tokens and 0 for padding, or a 4D
+                boolean/additive mask ``(batch, 1, seq, past + seq)`` used as given (no causal pattern added).
+            position_ids: rotary positions; default ``past, past + 1, ...`` for every row.
+            past_key_values: a ``transformers`` Cache (or the legacy tuple form); with ``use_cache`` one is
+                created when missing and returned.
+            vision_hidden_states: ``(batch, tokens, vision_hidden_size)`` image features (the full InternViT
+                output); they make the leading positions queries (see the module docstring).
+        """
+        output_hidden_states = (self.config.output_hidden_states if output_hidden_states is None
+                                else output_hidden_states)
+        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("QLLaMA needs exactly one of input_ids and inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        if self.gradient_checkpointing and self.training and use_cache:
+            logger.warning_once("use_cache=True is incompatible with gradient checkpointing; not caching")
+            use_cache = False
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.config)
+        elif isinstance(past_key_values, tuple):
+            past_key_values = DynamicCache.from_legacy_cache(past_key_values)
+
+        batch, seq, _ = inputs_embeds.shape
+        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        num_queries = self._queries_in_input(vision_hidden_states, batch, seq, past)
+        query_block = self.num_query_token if vision_hidden_states is not None else 0
+        attn_mask, causal = _self_attention_mask(attention_mask, seq, past, query_block, inputs_embeds.dtype,
+                                                 inputs_embeds.device)
+        if position_ids is None:
+            position_ids = torch.arange(past, past + seq, device=inputs_embeds.device).expand(batch, -1)
+        cos, sin = self.rotary_emb(position_ids, seq_len=past + seq, dtype=inputs_embeds.dtype)
+
+        hidden_states = inputs_embeds
+        all_hidden = (hidden_states,) if output_hidden_states else None
+        for layer in self.layers:
+            args = (hidden_states, cos, sin, attn_mask, causal, past_key_values, vision_hidden_states, num_queries)
+            if self.gradient_checkpointing and self.training:
+                hidden_states = self._gradient_checkpointing_func(layer.__call__, *args)
+            else:
+                hidden_states = layer(*args)
+            if output_hidden_states:
+                all_hidden += (hidden_states,)
+        hidden_states = self.norm(hidden_states)
+        if output_hidden_states:  # as the reference, the last entry is the normalised output
+            all_hidden = all_hidden[:-1] + (hidden_states,)
+
+        cache = past_key_values if use_cache else None
+        if not return_dict:
+            return tuple(v for v in (hidden_states, cache, all_hidden) if v is not None)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=cache,
+                                       hidden_states=all_hidden)
+
+    def _queries_in_input(self, vision_hidden_states, batch: int, seq: int, past: int) -> int:
+        """How many leading positions of this input are queries that cross-attend to the image."""
+        if vision_hidden_states is None:
+            return 0
+        if self.num_query_token == 0:
+            raise ValueError("this QLLaMA has no query tokens (num_query_token=0, an InternVL-C-only model): "
+                             "it cannot attend to image features")
+        if past >= self.num_query_token:
+            return 0  # the queries are in the cache already; the reference skips cross-attention here too
+        if past > 0 or seq < self.num_query_token:
+            raise ValueError(f"the {self.num_query_token} query embeddings must come first and in one piece: "
+                             f"got {seq} positions after {past} cached ones")
+        if vision_hidden_states.shape[0] != batch:
+            raise ValueError(f"vision_hidden_states has batch {vision_hidden_states.shape[0]} but the "
+                             f"sequence has batch {batch}")
+        return self.num_query_token
+
+
+def _self_attention_mask(attention_mask: Optional[torch.Tensor], seq: int, past: int, query_block: int,
+                         dtype: torch.dtype, device: torch.device) -> tuple[Optional[torch.Tensor], bool]:
+    """``(attn_mask, causal)`` for :func:`internvl.layers.attention`.
+
+    Causal attention, except that the first ``query_block`` positions see each other; padding (0 in a 2D
+    ``attention_mask``) is never attended to. Masked scores get ``finfo.min`` added, as in the reference,
+    so a row with nothing to attend to (a padding position) averages instead of producing NaN. When
+    nothing needs a mask, it is None so the fused kernels (flash-attn, SDPA's causal path) can run.
+    """
+    total = past + seq
+    if attention_mask is not None and attention_mask.dim() == 4:
+        return attention_mask, False
+    if attention_mask is not None:
+        if attention_mask.dim() != 2 or attention_mask.shape[-1] != total:
+            raise ValueError(f"attention_mask must be (batch, past + seq) = (batch, {total}) or 4D, got shape "
+                             f"{tuple(attention_mask.shape)}")
+        keep = attention_mask.bool()
+        if bool(keep.all()):
+            attention_mask = None
+    if attention_mask is None:
+        if query_block >= total:
+            return None, False  # queries only: fully bidirectional
+        if query_block <= past:
+            return None, seq > 1  # plain causal (bottom-right aligned after a cache); one new token sees all
+        keep = None
+    q_pos = torch.arange(past, total, device=device)[:, None]
+    k_pos = torch.arange(total, device=device)[None, :]
+    allowed = (k_pos <= q_pos) | ((q_pos < query_block) & (k_pos < query_block))
+    allowed = allowed[None, None] if keep is None else allowed[None, None] & keep[:, None, None, :]
+    additive = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return additive.masked_fill(~allowed, torch.finfo(dtype).min), False
+
+
+class QLLaMAForCausalLM(QLLaMAPreTrainedModel, GenerationMixin):
+    """QLLaMA with its language-model head (``lm_head``, tied to the embeddings when the config says so).
+
+    ``generate`` takes ``inputs_embeds`` (the queries followed by the prompt's token embeddings), the
+    matching ``attention_mask``, and either ``vision_hidden_states`` or ``past_key_values`` holding all but
+    the last position already (what ``InternVLModel.generate`` passes: the work shared by the beams of an
+    image is done once, and the cache is expanded to the beams here); it returns the new tokens only, as
+    ``transformers`` does for ``inputs_embeds``. ``lm_head=False`` builds the decoder without a head (an
+    InternVL-C-only model, whose checkpoint has none).
+    """
+
+    _tied_weights_keys = ["lm_head.weight"]
+
+    def __init__(self, config: LlamaConfig, vision_hidden_size: Optional[int] = None, lm_head: bool = True):
+        super().__init__(config)
+        self.model = QLLaMAModel(config, vision_hidden_size)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False) if lm_head else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> Optional[nn.Linear]:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.lm_head = new_embeddings
+
+    def get_decoder(self) -> QLLaMAModel:
+        return self.model
+
+    def set_decoder(self, decoder: QLLaMAModel) -> None:
+        self.model = decoder
+
+    def forward(self, input_ids: Optional[torch.LongTensor] = None, attention_mask: Optional[torch.Tensor] = None,
+                position_ids: Optional[torch.LongTensor] = None, past_key_values: Optional[Union[Cache, tuple]] = None,
+                inputs_embeds: Optional[torch.FloatTensor] = None,
+                vision_hidden_states: Optional[torch.FloatTensor] = None, labels: Optional[torch.LongTensor] = None,
+                use_cache: Optional[bool] = None, output_hidden_states: Optional[bool] = None,
+                return_dict: Optional[bool] = None, cache_position: Optional[torch.LongTensor] = None,
+                logits_to_keep: Union[int, torch.Tensor] = 0, **kwargs) -> Union[tuple, CausalLMOutputWithPast]:
+        """Logits over the vocabulary (and, with ``labels``, the next-token cross-entropy: labels are
+        shifted inside, ``-100`` is ignored). ``logits_to_keep=n`` computes the last n positions only."""
+        if self.lm_head is None:
+            raise ValueError("this QLLaMA has no lm_head (an InternVL-C-only model): it cannot produce logits")
+        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             past_key_values=past_key_values, inputs_embeds=inputs_embeds,
+                             vision_hidden_states=vision_hidden_states, use_cache=use_cache,
+                             output_hidden_states=output_hidden_states, return_dict=True)
+        hidden_states = outputs.last_hidden_state
+        if isinstance(logits_to_keep, int) and logits_to_keep > 0:
+            hidden_states = hidden_states[:, -logits_to_keep:]
+        elif isinstance(logits_to_keep, torch.Tensor):
+            hidden_states = hidden_states[:, logits_to_keep]
+        logits = self.lm_head(hidden_states)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                                   labels[:, 1:].reshape(-1).to(logits.device), ignore_index=-100)
+        if not return_dict:
+            out = (logits,) + tuple(v for v in (outputs.past_key_values, outputs.hidden_states) if v is not None)
+            return (loss,) + out if loss is not None else out
+        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
+                                      hidden_states=outputs.hidden_states)
+
+    @staticmethod
+    def _expand_inputs_for_generation(expand_size: int = 1, is_encoder_decoder: bool = False,
+                                      input_ids: Optional[torch.LongTensor] = None, **model_kwargs):
+        # A cache handed to generate (InternVLModel.generate's prefill, computed once per image) is expanded to
+        # the beams / return sequences along with the inputs; transformers expands tensors only.
+        input_ids, model_kwargs = GenerationMixin._expand_inputs_for_generation(
+            expand_size, is_encoder_decoder, input_ids, **model_kwargs)
+        cache = model_kwargs.get("past_key_values")
+        if expand_size > 1 and isinstance(cache, Cache):
+            cache.batch_repeat_interleave(expand_size)
+        return input_ids, model_kwargs
