@@ -1,0 +1,179 @@
+"""Caption benchmark layouts written from the synthetic kit: the three test sets of InternVL-G's
+zero-shot captioning evaluation (``internvl_g/evaluate.sh``), in the upstream files and formats.
+
+``<id>`` below is the global sample index (``start`` .. ``start + num_images - 1``); it is the image
+id of every format, so an image's references are found by the index it was drawn from. Write
+benchmarks from different ``start`` blocks and they never share an image.
+
+``write_coco_karpathy(root, num_images)`` -- ``root`` is ``data/coco``::
+
+    root/val2014/COCO_val2014_<id:012d>.jpg
+    root/annotations/coco_karpathy_test.json       [{"image": "val2014/COCO_val2014_000000000007.jpg",
+                                                     "caption": ["...", ...]}, ...]
+    root/annotations/coco_karpathy_test_gt.json    {"annotations": [{"image_id": 7, "caption": "...", "id": 35}, ...],
+                                                    "images": [{"id": 7}, ...]}
+
+  The image list is BLIP's Karpathy test file (the evaluator derives the image id from the digits
+  after the last ``_`` of the file name, as upstream does); the ground truth is the COCO caption
+  format that ``pycocotools.COCO`` loads.
+
+``write_flickr30k_karpathy(root, num_images)`` -- ``root`` is ``data/flickr30k``::
+
+    root/Images/<id:06d>.jpg
+    root/flickr30k_test_karpathy.json              {"images": [{"file_name": "Images/000007.jpg", "id": 7}, ...],
+                                                    "annotations": [{"image_id": 7, "caption": "...", "id": 35}, ...]}
+
+  One COCO-format file is both the image list (paths relative to ``root``) and the ground truth.
+
+``write_nocaps(root, num_images)`` -- ``root`` is ``data/nocaps``::
+
+    root/images/<open_images_id>.jpg
+    root/nocaps_val_4500_captions.json             {"info": {...}, "licenses": [],
+                                                    "images": [{"id": 7, "file_name": "0000000000000007.jpg",
+                                                                "open_images_id": "0000000000000007", "height": 64,
+                                                                "width": 64, "domain": "near-domain"}, ...],
+                                                    "annotations": [{"image_id": 7, "id": 70, "caption": "..."}, ...]}
+
+  As the published nocaps val file: file names relative to ``root/images``, 10 references per
+  image, images cycling through the in-, near- and out-domain splits.
+
+References: COCO and Flickr30K carry 5 captions per image, NoCaps 10, as the real sets do. They
+are ``reference_captions(sample, k)``: the kit's own English caption first, then rephrasings of the
+same attributes with the casing and punctuation of human captions (the PTB tokenizer lowercases
+and drops punctuation before scoring), so a model that learned the kit scores well but no single
+phrasing matches all references.
+
+Every writer refuses to write over an existing file or image folder, so a dataset is never a mix
+of two runs (or of a real download and synthetic images).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Optional
+
+from .synthetic import _BACKGROUND_ADJ, Sample, SyntheticImages
+
+__all__ = ["reference_captions", "write_coco_karpathy", "write_flickr30k_karpathy", "write_nocaps"]
+
+# Rephrasings after the kit's caption; the first four complete COCO / Flickr30K's five references.
+_TEMPLATES = (
+    "A {colour} {shape} on a {bg} background.",
+    "There is a {colour} {shape} in the {position} of the picture.",
+    "a {colour} {shape} placed in the {position}",
+    "The image shows a {colour} {shape} in the {position}, against a {bg} pattern.",
+    "A small {colour} {shape} sits in the {position} of a {bg} background.",
+    "{Colour} {shape}, {position}, {bg} background.",
+    "A {bg} background with a {colour} {shape} in the {position}.",
+    "An image of a {colour} {shape}.",
+    "The {colour} shape in the {position} is a {shape}.",
+)
+_NOCAPS_DOMAINS = ("in-domain", "near-domain", "out-domain")
+
+
+def reference_captions(sample: Sample, k: int = 5) -> list[str]:
+    """``k`` (1..10) English reference captions of ``sample``: ``sample.caption_en`` and rephrasings."""
+    if not 1 <= k <= len(_TEMPLATES) + 1:
+        raise ValueError(f"k must be in 1..{len(_TEMPLATES) + 1}, got {k}")
+    words = dict(colour=sample.colour, Colour=sample.colour.capitalize(), shape=sample.shape,
+                 position=sample.position, bg=_BACKGROUND_ADJ[sample.background])
+    return [sample.caption_en] + [template.format(**words) for template in _TEMPLATES[:k - 1]]
+
+
+def _check_range(num_images: int, start: int) -> None:
+    if num_images < 1 or start < 0:
+        raise ValueError(f"need num_images >= 1 and start >= 0, got num_images={num_images}, start={start}")
+
+
+def _refuse_existing(paths: Iterable[Path]) -> None:
+    for path in paths:
+        if path.exists():
+            raise FileExistsError(f"{path} already exists; remove it first, a writer never mixes datasets")
+
+
+def _save_jpeg(sample: Sample, path: Path) -> None:
+    # No chroma subsampling: at 32-64 px it would bleed the shape colour into the background.
+    sample.image.save(path, format="JPEG", quality=95, subsampling=0)
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, ensure_ascii=False))
+
+
+def _coco_caption_file(images: list[dict], references: dict[int, list[str]], per_image: int) -> dict:
+    """COCO caption format: annotation ids are ``image_id * per_image + j``, unique across the file."""
+    annotations = [{"image_id": image_id, "caption": caption, "id": image_id * per_image + j}
+                   for image_id, captions in references.items() for j, caption in enumerate(captions)]
+    return {"annotations": annotations, "images": images}
+
+
+def write_coco_karpathy(root: str | os.PathLike, num_images: int, kit: Optional[SyntheticImages] = None,
+                        start: int = 0) -> Path:
+    """Write ``num_images`` images with 5 references each as the COCO Karpathy test split under ``root``
+    (``data/coco``): ``val2014/`` images, ``annotations/coco_karpathy_test.json`` and
+    ``annotations/coco_karpathy_test_gt.json`` (see the module doc)."""
+    _check_range(num_images, start)
+    kit = kit or SyntheticImages()
+    root = Path(root)
+    image_dir, test_file = root / "val2014", root / "annotations" / "coco_karpathy_test.json"
+    gt_file = root / "annotations" / "coco_karpathy_test_gt.json"
+    _refuse_existing((image_dir, test_file, gt_file))
+    image_dir.mkdir(parents=True)
+    entries, references = [], {}
+    for index in range(start, start + num_images):
+        s = kit.sample(index)
+        relative = f"val2014/COCO_val2014_{index:012d}.jpg"
+        _save_jpeg(s, root / relative)
+        references[index] = reference_captions(s, 5)
+        entries.append({"image": relative, "caption": references[index]})
+    _write_json(test_file, entries)
+    _write_json(gt_file, _coco_caption_file([{"id": i} for i in references], references, 5))
+    return root
+
+
+def write_flickr30k_karpathy(root: str | os.PathLike, num_images: int, kit: Optional[SyntheticImages] = None,
+                             start: int = 0) -> Path:
+    """Write ``num_images`` images with 5 references each as the Flickr30K Karpathy test split under ``root``
+    (``data/flickr30k``): ``Images/`` and the COCO-format ``flickr30k_test_karpathy.json``."""
+    _check_range(num_images, start)
+    kit = kit or SyntheticImages()
+    root = Path(root)
+    image_dir, annotation_file = root / "Images", root / "flickr30k_test_karpathy.json"
+    _refuse_existing((image_dir, annotation_file))
+    image_dir.mkdir(parents=True)
+    images, references = [], {}
+    for index in range(start, start + num_images):
+        s = kit.sample(index)
+        relative = f"Images/{index:06d}.jpg"
+        _save_jpeg(s, root / relative)
+        references[index] = reference_captions(s, 5)
+        images.append({"file_name": relative, "id": index})
+    _write_json(annotation_file, _coco_caption_file(images, references, 5))
+    return root
+
+
+def write_nocaps(root: str | os.PathLike, num_images: int, kit: Optional[SyntheticImages] = None,
+                 start: int = 0) -> Path:
+    """Write ``num_images`` images with 10 references each as NoCaps val under ``root`` (``data/nocaps``):
+    ``images/`` and ``nocaps_val_4500_captions.json`` (see the module doc)."""
+    _check_range(num_images, start)
+    kit = kit or SyntheticImages()
+    root = Path(root)
+    image_dir, annotation_file = root / "images", root / "nocaps_val_4500_captions.json"
+    _refuse_existing((image_dir, annotation_file))
+    image_dir.mkdir(parents=True)
+    images, references = [], {}
+    for index in range(start, start + num_images):
+        s = kit.sample(index)
+        open_images_id = f"{index:016x}"  # Open Images ids are 16 hex digits
+        _save_jpeg(s, image_dir / f"{open_images_id}.jpg")
+        references[index] = reference_captions(s, 10)
+        images.append({"id": index, "file_name": f"{open_images_id}.jpg", "open_images_id": open_images_id,
+                       "height": kit.image_size, "width": kit.image_size,
+                       "domain": _NOCAPS_DOMAINS[index % len(_NOCAPS_DOMAINS)]})
+    content = {"info": {"description": "synthetic stand-in for nocaps val, written by internvl.datakit"},
+               "licenses": [], **_coco_caption_file(images, references, 10)}
+    _write_json(annotation_file, content)
+    return root

@@ -1,0 +1,333 @@
+"""Zero-shot image captioning with InternVL-G: COCO Karpathy test, Flickr30K Karpathy test, NoCaps val.
+
+    bash internvl_g/evaluate.sh pretrained/InternVL-14B-224px caption-coco        # torchrun / srun / CPU
+    python -m internvl_g.evaluate_caption --checkpoint pretrained/InternVL-14B-224px --datasets coco,nocaps
+
+The QLLaMA decoder writes one caption per image after the prompt ``English caption:`` (no EOS
+appended to the prompt), by beam search with 5 beams and 8 to 30 new tokens, as upstream
+``internvl_g/eval/evaluate_caption.py``; every setting is a flag. Images are resized to the
+model's square input size (bicubic, ImageNet mean/std) and captioned in batches; ranks take
+contiguous shards of the image list (no image twice), the captions are gathered in list order and
+rank 0 scores them with pycocoevalcap (BLEU-1..4, METEOR, ROUGE-L, CIDEr; Java required). It prints
+upstream's result line per dataset::
+
+    ['coco', 'English caption:', 10.5974, dict_items([('Bleu_1', 0.7876...), ..., ('CIDEr', 1.2818...)])]
+
+and writes into ``--out-dir``: ``<dataset>_<yymmddHHMMSS>.json`` (upstream's captions file, a list
+of ``{"image_id", "caption"}``) and ``<dataset>_<yymmddHHMMSS>_scores.json`` (scores, average
+length, settings). Data layout (under ``--data-root``, default ``data``): see ``internvl_g/README.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from internvl.runtime import (all_gather_object, barrier, cleanup_distributed, default_dtype_for,  # noqa: E402
+                              init_distributed, resolve_dtype, seed_everything, setup_logging)
+from internvl.internvl_cg import CAPTION_PROMPT, InternVLModel, build_cg_tokenizer, image_transform  # noqa: E402
+from internvl.transforms import ImageDecodeError, open_image  # noqa: E402
+from internvl_g.caption_metrics import (average_length, check_java, load_coco_references,  # noqa: E402
+                                        score_captions, summary_line)
+
+log = logging.getLogger("internvl_g.evaluate_caption")
+
+@dataclass(frozen=True)
+class CaptionBenchmark:
+    """Where a benchmark's files live, relative to the data root (the upstream layout)."""
+
+    image_root: str  # image paths in the image list are relative to this
+    image_list: str  # which images to caption
+    references: str  # COCO-format reference captions
+    list_format: str  # "karpathy" (a list of {"image", "caption"}) or "coco" ({"images", "annotations"})
+
+
+BENCHMARKS = {
+    "coco": CaptionBenchmark("coco", "coco/annotations/coco_karpathy_test.json",
+                             "coco/annotations/coco_karpathy_test_gt.json", "karpathy"),
+    "flickr30k": CaptionBenchmark("flickr30k", "flickr30k/flickr30k_test_karpathy.json",
+                                  "flickr30k/flickr30k_test_karpathy.json", "coco"),
+    "nocaps": CaptionBenchmark("nocaps/images", "nocaps/nocaps_val_4500_captions.json",
+                               "nocaps/nocaps_val_4500_captions.json", "coco"),
+}
+
+
+@dataclass(frozen=True)
+class CaptionImage:
+    image_id: int
+    path: Path
+    entry: str  # where it was listed, for error messages: "entry 12 of <file>: {...}"
+
+
+_KARPATHY_ID = re.compile(r"_(\d+)\.jpg$")
+_KARPATHY_EXPECTED = ("the COCO Karpathy test format: a JSON list of "
+                      "{'image': 'val2014/COCO_val2014_000000391895.jpg', 'caption': [...]} "
+                      "(the image id is the number after the last '_')")
+_COCO_EXPECTED = ("a COCO-format caption file: a JSON object with 'images' (a list of {'id': int, 'file_name': str}) "
+                  "and 'annotations' (a list of {'image_id': int, 'caption': str})")
+
+
+def _read_json(path: Path, expected: str):
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path} (expected {expected}; "
+                                f"see internvl_g/README.md for the data layout)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); expected {expected}") from None
+
+
+def load_image_list(path: str | Path, image_root: str | Path, list_format: str) -> list[CaptionImage]:
+    """The images to caption, read as upstream's ``CaptionDataset`` reads them, with every entry
+    checked: a wrong format names the file, the entry and the fields expected; duplicate ids and
+    missing image files are errors (listing the first few), before any model is loaded."""
+    path, image_root = Path(path), Path(image_root)
+    items: list[CaptionImage] = []
+    if list_format == "karpathy":
+        content = _read_json(path, _KARPATHY_EXPECTED)
+        if not isinstance(content, list):
+            found = f"an object with keys {sorted(content)}" if isinstance(content, dict) else type(content).__name__
+            raise ValueError(f"{path}: expected {_KARPATHY_EXPECTED}; found {found}")
+        for i, entry in enumerate(content):
+            where = f"entry {i} of {path}: {str(entry)[:200]}"
+            if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
+                raise ValueError(f"{where} has no string 'image'; expected {_KARPATHY_EXPECTED}")
+            match = _KARPATHY_ID.search(entry["image"])
+            if not match:
+                raise ValueError(f"{where}: cannot read an image id from {entry['image']!r}; expected "
+                                 f"{_KARPATHY_EXPECTED}")
+            items.append(CaptionImage(int(match[1]), image_root / entry["image"], where))
+    elif list_format == "coco":
+        content = _read_json(path, _COCO_EXPECTED)
+        if not isinstance(content, dict) or not isinstance(content.get("images"), list):
+            found = f"keys {sorted(content)}" if isinstance(content, dict) else f"a JSON {type(content).__name__}"
+            raise ValueError(f"{path}: expected {_COCO_EXPECTED}; found {found}")
+        for i, entry in enumerate(content["images"]):
+            where = f"images[{i}] of {path}: {str(entry)[:200]}"
+            # Upstream reads 'file_name', falling back to 'image'.
+            name = entry.get("file_name", entry.get("image")) if isinstance(entry, dict) else None
+            image_id = entry.get("id") if isinstance(entry, dict) else None
+            if not isinstance(name, str) or not isinstance(image_id, int) or isinstance(image_id, bool):
+                raise ValueError(f"{where} needs an integer 'id' and a string 'file_name'; expected {_COCO_EXPECTED}")
+            items.append(CaptionImage(image_id, image_root / name, where))
+    else:
+        raise ValueError(f"unknown image list format {list_format!r}: use 'karpathy' or 'coco'")
+
+    if not items:
+        raise ValueError(f"{path} lists no images")
+    seen: dict[int, CaptionImage] = {}
+    for item in items:
+        if item.image_id in seen:
+            raise ValueError(f"image id {item.image_id} is listed twice: {seen[item.image_id].entry} and {item.entry}")
+        seen[item.image_id] = item
+    missing = [item for item in items if not item.path.is_file()]
+    if missing:
+        shown = "\n  ".join(f"{item.path} ({item.entry})" for item in missing[:5])
+        raise FileNotFoundError(f"{len(missing)} of {len(items)} images listed in {path} are missing, e.g.:\n  "
+                                f"{shown}\nimage paths are relative to {image_root}")
+    return items
+
+
+class CaptionDataset(torch.utils.data.Dataset):
+    """``(pixel_values, image_id)`` per listed image; a file that fails to decode names its entry."""
+
+    def __init__(self, items: Sequence[CaptionImage], image_size: int):
+        self.items = list(items)
+        self.transform = image_transform(image_size, task="caption")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        item = self.items[index]
+        try:
+            image = open_image(item.path)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e} ({item.entry})") from None
+        except ImageDecodeError as e:
+            raise ImageDecodeError(f"{e} ({item.entry})") from None
+        return self.transform(image), item.image_id
+
+
+def shard_indices(total: int, world_size: int, rank: int) -> range:
+    """Rank ``rank``'s contiguous block of ``range(total)``: sizes differ by at most one, blocks are
+    disjoint and cover every index once, and concatenating them in rank order restores list order."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+    base, extra = divmod(total, world_size)
+    begin = rank * base + min(rank, extra)
+    return range(begin, begin + base + (rank < extra))
+
+
+def collate_batch(batch):
+    """``[(pixel_values, image_id), ...]`` -> ``(pixel_values (B, 3, H, W), [image_id, ...])``."""
+    pixel_values, image_ids = zip(*batch)
+    return torch.stack(pixel_values), list(image_ids)
+
+
+@torch.inference_mode()
+def generate_captions(model, tokenizer, loader, prompt: str, generation: dict, device: torch.device,
+                      dtype: torch.dtype, desc: str = "captioning", progress: bool = True) -> list[tuple[int, str]]:
+    """``(image_id, caption)`` for every batch of ``loader``: one ``model.generate`` call per batch."""
+    results = []
+    for pixel_values, image_ids in tqdm(loader, desc=desc, disable=not progress, dynamic_ncols=True):
+        tokens = tokenizer.tokenize([prompt] * len(image_ids))
+        output = model.generate(pixel_values=pixel_values.to(device, dtype), input_ids=tokens.input_ids.to(device),
+                                attention_mask=tokens.attention_mask.to(device), **generation)
+        captions = tokenizer.batch_decode(output, skip_special_tokens=True)  # new tokens only, stripped
+        if not results:
+            log.info("first captions: %s", captions[:4])
+        results.extend(zip(image_ids, captions))
+    return results
+
+
+def generation_kwargs(args: argparse.Namespace) -> dict:
+    """transformers ``generate`` settings from the flags; sampling knobs only when sampling."""
+    kwargs = dict(num_beams=args.num_beams, min_new_tokens=args.min_new_tokens, max_new_tokens=args.max_new_tokens,
+                  do_sample=args.do_sample, length_penalty=args.length_penalty,
+                  repetition_penalty=args.repetition_penalty, use_cache=True)
+    if args.do_sample:
+        kwargs.update(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
+    return kwargs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="InternVL-C/G HF directory (weights and tokenizer files)")
+    p.add_argument("--datasets", default="coco,flickr30k,nocaps",
+                   help=f"comma-separated, from {', '.join(BENCHMARKS)}")
+    p.add_argument("--data-root", default="data", help="directory holding coco/, flickr30k/, nocaps/")
+    p.add_argument("--out-dir", default="results", help="where the captions and scores JSON files go")
+    p.add_argument("--prompt", default=CAPTION_PROMPT)
+    p.add_argument("--batch-size", type=int, default=8, help="images per generate call, per rank")
+    p.add_argument("--num-workers", type=int, default=2, help="image loading processes per rank")
+    p.add_argument("--num-beams", type=int, default=5)
+    p.add_argument("--min-new-tokens", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=30)
+    p.add_argument("--length-penalty", type=float, default=1.0)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--do-sample", action="store_true", help="sample instead of beam/greedy search")
+    p.add_argument("--temperature", type=float, default=1.0, help="with --do-sample")
+    p.add_argument("--top-p", type=float, default=1.0, help="with --do-sample")
+    p.add_argument("--top-k", type=int, default=50, help="with --do-sample")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 on a GPU that has it, else fp32), fp32, bf16, fp16")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.datasets = [name.strip() for name in args.datasets.split(",") if name.strip()]
+    unknown = [name for name in args.datasets if name not in BENCHMARKS]
+    if unknown or not args.datasets:
+        parser.error(f"--datasets: unknown {unknown or 'empty list'}; choose from {', '.join(BENCHMARKS)}")
+    for flag in ("batch_size", "num_beams", "max_new_tokens"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+    if not 0 <= args.min_new_tokens <= args.max_new_tokens:
+        parser.error("--min-new-tokens must be between 0 and --max-new-tokens")
+    if args.num_workers < 0:
+        parser.error("--num-workers must be >= 0")
+    if args.dtype != "auto":
+        try:
+            resolve_dtype(args.dtype)
+        except ValueError as e:
+            parser.error(f"--dtype: {e}")
+    return args
+
+
+def load_model(checkpoint: str, device: torch.device, dtype: torch.dtype):
+    """The tokenizer first (a checkpoint without tokenizer files fails in a second, not after loading
+    14B parameters), then the model, in ``dtype`` on ``device``."""
+    if not Path(checkpoint).is_dir():
+        raise FileNotFoundError(f"checkpoint directory not found: {checkpoint}")
+    tokenizer = build_cg_tokenizer(checkpoint, task="caption")  # no EOS after the prompt
+    model = InternVLModel.from_pretrained(checkpoint, torch_dtype=dtype, low_cpu_mem_usage=True)
+    return model.to(device).eval(), tokenizer
+
+
+def evaluate(args: argparse.Namespace) -> list[list]:
+    info = init_distributed()
+    setup_logging(info.rank)
+    seed_everything(args.seed, info.rank)
+    dtype = default_dtype_for(info.device) if args.dtype == "auto" else resolve_dtype(args.dtype)
+    if info.is_main:
+        log.info("java: %s", check_java())  # before any work: scoring needs it at the very end
+    data_root = Path(args.data_root)
+    image_lists = {}
+    for name in args.datasets:  # every annotation file checked before the model loads
+        spec = BENCHMARKS[name]
+        image_lists[name] = load_image_list(data_root / spec.image_list, data_root / spec.image_root,
+                                            spec.list_format)
+    references = {name: load_coco_references(data_root / BENCHMARKS[name].references)
+                  for name in args.datasets} if info.is_main else {}
+    model, tokenizer = load_model(args.checkpoint, info.device, dtype)
+    image_size = model.config.image_size  # force_image_size, else the vision tower's
+    generation = generation_kwargs(args)
+    log.info("%s on %s in %s, %d rank(s); %dpx images; prompt %r; %s", args.checkpoint, info.device,
+             str(dtype).replace("torch.", ""), info.world_size, image_size, args.prompt, generation)
+
+    out_dir = Path(args.out_dir)
+    summaries = []
+    for name in args.datasets:
+        items = image_lists[name]
+        shard = torch.utils.data.Subset(CaptionDataset(items, image_size),
+                                        shard_indices(len(items), info.world_size, info.rank))
+        loader = torch.utils.data.DataLoader(shard, batch_size=args.batch_size, num_workers=args.num_workers,
+                                             collate_fn=collate_batch, pin_memory=info.device.type == "cuda")
+        start = time.perf_counter()
+        local = generate_captions(model, tokenizer, loader, args.prompt, generation, info.device, dtype,
+                                  desc=f"{name} captions", progress=info.is_main)
+        seconds = time.perf_counter() - start
+        merged = list(itertools.chain.from_iterable(all_gather_object(local)))
+        avg_length = average_length(caption for _, caption in merged)
+        log.info("%s: %d captions, %.1f images/s on rank %d, average length %.4f", name, len(merged),
+                 len(local) / seconds, info.rank, avg_length)
+        if info.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            stamp = time.strftime("%y%m%d%H%M%S", time.localtime())
+            captions_file = out_dir / f"{name}_{stamp}.json"
+            captions_file.write_text(json.dumps([{"image_id": int(i), "caption": c} for i, c in merged]))
+            log.info("evaluating %s: %d images against %s", name, len(merged), BENCHMARKS[name].references)
+            scores = score_captions(references[name], dict(merged))
+            print(summary_line(name, args.prompt, avg_length, scores), flush=True)
+            scores_file = out_dir / f"{name}_{stamp}_scores.json"
+            scores_file.write_text(json.dumps({
+                "dataset": name, "prompt": args.prompt, "average_length": avg_length, "scores": scores,
+                "num_images": len(merged), "checkpoint": str(args.checkpoint), "captions_file": captions_file.name,
+                "dtype": str(dtype).replace("torch.", ""), "world_size": info.world_size, "generation": generation,
+            }, indent=2))
+            log.info("wrote %s and %s", captions_file, scores_file)
+            summaries.append([name, args.prompt, avg_length, scores])
+        barrier()  # the other ranks wait while rank 0 scores
+    if info.is_main and len(summaries) > 1:
+        for summary in summaries:
+            print(summary_line(*summary), flush=True)
+    return summaries
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    try:
+        evaluate(args)
+    finally:
+        cleanup_distributed()
+
+
+if __name__ == "__main__":
+    main()
