@@ -2,22 +2,13 @@
 from pathlib import Path
 
 from internvl import InternVisionConfig
+from internvl.datakit.checkpoints import tiny_vision_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-# What distinguishes the two published families; everything else is shrunk alike.
-_FAMILY_FIELDS = {
-    "6b": dict(qkv_bias=False, qk_normalization=True, norm_type="rms_norm"),       # InternViT-6B
-    "300m": dict(qkv_bias=True, qk_normalization=False, norm_type="layer_norm"),   # InternViT-300M-448px
-}
-
-
 def tiny_vit(family: str, **overrides) -> InternVisionConfig:
-    cfg = dict(hidden_size=64, num_attention_heads=4, intermediate_size=256, num_hidden_layers=3,
-               image_size=56, patch_size=14, initializer_factor=0.5, **_FAMILY_FIELDS[family])
-    cfg.update(overrides)
-    return InternVisionConfig(**cfg)
+    return tiny_vision_config(family, **overrides)
 
 
 def tiny_vit_6b_family(**overrides) -> InternVisionConfig:
