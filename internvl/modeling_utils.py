@@ -4,8 +4,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Optional, Union
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 WEIGHTS_HELP = "see pretrained/README.md for the published checkpoints and where to put them"
@@ -94,3 +97,32 @@ def _explain_shape_mismatch(cls, directory: str, config=None) -> str:
     listed = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
     return (f"the config of {directory} does not match its weights ({listed}): "
             "check config.json, or the config you passed, against the checkpoint")
+
+
+def init_decoder_weights(module: nn.Module, std: float) -> None:
+    """The LLaMA-family initialisation (InternLM2, QLLaMA): linear and embedding weights N(0, std), biases
+    and the padding embedding zero, norm weights one."""
+    from .layers import RMSNorm
+
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, RMSNorm):
+        nn.init.ones_(module.weight)
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor,
+                   num_items_in_batch: Optional[Union[int, torch.Tensor]] = None) -> torch.Tensor:
+    """Next-token cross-entropy: position t predicts ``labels[t + 1]``; ``-100`` labels are ignored."""
+    shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
+    shift_labels = labels[:, 1:].reshape(-1).to(shift_logits.device)
+    if num_items_in_batch is None:
+        return F.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
+    total = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum")
+    if isinstance(num_items_in_batch, torch.Tensor):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch

@@ -26,7 +26,6 @@ from __future__ import annotations
 from typing import Optional, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, LlamaConfig
 from transformers.activations import ACT2FN
@@ -35,7 +34,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.utils import logging
 
 from .layers import RMSNorm, RotaryEmbedding, apply_rotary, attention
-from .modeling_utils import InternVLPreTrainedBase
+from .modeling_utils import InternVLPreTrainedBase, causal_lm_loss, init_decoder_weights
 
 logger = logging.get_logger(__name__)
 
@@ -174,18 +173,7 @@ class QLLaMAPreTrainedModel(InternVLPreTrainedBase):
     _skip_keys_device_placement = "past_key_values"
 
     def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=std)
-            if module.padding_idx is not None:
-                with torch.no_grad():
-                    module.weight[module.padding_idx].zero_()
-        elif isinstance(module, RMSNorm):
-            nn.init.ones_(module.weight)
+        init_decoder_weights(module, self.config.initializer_range)
 
 
 class QLLaMAModel(QLLaMAPreTrainedModel):
@@ -399,8 +387,7 @@ class QLLaMAForCausalLM(QLLaMAPreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden_states)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                                   labels[:, 1:].reshape(-1).to(logits.device), ignore_index=-100)
+            loss = causal_lm_loss(logits, labels)
         if not return_dict:
             out = (logits,) + tuple(v for v in (outputs.past_key_values, outputs.hidden_states) if v is not None)
             return (loss,) + out if loss is not None else out
