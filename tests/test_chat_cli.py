@@ -1,0 +1,113 @@
+"""``python -m internvl_chat.chat``: one-shot and interactive chat on a tiny checkpoint the test writes."""
+import io
+import sys
+import threading
+
+import pytest
+import torch
+from chat_helpers import write_checkpoint
+from PIL import Image
+
+from internvl.chat_image import load_image
+from internvl.conversation import image_prefix
+from internvl_chat.chat import main
+
+GREEDY = dict(max_new_tokens=6, do_sample=False)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("ckpt")
+    model, tokenizer = write_checkpoint(directory, "internlm2")
+    images = []
+    for i, size in enumerate([(112, 56), (56, 84)]):
+        path = directory.parent / f"image{i}.png"
+        Image.effect_noise(size, 40 + 30 * i).convert("RGB").save(path)
+        images.append(str(path))
+    return str(directory), model, tokenizer, images
+
+
+def run_cli(*argv, stdin=""):
+    out = io.StringIO()
+    code = main(["--max-new-tokens", "6", "--max-num", "4", *argv], stdin=io.StringIO(stdin), out=out)
+    return code, out.getvalue()
+
+
+def test_one_shot_answer_equals_model_chat(checkpoint):
+    directory, model, tokenizer, images = checkpoint
+    expected = model.chat(tokenizer, load_image(images[0], input_size=56, max_num=4), "What is it?", GREEDY)
+    code, out = run_cli("--model", directory, "--image", images[0], "--question", "What is it?")
+    assert code == 0 and out == expected + "\n"
+    code, out = run_cli("--model", directory, "--image", images[0], "--question", "What is it?", "--no-stream")
+    assert code == 0 and out == expected + "\n"
+    system_message, model.system_message = model.system_message, "Answer in one word."
+    try:
+        expected = model.chat(tokenizer, None, "What is it?", GREEDY)
+    finally:
+        model.system_message = system_message
+    code, out = run_cli("--model", directory, "--question", "What is it?", "--system-message", "Answer in one word.")
+    assert code == 0 and out == expected + "\n"
+
+
+def test_several_images_are_named_image_1_image_2(checkpoint):
+    directory, model, tokenizer, images = checkpoint
+    tiles = [load_image(path, input_size=56, max_num=4) for path in images]
+    expected = model.chat(tokenizer, torch.cat(tiles), image_prefix(2) + "Compare them.", GREEDY,
+                          num_patches_list=[len(t) for t in tiles])
+    code, out = run_cli("--model", directory, "--image", images[0], "--image", images[1], "--question",
+                        "Compare them.")
+    assert code == 0 and out.strip() == expected
+
+
+def test_interactive_chat_keeps_history_until_cleared(checkpoint):
+    directory, model, tokenizer, images = checkpoint
+    pixels = load_image(images[1], input_size=56, max_num=4)
+    first, history = model.chat(tokenizer, pixels, "What is it?", GREEDY, return_history=True)
+    second = model.chat(tokenizer, pixels, "Why?", GREEDY, history=history)
+    fresh = model.chat(tokenizer, pixels, "Why?", GREEDY)
+    code, out = run_cli("--model", directory, "--image", images[1],
+                        stdin="What is it?\n\nWhy?\nclear\nWhy?\nexit\nnever asked\n")
+    assert code == 0
+    answers = [line.split("ASSISTANT: ", 1)[1] for line in out.splitlines() if "ASSISTANT: " in line]
+    assert answers == [first, second, fresh]
+    assert "(conversation cleared)" in out
+    # end of input also ends the chat
+    code, out = run_cli("--model", directory, stdin="Hello\n")
+    assert code == 0 and out.count("ASSISTANT: ") == 1
+
+
+def test_streaming_prints_while_generating(checkpoint, monkeypatch):
+    directory = checkpoint[0]
+    seen = []
+    original = threading.Thread.start
+
+    def start(self):  # the generation runs in a worker thread while the main thread prints the stream
+        seen.append(self)
+        return original(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    code, _ = run_cli("--model", directory, "--question", "Hi")
+    assert code == 0 and len(seen) == 1
+
+
+def test_errors_name_the_problem(checkpoint, tmp_path, capsys, monkeypatch):
+    directory, _, _, images = checkpoint
+    assert run_cli("--model", directory, "--image", str(tmp_path / "missing.jpg"), "--question", "x")[0] == 1
+    assert "missing.jpg" in capsys.readouterr().err
+    assert run_cli("--model", str(tmp_path / "nowhere"), "--question", "x")[0] == 1
+    assert "nowhere" in capsys.readouterr().err
+    assert run_cli("--model", directory, "--load-in-8bit", "--device", "cpu", "--question", "x")[0] == 1
+    err = capsys.readouterr().err
+    assert "pip install bitsandbytes" in err or "needs a CUDA device" in err
+    monkeypatch.setitem(sys.modules, "decord", None)
+    monkeypatch.setitem(sys.modules, "av", None)
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"\x00" * 16)
+    assert run_cli("--model", directory, "--video", str(video), "--question", "x")[0] == 1
+    assert "pip install av" in capsys.readouterr().err
+    assert run_cli("--model", directory, "--image", images[0], "--question", "<image> and <image>")[0] == 1
+    assert "2 '<image>' placeholder(s) but 1 image(s)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: --image and --video exclude each other
+        run_cli("--model", directory, "--image", images[0], "--video", str(video))
+    assert "not allowed with argument" in capsys.readouterr().err
+
