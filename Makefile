@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(PY) -m internvl.demo
+	$(PY) -m classification.demo
 
 bench: $(STAMP)
 	$(PY) benchmarks/internvit.py all

@@ -58,5 +58,9 @@ def build_transform(image_size: int, mode: str = "resize", crop_pct: float = 1.0
         geometry = [T.Resize(int(image_size / crop_pct), interpolation=bicubic), T.CenterCrop(image_size)]
     else:
         raise ValueError(f"unknown transform mode {mode!r}: use 'resize' or 'center_crop'")
-    to_rgb = T.Lambda(lambda image: image if image.mode == "RGB" else image.convert("RGB"))
-    return T.Compose([to_rgb, *geometry, T.ToTensor(), T.Normalize(mean, std)])
+    return T.Compose([T.Lambda(_to_rgb), *geometry, T.ToTensor(), T.Normalize(mean, std)])
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    # a module-level function, not a lambda: DataLoader workers pickle the transform (spawn start method)
+    return image if image.mode == "RGB" else image.convert("RGB")
