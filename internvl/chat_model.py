@@ -37,8 +37,8 @@ from transformers import AutoConfig, GenerationConfig, PretrainedConfig
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .conversation import Conversation, get_conv_template
-from .intern_vit import InternVisionConfig, InternVisionModel
-from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase
+from .intern_vit import VISION_LORA_TARGETS, InternVisionConfig, InternVisionModel
+from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase, wrap_lora
 
 logger = logging.getLogger(__name__)
 
@@ -239,35 +239,30 @@ class InternVLChatModel(InternVLPreTrainedBase):
         system_message = getattr(config, "system_message", None)
         self.system_message = self.conv_template.system_message if system_message is None else system_message
 
+        self.post_init()
+        # After post_init: LoRA's B matrices start at zero, so the wrapped model computes the plain one.
         if config.use_backbone_lora:
             self.wrap_backbone_lora(r=config.use_backbone_lora, lora_alpha=2 * config.use_backbone_lora)
         if config.use_llm_lora:
             self.wrap_llm_lora(r=config.use_llm_lora, lora_alpha=2 * config.use_llm_lora)
-        self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
-        # Only mlp1 reaches here (the two sub-models initialise themselves). The reference leaves it at
+        # Only mlp1 is ours to initialise: the two sub-models initialise themselves, and LoRA adapters
+        # (which transformers may also walk into) must keep their zero B. The reference leaves mlp1 at
         # PyTorch's default initialisation.
-        if isinstance(module, (nn.Linear, nn.LayerNorm)):
+        if isinstance(module, (nn.Linear, nn.LayerNorm)) and any(module is m for m in self.mlp1.modules()):
             module.reset_parameters()
 
     # ------------------------------------------------------------------ LoRA (needs peft)
     def wrap_backbone_lora(self, r: int = 128, lora_alpha: int = 256, lora_dropout: float = 0.05) -> None:
         """Wrap the vision model with LoRA adapters on its attention and MLP linears."""
-        LoraConfig, get_peft_model = _peft()
-        config = LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                            target_modules=["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"])
-        self.vision_model = get_peft_model(self.vision_model, config)
-        self.vision_model.print_trainable_parameters()
+        self.vision_model = wrap_lora(self.vision_model, VISION_LORA_TARGETS, r, lora_alpha, lora_dropout)
 
     def wrap_llm_lora(self, r: int = 128, lora_alpha: int = 256, lora_dropout: float = 0.05) -> None:
         """Wrap the language model with LoRA adapters on the reference's target modules for its architecture."""
-        LoraConfig, get_peft_model = _peft()
-        config = LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, task_type="CAUSAL_LM",
-                            target_modules=list(_llm_spec(self.llm_arch_name).lora_targets))
-        self.language_model = get_peft_model(self.language_model, config)
+        self.language_model = wrap_lora(self.language_model, _llm_spec(self.llm_arch_name).lora_targets, r,
+                                        lora_alpha, lora_dropout, task_type="CAUSAL_LM")
         self.language_model.enable_input_require_grads()
-        self.language_model.print_trainable_parameters()
 
     # ------------------------------------------------------------------ embeddings
     def get_input_embeddings(self) -> nn.Module:
@@ -578,14 +573,6 @@ def _special_token_id(tokenizer, token: str, purpose: str) -> int:
                          "tokenizer.add_special_tokens({'additional_special_tokens': [...]}) and "
                          "model.resize_token_embeddings(len(tokenizer))")
     return token_id
-
-
-def _peft():
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError:
-        raise ImportError("use_backbone_lora / use_llm_lora need peft: pip install peft") from None
-    return LoraConfig, get_peft_model
 
 
 def register_internvl_chat() -> None:

@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 NORM_TYPES = {"rms_norm": RMSNorm, "layer_norm": nn.LayerNorm}
 
 
+# The linears the published training code wraps with LoRA (use_backbone_lora).
+VISION_LORA_TARGETS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+
 class InternVisionConfig(InternVLConfigBase):
     """Configuration of :class:`InternVisionModel`; field names and defaults follow the
     published ``config.json`` (defaults = InternViT-6B-224px)."""

@@ -48,10 +48,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationConfig, LlamaConfig
 
-from .intern_vit import (InternVisionConfig, InternVisionModel, config_from_state_dict, load_state_dict_file,
+from .intern_vit import (VISION_LORA_TARGETS, InternVisionConfig, InternVisionModel, config_from_state_dict, load_state_dict_file,
                          rename_timm_hf)
 from .layers import attention
-from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase
+from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase, wrap_lora
 from .qllama import QLLAMA_7B_CONFIG, QLLaMAForCausalLM
 
 
@@ -294,14 +294,13 @@ class InternVLModel(InternVLPreTrainedBase):
     def wrap_backbone_lora(self, r: int = 128, lora_alpha: int = 256, lora_dropout: float = 0.05) -> None:
         """Wrap InternViT in LoRA adapters (``attn.qkv``, ``attn.proj``, ``mlp.fc1``, ``mlp.fc2``), as the
         published training code does for ``use_backbone_lora``."""
-        self.vision_model = _wrap_lora(self.vision_model, r, lora_alpha, lora_dropout,
-                                       ["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"])
+        self.vision_model = wrap_lora(self.vision_model, VISION_LORA_TARGETS, r, lora_alpha, lora_dropout)
 
     def wrap_qllama_lora(self, r: int = 128, lora_alpha: int = 256, lora_dropout: float = 0.05) -> None:
         """Wrap QLLaMA's self-attention and MLP projections in LoRA adapters (``use_qllama_lora``)."""
-        self.qllama = _wrap_lora(self.qllama, r, lora_alpha, lora_dropout,
+        self.qllama = wrap_lora(self.qllama,
                                  ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                                  "mlp.gate_proj", "mlp.down_proj", "mlp.up_proj"])
+                                  "mlp.gate_proj", "mlp.down_proj", "mlp.up_proj"], r, lora_alpha, lora_dropout)
 
     @property
     def image_size(self) -> int:
@@ -409,17 +408,6 @@ class InternVLModel(InternVLPreTrainedBase):
         return self.qllama.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                                     past_key_values=prefill.past_key_values, generation_config=generation_config,
                                     **generate_kwargs)
-
-
-def _wrap_lora(module: nn.Module, r: int, lora_alpha: int, lora_dropout: float, targets: list[str]):
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError as err:
-        raise ImportError("use_backbone_lora / use_qllama_lora need peft (pip install peft)") from err
-    wrapped = get_peft_model(module, LoraConfig(r=r, target_modules=targets, lora_alpha=lora_alpha,
-                                                lora_dropout=lora_dropout))
-    wrapped.print_trainable_parameters()
-    return wrapped
 
 
 # ---- the original PyTorch format: internvl_c_13b_224px.pth ----------------------------------------------

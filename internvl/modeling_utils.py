@@ -126,3 +126,18 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor,
     if isinstance(num_items_in_batch, torch.Tensor):
         num_items_in_batch = num_items_in_batch.to(total.device)
     return total / num_items_in_batch
+
+
+def wrap_lora(module: nn.Module, target_modules: list, r: int, lora_alpha: int, lora_dropout: float,
+              **lora_config) -> nn.Module:
+    """``module`` with LoRA adapters (peft) on ``target_modules``, as the published training code wraps
+    InternViT, QLLaMA and the chat language models; prints the trainable parameter count."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ImportError("LoRA (use_backbone_lora / use_llm_lora / use_qllama_lora) needs peft: "
+                          "pip install peft") from None
+    wrapped = get_peft_model(module, LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                                                target_modules=list(target_modules), **lora_config))
+    wrapped.print_trainable_parameters()
+    return wrapped

@@ -1,25 +1,12 @@
 """Tiny InternVL-C/G models for the tests (the writers live in ``internvl.datakit.checkpoints``)."""
 from __future__ import annotations
 
-import pytest
-import torch
-
 from internvl.datakit.checkpoints import randomize_weights, tiny_internvl_cg_config, write_tiny_internvl_cg
 from internvl.internvl_cg import InternVLConfig, InternVLModel
 
-__all__ = ["tiny_internvl_cg_config", "randomized_internvl_cg", "write_tiny_internvl_cg", "single_thread"]
+__all__ = ["tiny_internvl_cg_config", "randomized_internvl_cg", "write_tiny_internvl_cg"]
 
 
 def randomized_internvl_cg(config: InternVLConfig, seed: int = 0) -> InternVLModel:
     """Every tensor random, queries and token embeddings at unit scale, logit scale 2."""
     return randomize_weights(InternVLModel(config), seed, embedding_std=1.0, fill={"logit_scale": 2.0})
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Run a module's tests on one intra-op thread: tiny models gain nothing from more, and on a shared
-    machine a descheduled OpenMP worker stalls every small op (measured: 200x slower generation)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cg_helpers import single_thread, write_tiny_internvl_cg  # noqa: F401  (single_thread: autouse, 1 thread)
+from cg_helpers import write_tiny_internvl_cg
 from PIL import Image
 
 from internvl.datakit import SyntheticImages

@@ -116,16 +116,19 @@ def test_bad_configs_are_named():
         InternVLChatModel(tiny_chat_config(template="vicuna"))
 
 
-def test_lora_fields_need_peft():
-    try:
-        import peft  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="pip install peft"):
-            InternVLChatModel(tiny_chat_config("llama", use_llm_lora=4))
-    else:
-        model = InternVLChatModel(tiny_chat_config("llama", use_llm_lora=4, use_backbone_lora=4))
-        names = [n for n, p in model.named_parameters() if p.requires_grad]
-        assert names and all("lora_" in n or n.startswith("mlp1.") for n in names)
+@pytest.mark.parametrize("llm", ["llama", "internlm2"])
+def test_lora_fields_wrap_both_towers(llm):
+    pytest.importorskip("peft")
+    model = InternVLChatModel(tiny_chat_config(llm, use_llm_lora=4, use_backbone_lora=4))
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any(n.startswith("vision_model.") for n in names) and any(n.startswith("language_model.") for n in names)
+    assert all("lora_" in n or n.startswith("mlp1.") for n in names)
+    # LoRA B starts at zero: the wrapped model computes what the plain one does
+    plain = InternVLChatModel(tiny_chat_config(llm))
+    plain.load_state_dict({k.replace("base_model.model.", "").replace(".base_layer", ""): v
+                           for k, v in model.state_dict().items() if "lora_" not in k})
+    ids = torch.randint(3, 900, (1, 7))
+    torch.testing.assert_close(model.eval()(input_ids=ids).logits, plain.eval()(input_ids=ids).logits)
 
 
 def test_unsupported_llm_in_a_checkpoint_directory_is_named(tmp_path):

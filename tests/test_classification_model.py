@@ -15,14 +15,6 @@ from internvl import InternVisionConfig, InternVisionModel
 from internvl.intern_vit import rename_timm_hf
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread avoids OpenMP stalls on a busy machine
-    yield
-    torch.set_num_threads(threads)
-
-
 def classifier(cls_target="cls_patch_concat", num_classes=5, **kw) -> InternViTClassifier:
     model = InternViTClassifier(InternVisionModel(tiny_vit_6b_family()), num_classes, cls_target=cls_target, **kw)
     with torch.no_grad():  # non-trivial norm statistics and affine parameters, so that none can hide

@@ -23,14 +23,6 @@ BACKBONE = tiny_vit_6b_family()  # 56 px, hidden 64, 3 layers
 NUM_CLASSES = 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread avoids OpenMP stalls on a busy machine
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")

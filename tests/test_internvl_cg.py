@@ -6,8 +6,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from cg_helpers import (randomized_internvl_cg, single_thread, tiny_internvl_cg_config,  # noqa: F401
-                        write_tiny_internvl_cg)
+from cg_helpers import randomized_internvl_cg, tiny_internvl_cg_config, write_tiny_internvl_cg
 from helpers import read_manifest
 from test_intern_vit import reference_forward as reference_vit
 from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -506,3 +505,12 @@ def test_bad_mode_and_config(model, texts):
         model.generate(pixel_values=pixels(), input_ids=torch.tensor([[1, 5]]))
     with pytest.raises(FileNotFoundError, match="InternVL-14B-224px"):
         InternVLModel.from_pretrained("/nonexistent/InternVL-14B-224px")
+
+
+def test_lora_fields_wrap_vision_and_qllama():
+    pytest.importorskip("peft")
+    model = InternVLModel(tiny_internvl_cg_config(use_backbone_lora=4, use_qllama_lora=4))
+    lora = [n for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
+    assert any(n.startswith("vision_model.") for n in lora) and any(n.startswith("qllama.") for n in lora)
+    assert not any(p.requires_grad for n, p in model.named_parameters()
+                   if n.startswith(("vision_model.", "qllama.")) and "lora_" not in n)

@@ -2,7 +2,6 @@
 cache and generation agree with full recomputation."""
 import pytest
 import torch
-from cg_helpers import single_thread  # noqa: F401  (autouse fixture)
 from transformers import LlamaForCausalLM
 
 from internvl.qllama import QLLAMA_7B_CONFIG, QLLaMAForCausalLM, qllama_config
