@@ -2,11 +2,10 @@
 for every on-disk format the subprojects read, one module per family of formats. See
 ``internvl/datakit/synthetic.py`` for the generator and its guarantees."""
 from .captions import *  # noqa: F401,F403
-from .checkpoints import *  # noqa: F401,F403
 from .classification import *  # noqa: F401,F403
 from .synthetic import *  # noqa: F401,F403
 from .tokenizer import *  # noqa: F401,F403
-from . import captions, checkpoints, classification, synthetic, tokenizer
+from . import captions, classification, synthetic, tokenizer
 
-__all__ = (synthetic.__all__ + classification.__all__ + captions.__all__ + tokenizer.__all__
-           + checkpoints.__all__)
+__all__ = synthetic.__all__ + classification.__all__ + captions.__all__ + tokenizer.__all__
+# Tiny checkpoints: internvl.datakit.checkpoints (also a CLI, hence not imported here).
