@@ -20,12 +20,12 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from timing import timed  # noqa: E402  (benchmarks/timing.py, beside this script)
 from internvl import InternVisionConfig  # noqa: E402
 from internvl.datakit import SyntheticImages, train_sentencepiece  # noqa: E402
 from internvl.datakit.captions import write_coco_karpathy  # noqa: E402
@@ -49,14 +49,8 @@ def mid_size_config(vocab_size: int) -> InternVLConfig:
 
 def run(model, tokenizer, dataset, batch_size: int, device: torch.device, dtype: torch.dtype, generation: dict):
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=0, collate_fn=collate_batch)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    results = generate_captions(model, tokenizer, loader, "English caption:", generation, device, dtype,
-                                progress=False)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start, results
+    return timed(lambda: generate_captions(model, tokenizer, loader, "English caption:", generation, device, dtype,
+                                           progress=False), device)
 
 
 def main() -> None:

@@ -21,12 +21,12 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from timing import timed  # noqa: E402  (benchmarks/timing.py, beside this script)
 from internvl import InternVisionConfig  # noqa: E402
 from internvl.chat_model import InternVLChatConfig, InternVLChatModel  # noqa: E402
 from internvl.datakit import train_sentencepiece  # noqa: E402
@@ -66,24 +66,15 @@ def build_model(args, vocab_size: int) -> InternVLChatModel:
     return model.to(args.device)
 
 
-def _timed(fn, device):
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    sync()
-    start = time.perf_counter()
-    out = fn()
-    sync()
-    return time.perf_counter() - start, out
-
-
 def vision_batching(model, args) -> None:
     tiles = torch.randn(7, 3, args.tile, args.tile, device=args.device)
     with torch.no_grad():
         model.extract_feature(tiles[:2])  # warm-up
         batched, single = [], []
         for _ in range(args.rounds):
-            seconds, together = _timed(lambda: model.extract_feature(tiles), args.device)
+            seconds, together = timed(lambda: model.extract_feature(tiles), args.device)
             batched.append(seconds)
-            seconds, apart = _timed(lambda: torch.cat([model.extract_feature(t[None]) for t in tiles]), args.device)
+            seconds, apart = timed(lambda: torch.cat([model.extract_feature(t[None]) for t in tiles]), args.device)
             single.append(seconds)
     err = ((together - apart).abs().max() / together.abs().max()).item()
     b, s = statistics.median(batched), statistics.median(single)
@@ -102,10 +93,10 @@ def chat_batching(model, tokenizer, args) -> None:
     model.chat(tokenizer, pixels[:2], questions[0], dict(config, max_new_tokens=2, min_new_tokens=2))  # warm-up
     batched, sequential = [], []
     for _ in range(args.rounds):
-        seconds, together = _timed(lambda: model.batch_chat(tokenizer, pixels, questions, config,
+        seconds, together = timed(lambda: model.batch_chat(tokenizer, pixels, questions, config,
                                                             num_patches_list=[2] * n), args.device)
         batched.append(seconds)
-        seconds, apart = _timed(lambda: [model.chat(tokenizer, pixels[2 * i:2 * i + 2], q, config)
+        seconds, apart = timed(lambda: [model.chat(tokenizer, pixels[2 * i:2 * i + 2], q, config)
                                          for i, q in enumerate(questions)], args.device)
         sequential.append(seconds)
     b, s = statistics.median(batched), statistics.median(sequential)

@@ -24,12 +24,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from timing import timed  # noqa: E402  (benchmarks/timing.py, beside this script)
 from internvl.internlm2 import InternLM2Config, InternLM2ForCausalLM, to_llama  # noqa: E402
 
 
@@ -48,14 +48,9 @@ def build(args) -> InternLM2ForCausalLM:
 
 
 def _generate_seconds(model, ids, new_tokens: int, use_cache: bool) -> tuple[float, torch.Tensor]:
-    sync = torch.cuda.synchronize if ids.is_cuda else (lambda: None)
-    sync()
-    start = time.perf_counter()
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                         min_new_tokens=new_tokens, do_sample=False, use_cache=use_cache, pad_token_id=2,
-                         eos_token_id=None)
-    sync()
-    return time.perf_counter() - start, out
+    return timed(lambda: model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                                        min_new_tokens=new_tokens, do_sample=False, use_cache=use_cache,
+                                        pad_token_id=2, eos_token_id=None), ids.device)
 
 
 def run(args) -> None:

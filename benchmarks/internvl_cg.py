@@ -23,12 +23,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from timing import timed  # noqa: E402  (benchmarks/timing.py, beside this script)
 from internvl.intern_vit import InternVisionConfig  # noqa: E402
 from internvl.internvl_cg import InternVLConfig, InternVLModel  # noqa: E402
 
@@ -56,16 +56,7 @@ def multiply_adds(config: InternVLConfig) -> dict[str, float]:
 
 
 def _time(fn, iters: int, device: str) -> list[float]:
-    times = []
-    for _ in range(iters):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return times
+    return [timed(fn, device)[0] for _ in range(iters)]
 
 
 def run(device: str, dtype: torch.dtype, batch: int, text_batch: int, rounds: int, iters: int) -> None:

@@ -31,14 +31,13 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, GenerationConfig, PretrainedConfig
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .conversation import Conversation, get_conv_template
 from .intern_vit import VISION_LORA_TARGETS, InternVisionConfig, InternVisionModel
-from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase, wrap_lora
+from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase, causal_lm_loss, wrap_lora
 
 logger = logging.getLogger(__name__)
 
@@ -363,11 +362,7 @@ class InternVLChatModel(InternVLPreTrainedBase):
                                       output_attentions=output_attentions, output_hidden_states=output_hidden_states,
                                       return_dict=True)
         logits = outputs.logits
-        loss = None
-        if labels is not None:
-            shift_logits = logits[..., :-1, :].reshape(-1, logits.shape[-1]).float()
-            shift_labels = labels[..., 1:].reshape(-1).to(shift_logits.device)
-            loss = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
         if not return_dict:
             rest = tuple(v for v in (outputs.past_key_values, outputs.hidden_states, outputs.attentions)
                          if v is not None)

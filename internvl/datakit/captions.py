@@ -53,7 +53,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Optional
 
-from .synthetic import _BACKGROUND_ADJ, Sample, SyntheticImages
+from .synthetic import _BACKGROUND_ADJ, Sample, SyntheticImages, save_jpeg
 
 __all__ = ["reference_captions", "write_coco_karpathy", "write_flickr30k_karpathy", "write_nocaps"]
 
@@ -92,11 +92,6 @@ def _refuse_existing(paths: Iterable[Path]) -> None:
             raise FileExistsError(f"{path} already exists; remove it first, a writer never mixes datasets")
 
 
-def _save_jpeg(sample: Sample, path: Path) -> None:
-    # No chroma subsampling: at 32-64 px it would bleed the shape colour into the background.
-    sample.image.save(path, format="JPEG", quality=95, subsampling=0)
-
-
 def _write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, ensure_ascii=False))
@@ -125,7 +120,7 @@ def write_coco_karpathy(root: str | os.PathLike, num_images: int, kit: Optional[
     for index in range(start, start + num_images):
         s = kit.sample(index)
         relative = f"val2014/COCO_val2014_{index:012d}.jpg"
-        _save_jpeg(s, root / relative)
+        save_jpeg(s.image, root / relative)
         references[index] = reference_captions(s, 5)
         entries.append({"image": relative, "caption": references[index]})
     _write_json(test_file, entries)
@@ -147,7 +142,7 @@ def write_flickr30k_karpathy(root: str | os.PathLike, num_images: int, kit: Opti
     for index in range(start, start + num_images):
         s = kit.sample(index)
         relative = f"Images/{index:06d}.jpg"
-        _save_jpeg(s, root / relative)
+        save_jpeg(s.image, root / relative)
         references[index] = reference_captions(s, 5)
         images.append({"file_name": relative, "id": index})
     _write_json(annotation_file, _coco_caption_file(images, references, 5))
@@ -168,7 +163,7 @@ def write_nocaps(root: str | os.PathLike, num_images: int, kit: Optional[Synthet
     for index in range(start, start + num_images):
         s = kit.sample(index)
         open_images_id = f"{index:016x}"  # Open Images ids are 16 hex digits
-        _save_jpeg(s, image_dir / f"{open_images_id}.jpg")
+        save_jpeg(s.image, image_dir / f"{open_images_id}.jpg")
         references[index] = reference_captions(s, 10)
         images.append({"id": index, "file_name": f"{open_images_id}.jpg", "open_images_id": open_images_id,
                        "height": kit.image_size, "width": kit.image_size,

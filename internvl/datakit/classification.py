@@ -62,7 +62,7 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-from .synthetic import SyntheticImages, new_dataset_root, split_ranges
+from .synthetic import SyntheticImages, new_dataset_root, save_jpeg, split_ranges
 
 __all__ = ["write_image_folder", "write_imagenet_lists", "write_imagenet_real", "write_imagenetv2",
            "write_class_subset", "write_imagenet_sketch", "write_intern_vit_pth"]
@@ -101,16 +101,10 @@ def write_imagenet_lists(root: str | os.PathLike, splits: dict[str, int],
         for index in indices:
             s = kit.sample(index)
             relative = f"{s.class_name}/{index:06d}.JPEG"
-            _save_jpeg(s.image, root / name / relative)
+            save_jpeg(s.image, root / name / relative)
             lines.append(f"{relative} {s.label}\n")
         (root / "meta_data" / f"{name}.txt").write_text("".join(lines))
     return root
-
-
-def _save_jpeg(image: Image.Image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # No chroma subsampling: at 32-64 px it would bleed the shape colour into the background.
-    image.save(path, format="JPEG", quality=95, subsampling=0)
 
 
 def _sketch(image: Image.Image) -> Image.Image:
@@ -161,7 +155,7 @@ def write_imagenet_real(root: str | os.PathLike, num_images: int, kit: Optional[
     for number, index in enumerate(range(start, start + num_images), 1):
         s = kit.sample(index)
         name = f"ILSVRC2012_val_{number:08d}.JPEG"
-        _save_jpeg(s.image, root / "val" / name)
+        save_jpeg(s.image, root / "val" / name)
         lines.append(f"{name} {s.label}\n")
         rng = np.random.default_rng([kit.seed, index, 1])
         u = rng.random()
@@ -186,7 +180,7 @@ def write_imagenetv2(root: str | os.PathLike, num_images: int, kit: Optional[Syn
     root = new_dataset_root(root, {IMAGENETV2_FOLDER: range(num_images)}, kit)
     for index in range(start, start + num_images):
         s = kit.sample(index)
-        _save_jpeg(s.image, root / IMAGENETV2_FOLDER / str(s.label) / f"{index:06d}.jpeg")
+        save_jpeg(s.image, root / IMAGENETV2_FOLDER / str(s.label) / f"{index:06d}.jpeg")
     return root
 
 
@@ -210,7 +204,7 @@ def write_class_subset(root: str | os.PathLike, num_images: int, classes: Sequen
     while written < num_images:
         if index % kit.num_classes in wanted:  # the label of a sample is index % num_classes
             s = kit.sample(index)
-            _save_jpeg(_styled(s.image, style), root / s.class_name / f"{index:06d}.jpg")
+            save_jpeg(_styled(s.image, style), root / s.class_name / f"{index:06d}.jpg")
             written += 1
         index += 1
     return root
@@ -225,7 +219,7 @@ def write_imagenet_sketch(root: str | os.PathLike, num_images: int, kit: Optiona
     root = _empty_root(root, kit)
     for index in range(start, start + num_images):
         s = kit.sample(index)
-        _save_jpeg(_styled(s.image, "sketch"), root / s.class_name / f"{index:06d}.JPEG")
+        save_jpeg(_styled(s.image, "sketch"), root / s.class_name / f"{index:06d}.JPEG")
     return root
 
 

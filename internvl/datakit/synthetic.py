@@ -47,7 +47,7 @@ import torch
 from PIL import Image, ImageDraw
 
 __all__ = ["COLOURS", "SHAPES", "POSITIONS", "BACKGROUNDS", "ZH", "QA", "Sample", "SyntheticImages",
-           "SyntheticDataset", "split_ranges", "new_dataset_root"]
+           "SyntheticDataset", "split_ranges", "new_dataset_root", "save_jpeg"]
 
 # Shape colours before jitter: saturated, so they stand out from the grey backgrounds.
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -244,3 +244,10 @@ def new_dataset_root(root: str | os.PathLike, splits: dict[str, range], kit: Syn
     root.mkdir(parents=True, exist_ok=True)
     (root / "classes.txt").write_text("".join(f"{name}\n" for name in kit.classes))
     return root
+
+
+def save_jpeg(image: Image.Image, path: Path) -> None:
+    """How every writer stores a kit image as JPEG (creating the folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # No chroma subsampling: at 32-64 px it would bleed the shape colour into the background.
+    image.save(path, format="JPEG", quality=95, subsampling=0)
