@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from timing import timed  # noqa: E402  (benchmarks/timing.py, beside this script)
 from internvl import InternVisionConfig  # noqa: E402
 from internvl.datakit import SyntheticImages, train_sentencepiece  # noqa: E402
-from internvl.datakit.captions import write_coco_karpathy  # noqa: E402
-from internvl.internvl_cg import InternVLConfig, InternVLModel, build_cg_tokenizer  # noqa: E402
-from internvl_g.evaluate_caption import (BENCHMARKS, CaptionDataset, collate_batch, generate_captions,  # noqa: E402
-                                         load_image_list)
+from internvl.caption_benchmarks import (BENCHMARKS, CaptionDataset, load_image_list,  # noqa: E402
+                                        write_coco_karpathy)
+from internvl.internvl_cg import InternVLConfig, InternVLModel, build_cg_tokenizer, image_transform  # noqa: E402
+from internvl_g.evaluate_caption import collate_batch, generate_captions  # noqa: E402
 
 
 def mid_size_config(vocab_size: int) -> InternVLConfig:
@@ -79,7 +79,7 @@ def main() -> None:
         write_coco_karpathy(tmp / "coco", args.images, SyntheticImages(image_size=224))
         spec = BENCHMARKS["coco"]
         items = load_image_list(tmp / spec.image_list, tmp / spec.image_root, spec.list_format)
-        dataset = CaptionDataset(items, model.config.image_size)
+        dataset = CaptionDataset(items, image_transform(model.config))
         generation = dict(num_beams=args.num_beams, min_new_tokens=8, max_new_tokens=args.max_new_tokens,
                           do_sample=False, use_cache=True)
         params = sum(p.numel() for p in model.parameters()) / 1e6

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from internvl.runtime import shard_indices
 from internvl.transforms import ImageDecodeError, open_image
 from internvl.transforms import build_transform as build_eval_geometry
 
@@ -436,9 +437,9 @@ class TrainBatchSampler:
 
 def eval_batches(dataset_len: int, batch_size: int, num_replicas: int = 1, rank: int = 0,
                  sequential: bool = False) -> list[list[int]]:
-    """This process's evaluation batches: indices ``rank, rank + R, ...`` (every index once over all
-    processes, no padding), or all indices in every process with ``sequential``."""
-    mine = list(range(dataset_len)) if sequential else list(range(rank, dataset_len, num_replicas))
+    """This process's evaluation batches: its contiguous shard (``internvl.runtime.shard_indices``: every
+    index once over all processes, no padding), or all indices in every process with ``sequential``."""
+    mine = list(range(dataset_len)) if sequential else list(shard_indices(dataset_len, num_replicas, rank))
     return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
 
 

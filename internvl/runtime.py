@@ -214,6 +214,17 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def shard_indices(total: int, world_size: int, rank: int) -> range:
+    """Rank ``rank``'s contiguous block of ``range(total)``, how every evaluation splits its set: sizes
+    differ by at most one, blocks are disjoint and cover every index once, and concatenating the ranks'
+    results in rank order (:func:`all_gather_object`) restores the original order."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+    base, extra = divmod(total, world_size)
+    begin = rank * base + min(rank, extra)
+    return range(begin, begin + base + (rank < extra))
+
+
 # --------------------------------------------------------------------------- logging and seeding
 def setup_logging(rank: int = 0, log_file: str | Path | None = None, level: int = logging.INFO) -> None:
     """Configure the root logger: rank 0 at ``level``, other ranks WARNING and above only.
@@ -338,18 +349,25 @@ _DTYPES = {
 }
 
 
-def resolve_dtype(name: str | torch.dtype) -> torch.dtype:
+def resolve_dtype(name: str | torch.dtype, device: torch.device | str | None = None) -> torch.dtype:
     """``"bf16"`` / ``"float16"`` / ``torch.float32`` ... -> a floating torch dtype.
 
-    There is no ``"auto"``: pick one with ``default_dtype_for(device)`` so the choice is explicit.
+    ``"auto"`` is :func:`default_dtype_for` ``device`` (bf16 on a GPU that computes in it, else fp32);
+    it needs the device. Every ``--dtype`` flag of the suite goes through here.
     """
+    from .errors import ConfigError
+
     if isinstance(name, torch.dtype):
         if name in _DTYPES.values():
             return name
+    elif name.strip().lower() == "auto":
+        if device is None:
+            raise ValueError("resolve_dtype('auto') needs the device the model runs on")
+        return default_dtype_for(device)
     elif name.strip().lower() in _DTYPES:
         return _DTYPES[name.strip().lower()]
-    raise ValueError(f"unsupported dtype {name!r}; expected one of {', '.join(_DTYPES)} "
-                     f"(or torch.float32/float16/bfloat16)")
+    raise ConfigError(f"unsupported dtype {name!r}; expected auto, one of {', '.join(_DTYPES)} "
+                      f"(or torch.float32/float16/bfloat16)")
 
 
 def default_dtype_for(device: torch.device | str) -> torch.dtype:

@@ -1,2 +1,2 @@
 """InternVL-C/G applications built on the ``internvl`` library: zero-shot caption evaluation
-(``evaluate_caption``, ``evaluate.sh``) and its metrics (``caption_metrics``)."""
+(``evaluate_caption``, ``evaluate.sh``)."""

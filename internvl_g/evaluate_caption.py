@@ -23,153 +23,22 @@ import argparse
 import itertools
 import json
 import logging
-import re
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from tqdm import tqdm
 
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from internvl.runtime import (all_gather_object, barrier, cleanup_distributed, default_dtype_for,  # noqa: E402
-                              init_distributed, resolve_dtype, seed_everything, setup_logging)
-from internvl.internvl_cg import CAPTION_PROMPT, InternVLModel, build_cg_tokenizer, image_transform  # noqa: E402
-from internvl.transforms import ImageDecodeError, open_image  # noqa: E402
-from internvl_g.caption_metrics import (average_length, check_java, load_coco_references,  # noqa: E402
-                                        score_captions, summary_line)
+from internvl.caption_benchmarks import BENCHMARKS, CaptionDataset, load_image_list
+from internvl.caption_metrics import average_length, check_java, load_coco_references, score_captions, summary_line
+from internvl.cli import run_main
+from internvl.errors import MissingFileError
+from internvl.internvl_cg import CAPTION_PROMPT, InternVLModel, build_cg_tokenizer, image_transform
+from internvl.runtime import (all_gather_object, barrier, cleanup_distributed, init_distributed, resolve_dtype,
+                              seed_everything, setup_logging, shard_indices)
 
 log = logging.getLogger("internvl_g.evaluate_caption")
-
-@dataclass(frozen=True)
-class CaptionBenchmark:
-    """Where a benchmark's files live, relative to the data root (the upstream layout)."""
-
-    image_root: str  # image paths in the image list are relative to this
-    image_list: str  # which images to caption
-    references: str  # COCO-format reference captions
-    list_format: str  # "karpathy" (a list of {"image", "caption"}) or "coco" ({"images", "annotations"})
-
-
-BENCHMARKS = {
-    "coco": CaptionBenchmark("coco", "coco/annotations/coco_karpathy_test.json",
-                             "coco/annotations/coco_karpathy_test_gt.json", "karpathy"),
-    "flickr30k": CaptionBenchmark("flickr30k", "flickr30k/flickr30k_test_karpathy.json",
-                                  "flickr30k/flickr30k_test_karpathy.json", "coco"),
-    "nocaps": CaptionBenchmark("nocaps/images", "nocaps/nocaps_val_4500_captions.json",
-                               "nocaps/nocaps_val_4500_captions.json", "coco"),
-}
-
-
-@dataclass(frozen=True)
-class CaptionImage:
-    image_id: int
-    path: Path
-    entry: str  # where it was listed, for error messages: "entry 12 of <file>: {...}"
-
-
-_KARPATHY_ID = re.compile(r"_(\d+)\.jpg$")
-_KARPATHY_EXPECTED = ("the COCO Karpathy test format: a JSON list of "
-                      "{'image': 'val2014/COCO_val2014_000000391895.jpg', 'caption': [...]} "
-                      "(the image id is the number after the last '_')")
-_COCO_EXPECTED = ("a COCO-format caption file: a JSON object with 'images' (a list of {'id': int, 'file_name': str}) "
-                  "and 'annotations' (a list of {'image_id': int, 'caption': str})")
-
-
-def _read_json(path: Path, expected: str):
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path} (expected {expected}; "
-                                f"see internvl_g/README.md for the data layout)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); expected {expected}") from None
-
-
-def load_image_list(path: str | Path, image_root: str | Path, list_format: str) -> list[CaptionImage]:
-    """The images to caption, read as upstream's ``CaptionDataset`` reads them, with every entry
-    checked: a wrong format names the file, the entry and the fields expected; duplicate ids and
-    missing image files are errors (listing the first few), before any model is loaded."""
-    path, image_root = Path(path), Path(image_root)
-    items: list[CaptionImage] = []
-    if list_format == "karpathy":
-        content = _read_json(path, _KARPATHY_EXPECTED)
-        if not isinstance(content, list):
-            found = f"an object with keys {sorted(content)}" if isinstance(content, dict) else type(content).__name__
-            raise ValueError(f"{path}: expected {_KARPATHY_EXPECTED}; found {found}")
-        for i, entry in enumerate(content):
-            where = f"entry {i} of {path}: {str(entry)[:200]}"
-            if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
-                raise ValueError(f"{where} has no string 'image'; expected {_KARPATHY_EXPECTED}")
-            match = _KARPATHY_ID.search(entry["image"])
-            if not match:
-                raise ValueError(f"{where}: cannot read an image id from {entry['image']!r}; expected "
-                                 f"{_KARPATHY_EXPECTED}")
-            items.append(CaptionImage(int(match[1]), image_root / entry["image"], where))
-    elif list_format == "coco":
-        content = _read_json(path, _COCO_EXPECTED)
-        if not isinstance(content, dict) or not isinstance(content.get("images"), list):
-            found = f"keys {sorted(content)}" if isinstance(content, dict) else f"a JSON {type(content).__name__}"
-            raise ValueError(f"{path}: expected {_COCO_EXPECTED}; found {found}")
-        for i, entry in enumerate(content["images"]):
-            where = f"images[{i}] of {path}: {str(entry)[:200]}"
-            # Upstream reads 'file_name', falling back to 'image'.
-            name = entry.get("file_name", entry.get("image")) if isinstance(entry, dict) else None
-            image_id = entry.get("id") if isinstance(entry, dict) else None
-            if not isinstance(name, str) or not isinstance(image_id, int) or isinstance(image_id, bool):
-                raise ValueError(f"{where} needs an integer 'id' and a string 'file_name'; expected {_COCO_EXPECTED}")
-            items.append(CaptionImage(image_id, image_root / name, where))
-    else:
-        raise ValueError(f"unknown image list format {list_format!r}: use 'karpathy' or 'coco'")
-
-    if not items:
-        raise ValueError(f"{path} lists no images")
-    seen: dict[int, CaptionImage] = {}
-    for item in items:
-        if item.image_id in seen:
-            raise ValueError(f"image id {item.image_id} is listed twice: {seen[item.image_id].entry} and {item.entry}")
-        seen[item.image_id] = item
-    missing = [item for item in items if not item.path.is_file()]
-    if missing:
-        shown = "\n  ".join(f"{item.path} ({item.entry})" for item in missing[:5])
-        raise FileNotFoundError(f"{len(missing)} of {len(items)} images listed in {path} are missing, e.g.:\n  "
-                                f"{shown}\nimage paths are relative to {image_root}")
-    return items
-
-
-class CaptionDataset(torch.utils.data.Dataset):
-    """``(pixel_values, image_id)`` per listed image; a file that fails to decode names its entry."""
-
-    def __init__(self, items: Sequence[CaptionImage], image_size: int):
-        self.items = list(items)
-        self.transform = image_transform(image_size, task="caption")
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int):
-        item = self.items[index]
-        try:
-            image = open_image(item.path)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"{e} ({item.entry})") from None
-        except ImageDecodeError as e:
-            raise ImageDecodeError(f"{e} ({item.entry})") from None
-        return self.transform(image), item.image_id
-
-
-def shard_indices(total: int, world_size: int, rank: int) -> range:
-    """Rank ``rank``'s contiguous block of ``range(total)``: sizes differ by at most one, blocks are
-    disjoint and cover every index once, and concatenating them in rank order restores list order."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
-    base, extra = divmod(total, world_size)
-    begin = rank * base + min(rank, extra)
-    return range(begin, begin + base + (rank < extra))
 
 
 def collate_batch(batch):
@@ -255,7 +124,7 @@ def load_model(checkpoint: str, device: torch.device, dtype: torch.dtype):
     """The tokenizer first (a checkpoint without tokenizer files fails in a second, not after loading
     14B parameters), then the model, in ``dtype`` on ``device``."""
     if not Path(checkpoint).is_dir():
-        raise FileNotFoundError(f"checkpoint directory not found: {checkpoint}")
+        raise MissingFileError(f"checkpoint directory not found: {checkpoint}; see pretrained/README.md")
     tokenizer = build_cg_tokenizer(checkpoint, task="caption")  # no EOS after the prompt
     model = InternVLModel.from_pretrained(checkpoint, torch_dtype=dtype, low_cpu_mem_usage=True)
     return model.to(device).eval(), tokenizer
@@ -265,7 +134,7 @@ def evaluate(args: argparse.Namespace) -> list[list]:
     info = init_distributed()
     setup_logging(info.rank)
     seed_everything(args.seed, info.rank)
-    dtype = default_dtype_for(info.device) if args.dtype == "auto" else resolve_dtype(args.dtype)
+    dtype = resolve_dtype(args.dtype, info.device)
     if info.is_main:
         log.info("java: %s", check_java())  # before any work: scoring needs it at the very end
     data_root = Path(args.data_root)
@@ -286,7 +155,7 @@ def evaluate(args: argparse.Namespace) -> list[list]:
     summaries = []
     for name in args.datasets:
         items = image_lists[name]
-        shard = torch.utils.data.Subset(CaptionDataset(items, image_size),
+        shard = torch.utils.data.Subset(CaptionDataset(items, image_transform(image_size, task="caption")),
                                         shard_indices(len(items), info.world_size, info.rank))
         loader = torch.utils.data.DataLoader(shard, batch_size=args.batch_size, num_workers=args.num_workers,
                                              collate_fn=collate_batch, pin_memory=info.device.type == "cuda")
@@ -330,4 +199,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_main(main))

@@ -13,13 +13,15 @@ import torch
 from cg_helpers import write_tiny_internvl_cg
 from PIL import Image
 
-from internvl.datakit import SyntheticImages
-from internvl.datakit.captions import reference_captions, write_coco_karpathy, write_flickr30k_karpathy, write_nocaps
-from internvl.transforms import ImageDecodeError
-from internvl_g.caption_metrics import (METRICS, JavaNotFoundError, check_java, load_coco_references,
+from internvl.caption_benchmarks import (BENCHMARKS, CaptionDataset, load_image_list, reference_captions,
+                                        write_coco_karpathy, write_flickr30k_karpathy, write_nocaps)
+from internvl.caption_metrics import (METRICS, JavaNotFoundError, check_java, load_coco_references,
                                         score_captions, summary_line)
-from internvl_g.evaluate_caption import (BENCHMARKS, CaptionDataset, load_image_list, parse_args,
-                                         shard_indices)
+from internvl.datakit import SyntheticImages
+from internvl.internvl_cg import image_transform
+from internvl.runtime import shard_indices
+from internvl.transforms import ImageDecodeError
+from internvl_g.evaluate_caption import parse_args
 
 REPO = Path(__file__).resolve().parents[1]
 KIT = SyntheticImages(num_classes=4, image_size=32)
@@ -116,7 +118,7 @@ def test_readers_take_the_data_kit_files_as_upstream_does(caption_data, name, id
     assert set(references) == set(ids)
     per_image = 10 if name == "nocaps" else 5
     assert all(references[i] == reference_captions(KIT.sample(i), per_image) for i in ids)
-    pixels, image_id = CaptionDataset(items, 28)[1]
+    pixels, image_id = CaptionDataset(items, image_transform(28))[1]
     assert pixels.shape == (3, 28, 28) and image_id == ids[1]
 
 
@@ -168,7 +170,7 @@ def test_missing_duplicate_and_undecodable_images_name_the_file_and_entry(tmp_pa
     Image.new("RGB", (8, 8)).save(root / "Images" / "000001.jpg")
     (root / "Images" / "000002.jpg").write_bytes(b"not a jpeg")
     items = load_image_list(listing, root, "coco")
-    dataset = CaptionDataset(items, 28)
+    dataset = CaptionDataset(items, image_transform(28))
     with pytest.raises(ImageDecodeError, match=r"cannot decode image .*000002.jpg.*\(images\[2\] of .*'id': 2"):
         dataset[2]
     items[0].path.unlink()  # deleted after the check: the loader still names it
@@ -291,7 +293,7 @@ def test_batched_generation_equals_one_image_at_a_time(tiny_checkpoint, caption_
     tokenizer = build_cg_tokenizer(tiny_checkpoint, task="caption")
     spec = BENCHMARKS["coco"]
     dataset = CaptionDataset(load_image_list(caption_data / spec.image_list, caption_data / spec.image_root,
-                                             spec.list_format), model.config.image_size)
+                                             spec.list_format), image_transform(model.config))
     generation = dict(num_beams=5, min_new_tokens=8, max_new_tokens=30, do_sample=False)
     results = {}
     for batch_size in (1, 4):

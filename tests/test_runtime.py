@@ -330,7 +330,14 @@ def test_resolve_dtype(name, dtype):
     assert resolve_dtype(name) is dtype
 
 
-@pytest.mark.parametrize("bad", ["auto", "int8", "fp8", torch.int64])
+def test_resolve_dtype_auto_follows_the_device():
+    assert resolve_dtype("auto", "cpu") is torch.float32
+    assert resolve_dtype("Auto", torch.device("cpu")) is torch.float32
+    with pytest.raises(ValueError, match="needs the device"):
+        resolve_dtype("auto")
+
+
+@pytest.mark.parametrize("bad", ["int8", "fp8", torch.int64])
 def test_resolve_dtype_rejects_and_lists_accepted(bad):
     with pytest.raises(ValueError, match=re.escape(repr(bad))) as err:
         resolve_dtype(bad)

@@ -1,5 +1,18 @@
-"""Caption benchmark layouts written from the synthetic kit: the three test sets of InternVL-G's
-zero-shot captioning evaluation (``internvl_g/evaluate.sh``), in the upstream files and formats.
+"""The caption benchmarks of the zero-shot captioning evaluations (COCO Karpathy test, Flickr30K Karpathy
+test, NoCaps val): where their files live, their reader, and their synthetic writers, side by side.
+
+InternVL-G (``internvl_g/evaluate.sh``) and InternVL-Chat (``internvl_chat/evaluate.sh``) caption the same
+sets in the same upstream layouts, so the format knowledge lives here, once::
+
+    from internvl.caption_benchmarks import BENCHMARKS, CaptionDataset, load_image_list
+    spec = BENCHMARKS["coco"]
+    items = load_image_list(data_root / spec.image_list, data_root / spec.image_root, spec.list_format)
+    dataset = CaptionDataset(items, transform)          # (transform(image), image_id) per listed image
+
+The reader checks every entry before a model is loaded: a wrong format names the file, the entry and
+the fields expected; duplicate ids and missing images are errors.
+
+Synthetic writers (tests and demos; images from :mod:`internvl.datakit.synthetic`):
 
 ``<id>`` below is the global sample index (``start`` .. ``start + num_images - 1``); it is the image
 id of every format, so an image's references are found by the index it was drawn from. Write
@@ -50,12 +63,137 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
-from .synthetic import _BACKGROUND_ADJ, Sample, SyntheticImages, save_jpeg
+from .datakit.synthetic import _BACKGROUND_ADJ, Sample, SyntheticImages, save_jpeg
+from .errors import DataError, MissingFileError
+from .transforms import ImageDecodeError, open_image
 
-__all__ = ["reference_captions", "write_coco_karpathy", "write_flickr30k_karpathy", "write_nocaps"]
+__all__ = ["BENCHMARKS", "CaptionBenchmark", "CaptionImage", "load_image_list", "CaptionDataset",
+           "reference_captions", "write_coco_karpathy", "write_flickr30k_karpathy", "write_nocaps"]
+
+@dataclass(frozen=True)
+class CaptionBenchmark:
+    """Where a benchmark's files live, relative to the data root (the upstream layout)."""
+
+    image_root: str  # image paths in the image list are relative to this
+    image_list: str  # which images to caption
+    references: str  # COCO-format reference captions
+    list_format: str  # "karpathy" (a list of {"image", "caption"}) or "coco" ({"images", "annotations"})
+
+
+BENCHMARKS = {
+    "coco": CaptionBenchmark("coco", "coco/annotations/coco_karpathy_test.json",
+                             "coco/annotations/coco_karpathy_test_gt.json", "karpathy"),
+    "flickr30k": CaptionBenchmark("flickr30k", "flickr30k/flickr30k_test_karpathy.json",
+                                  "flickr30k/flickr30k_test_karpathy.json", "coco"),
+    "nocaps": CaptionBenchmark("nocaps/images", "nocaps/nocaps_val_4500_captions.json",
+                               "nocaps/nocaps_val_4500_captions.json", "coco"),
+}
+
+
+@dataclass(frozen=True)
+class CaptionImage:
+    image_id: int
+    path: Path
+    entry: str  # where it was listed, for error messages: "entry 12 of <file>: {...}"
+
+
+_KARPATHY_ID = re.compile(r"_(\d+)\.jpg$")
+_KARPATHY_EXPECTED = ("the COCO Karpathy test format: a JSON list of "
+                      "{'image': 'val2014/COCO_val2014_000000391895.jpg', 'caption': [...]} "
+                      "(the image id is the number after the last '_')")
+_COCO_EXPECTED = ("a COCO-format caption file: a JSON object with 'images' (a list of {'id': int, 'file_name': str}) "
+                  "and 'annotations' (a list of {'image_id': int, 'caption': str})")
+
+
+def _read_json(path: Path, expected: str):
+    if not path.is_file():
+        raise MissingFileError(f"annotation file not found: {path} (expected {expected}; "
+                               f"see data/README.md for the data layout)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} is not valid JSON ({e}); expected {expected}") from None
+
+
+def load_image_list(path: str | Path, image_root: str | Path, list_format: str) -> list[CaptionImage]:
+    """The images to caption, read as upstream's ``CaptionDataset`` reads them, with every entry
+    checked: a wrong format names the file, the entry and the fields expected; duplicate ids and
+    missing image files are errors (listing the first few), before any model is loaded."""
+    path, image_root = Path(path), Path(image_root)
+    items: list[CaptionImage] = []
+    if list_format == "karpathy":
+        content = _read_json(path, _KARPATHY_EXPECTED)
+        if not isinstance(content, list):
+            found = f"an object with keys {sorted(content)}" if isinstance(content, dict) else type(content).__name__
+            raise DataError(f"{path}: expected {_KARPATHY_EXPECTED}; found {found}")
+        for i, entry in enumerate(content):
+            where = f"entry {i} of {path}: {str(entry)[:200]}"
+            if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
+                raise DataError(f"{where} has no string 'image'; expected {_KARPATHY_EXPECTED}")
+            match = _KARPATHY_ID.search(entry["image"])
+            if not match:
+                raise DataError(f"{where}: cannot read an image id from {entry['image']!r}; expected "
+                                f"{_KARPATHY_EXPECTED}")
+            items.append(CaptionImage(int(match[1]), image_root / entry["image"], where))
+    elif list_format == "coco":
+        content = _read_json(path, _COCO_EXPECTED)
+        if not isinstance(content, dict) or not isinstance(content.get("images"), list):
+            found = f"keys {sorted(content)}" if isinstance(content, dict) else f"a JSON {type(content).__name__}"
+            raise DataError(f"{path}: expected {_COCO_EXPECTED}; found {found}")
+        for i, entry in enumerate(content["images"]):
+            where = f"images[{i}] of {path}: {str(entry)[:200]}"
+            # Upstream reads 'file_name', falling back to 'image'.
+            name = entry.get("file_name", entry.get("image")) if isinstance(entry, dict) else None
+            image_id = entry.get("id") if isinstance(entry, dict) else None
+            if not isinstance(name, str) or not isinstance(image_id, int) or isinstance(image_id, bool):
+                raise DataError(f"{where} needs an integer 'id' and a string 'file_name'; expected {_COCO_EXPECTED}")
+            items.append(CaptionImage(image_id, image_root / name, where))
+    else:
+        raise ValueError(f"unknown image list format {list_format!r}: use 'karpathy' or 'coco'")
+
+    if not items:
+        raise DataError(f"{path} lists no images")
+    seen: dict[int, CaptionImage] = {}
+    for item in items:
+        if item.image_id in seen:
+            raise DataError(f"image id {item.image_id} is listed twice: {seen[item.image_id].entry} and {item.entry}")
+        seen[item.image_id] = item
+    missing = [item for item in items if not item.path.is_file()]
+    if missing:
+        shown = "\n  ".join(f"{item.path} ({item.entry})" for item in missing[:5])
+        raise MissingFileError(f"{len(missing)} of {len(items)} images listed in {path} are missing, e.g.:\n  "
+                               f"{shown}\nimage paths are relative to {image_root}")
+    return items
+
+
+class CaptionDataset:
+    """``(transform(image), image_id)`` per listed image (a map-style dataset for a DataLoader); an image
+    that fails to decode names its entry."""
+
+    def __init__(self, items: Sequence[CaptionImage], transform: Callable):
+        self.items = list(items)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        item = self.items[index]
+        try:
+            image = open_image(item.path)
+        except FileNotFoundError as e:
+            raise MissingFileError(f"{e} ({item.entry})") from None
+        except ImageDecodeError as e:
+            raise ImageDecodeError(f"{e} ({item.entry})") from None
+        return self.transform(image), item.image_id
+
+
+# ---- synthetic writers ---------------------------------------------------------------------------------
 
 # Rephrasings after the kit's caption; the first four complete COCO / Flickr30K's five references.
 _TEMPLATES = (
@@ -75,7 +213,7 @@ _NOCAPS_DOMAINS = ("in-domain", "near-domain", "out-domain")
 def reference_captions(sample: Sample, k: int = 5) -> list[str]:
     """``k`` (1..10) English reference captions of ``sample``: ``sample.caption_en`` and rephrasings."""
     if not 1 <= k <= len(_TEMPLATES) + 1:
-        raise ValueError(f"k must be in 1..{len(_TEMPLATES) + 1}, got {k}")
+        raise DataError(f"k must be in 1..{len(_TEMPLATES) + 1}, got {k}")
     words = dict(colour=sample.colour, Colour=sample.colour.capitalize(), shape=sample.shape,
                  position=sample.position, bg=_BACKGROUND_ADJ[sample.background])
     return [sample.caption_en] + [template.format(**words) for template in _TEMPLATES[:k - 1]]
@@ -168,7 +306,7 @@ def write_nocaps(root: str | os.PathLike, num_images: int, kit: Optional[Synthet
         images.append({"id": index, "file_name": f"{open_images_id}.jpg", "open_images_id": open_images_id,
                        "height": kit.image_size, "width": kit.image_size,
                        "domain": _NOCAPS_DOMAINS[index % len(_NOCAPS_DOMAINS)]})
-    content = {"info": {"description": "synthetic stand-in for nocaps val, written by internvl.datakit"},
+    content = {"info": {"description": "synthetic stand-in for nocaps val, written by internvl.caption_benchmarks"},
                "licenses": [], **_coco_caption_file(images, references, 10)}
     _write_json(annotation_file, content)
     return root
