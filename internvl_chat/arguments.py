@@ -147,13 +147,18 @@ def parse_finetune_args(argv: Optional[Sequence[str]] = None):
         "FinetuneArguments", [(f.name, hints[f.name], field(default=f.default, metadata=f.metadata))
                               for f in dataclasses.fields(FinetuneArguments) if f.name not in shared])
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments, legacy_cls))
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        model_args, data_args, training_args, legacy = parser.parse_json_file(json_file=argv[0])
-    else:
-        model_args, data_args, training_args, legacy, unknown = parser.parse_args_into_dataclasses(
-            args=_rewrite(argv), return_remaining_strings=True)
-        if unknown:
-            raise ConfigError(f"unknown flag(s): {' '.join(unknown)}; see `python -m internvl_chat.finetune --help`")
+    try:
+        if len(argv) == 1 and argv[0].endswith(".json"):
+            model_args, data_args, training_args, legacy = parser.parse_json_file(json_file=argv[0])
+            unknown = []
+        else:
+            model_args, data_args, training_args, legacy, unknown = parser.parse_args_into_dataclasses(
+                args=_rewrite(argv), return_remaining_strings=True)
+    except ValueError as err:  # TrainingArguments' own checks, e.g. --bf16 without a device that has it
+        hint = " (on a CPU: --use_cpu True --bf16 False)" if "bf16" in str(err) or "fp16" in str(err) else ""
+        raise ConfigError(f"training arguments: {err}{hint}") from None
+    if unknown:
+        raise ConfigError(f"unknown flag(s): {' '.join(unknown)}; see `python -m internvl_chat.finetune --help`")
     finetune = FinetuneArguments(**{name: getattr(legacy, name) if hasattr(legacy, name)
                                     else getattr(training_args, name) for name in ours})
     if "warmup_ratio" not in training_fields and finetune.warmup_ratio:

@@ -228,6 +228,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                         data_args.max_seq_length, model_args.use_fast_tokenizer)
     options = data_options(model_args, data_args)
     dataset, problems = build_training_data(data_args.meta_path, tokenizer, options)
+    dataset.set_seed(training_args.data_seed if training_args.data_seed is not None else training_args.seed)
     resume_step = int(Path(resume).name.rsplit("-", 1)[-1]) if resume and Path(resume).name.startswith(
         "checkpoint-") and Path(resume).name.rsplit("-", 1)[-1].isdigit() else (0 if resume else None)
     ledger = BadSampleLedger(Path(training_args.output_dir) / "bad_samples.jsonl", data_args.max_bad_samples,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -49,7 +48,7 @@ class _Probe:
         sample = part.samples[local]
         out = {"dataset": part.spec.name, "where": sample.where, "kind": sample.kind}
         try:
-            turns, counts, _ = part.media(sample, num_frames=self.max_frames, pixels=False)
+            turns, counts, _ = part.media(sample, part.rng(local), num_frames=self.max_frames, pixels=False)
             tokenized = part.tokenize(sample, turns, counts)
         except UnusableSample as err:
             return {**out, "error": str(err)}
@@ -98,11 +97,11 @@ def _setup(argv: Sequence[str], command: str):
 
     model_args, data_args, tool_args = parse_data_args(argv, prog=f"python -m internvl_chat.data {command}")
     setup_logging(0)
-    random.seed(tool_args.seed)
     options = data_options(model_args, data_args)
     tokenizer, _ = load_training_tokenizer(model_args.model_name_or_path, data_args.max_seq_length,
                                            model_args.use_fast_tokenizer)
     dataset, problems = build_training_data(data_args.meta_path, tokenizer, options)
+    dataset.set_seed(tool_args.seed)
     return data_args, tool_args, tokenizer, dataset, problems
 
 

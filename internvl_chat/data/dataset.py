@@ -19,6 +19,8 @@ attached. The collator passes these on as ``bad_samples`` and the trainer counts
 length grouping (``--group_by_length``: shuffled mega-batches of ``batch x world size x accumulation``
 samples, each sorted by length and dealt into per-step chunks of equal total length) and per-dataset
 resampling (``--use_data_resampling``: datasets drawn in proportion to the square root of their size).
+It draws ``(index, epoch)`` keys, and a sample's random choices (video frame count, JPEG quality with
+``data_augment``) come from that key and the seed: the same on every run, so a resumed run is exact.
 """
 from __future__ import annotations
 
@@ -79,14 +81,12 @@ class DataOptions:
             raise ConfigError(f"--max_seq_length must be at least 2, got {self.max_seq_length}")
 
 
-class _RandomJpeg:
-    """Re-encode as JPEG of a random quality in 75..100 (upstream's training augmentation)."""
-
-    def __call__(self, image: Image.Image) -> Image.Image:
-        buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, format="JPEG", quality=random.randint(75, 100))
-        buffer.seek(0)
-        return Image.open(buffer).convert("RGB")
+def _jpeg(image: Image.Image, quality: int) -> Image.Image:
+    """Re-encode as JPEG (upstream's training augmentation draws the quality from 75..100)."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
 
 
 class _PadToSquare:
@@ -103,19 +103,6 @@ class _PadToSquare:
         out = Image.new(image.mode, (side, side), self.fill)
         out.paste(image, ((side - width) // 2, (side - height) // 2))
         return out
-
-
-def tile_transform(options: DataOptions, augment: bool):
-    """Tile -> normalised tensor: JPEG re-encoding with ``data_augment``, else padding with ``--pad2square``."""
-    from torchvision import transforms as T
-
-    mean, std = NORMALIZATION[options.normalize_type]
-    base = build_transform(options.image_size, "resize", mean=mean, std=std)
-    if augment:
-        return T.Compose([_RandomJpeg(), base])
-    if options.pad2square:
-        return T.Compose([_PadToSquare(mean), base])
-    return base
 
 
 def count_tiles(width: int, height: int, options: DataOptions, max_num: int) -> int:
@@ -150,7 +137,11 @@ class ChatDataset(torch.utils.data.Dataset):
         if self.max_dynamic_patch < options.min_dynamic_patch:
             raise ConfigError(f"dataset {spec.name!r}: max_dynamic_patch {self.max_dynamic_patch} is below "
                               f"--min_dynamic_patch {options.min_dynamic_patch}")
-        self.transform = tile_transform(options, spec.data_augment)
+        mean, std = NORMALIZATION[options.normalize_type]
+        self.to_tensor = build_transform(options.image_size, "resize", mean=mean, std=std)  # bicubic resize, normalise
+        self.augment = spec.data_augment  # JPEG re-encoding of each tile (upstream's train transform)
+        self.pad = _PadToSquare(mean) if options.pad2square and not spec.data_augment else None  # eval transform only
+        self.seed = 0  # with the epoch and the index, it decides a sample's random choices
         self._lengths: Optional[list] = None
 
     def __len__(self) -> int:
@@ -181,12 +172,12 @@ class ChatDataset(torch.utils.data.Dataset):
                 raise UnusableSample(str(err)) from err
         return images
 
-    def media(self, sample: ChatSample, num_frames: Optional[int] = None, pixels: bool = True):
+    def media(self, sample: ChatSample, rng: random.Random, num_frames: Optional[int] = None, pixels: bool = True):
         """``(turns, tiles per image, tile images or None)``; ``<video>`` becomes the frame lines."""
         turns = sample.turns
         if sample.video is not None:
             if num_frames is None:
-                num_frames = random.randint(self.options.min_num_frame, self.options.max_num_frame)
+                num_frames = rng.randint(self.options.min_num_frame, self.options.max_num_frame)
             frames = self._frames(sample, num_frames)
             lines = "".join(f"Frame-{i}: <image>\n" for i in range(1, len(frames) + 1))
             turns = [(role, text.replace(VIDEO_PLACEHOLDER + "\n", lines).replace(VIDEO_PLACEHOLDER, lines))
@@ -210,15 +201,15 @@ class ChatDataset(torch.utils.data.Dataset):
                                      self.options.max_seq_length, system=sample.system)
 
     # -------------------------------------------------------------------------------------- items
-    def build(self, sample: ChatSample) -> dict:
+    def build(self, sample: ChatSample, rng: random.Random) -> dict:
         """The training item of ``sample``; raises :class:`SampleProblem` when it is unusable."""
         try:
-            turns, counts, tiles = self.media(sample)
+            turns, counts, tiles = self.media(sample, rng)
             tokenized = self.tokenize(sample, turns, counts)
         except UnusableSample as err:
             raise _where_error(sample, err) from None
         if tiles:
-            pixel_values = torch.stack([self.transform(tile) for tile in tiles])
+            pixel_values = torch.stack([self.tile_tensor(tile, rng) for tile in tiles])
             flags = torch.ones(len(tiles), dtype=torch.long)
         else:  # pure text: one white tile the model skips (image_flags 0)
             pixel_values = self._white_tile()
@@ -228,9 +219,16 @@ class ChatDataset(torch.utils.data.Dataset):
                 "labels": torch.tensor(tokenized.labels, dtype=torch.long),
                 "position_ids": torch.arange(n, dtype=torch.long), "pixel_values": pixel_values, "image_flags": flags}
 
+    def tile_tensor(self, tile: Image.Image, rng: random.Random) -> torch.Tensor:
+        if self.augment:
+            tile = _jpeg(tile, rng.randint(75, 100))
+        elif self.pad is not None:
+            tile = self.pad(tile)
+        return self.to_tensor(tile)
+
     def _white_tile(self) -> torch.Tensor:
         size = self.options.image_size
-        return self.transform(Image.new("RGB", (size, size), (255, 255, 255))).unsqueeze(0)
+        return self.to_tensor(Image.new("RGB", (size, size), (255, 255, 255))).unsqueeze(0)
 
     def void(self, problem: SampleProblem) -> dict:
         """The stand-in for an unusable sample: one untrained token, one skipped tile, and the reason."""
@@ -238,10 +236,16 @@ class ChatDataset(torch.utils.data.Dataset):
                 "position_ids": torch.zeros(1, dtype=torch.long), "pixel_values": self._white_tile(),
                 "image_flags": torch.zeros(1, dtype=torch.long), "bad_sample": (problem.where, problem.reason)}
 
-    def __getitem__(self, index: int) -> dict:
+    def rng(self, index: int, epoch: int = 0) -> random.Random:
+        """The random source of one sample in one epoch (video frame count, JPEG quality): the same on every
+        run, so a resumed run sees exactly the samples the interrupted one would have."""
+        return random.Random(f"{self.seed}:{epoch}:{index}")
+
+    def __getitem__(self, key) -> dict:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
         sample = self.samples[index]
         try:
-            return self.build(sample)
+            return self.build(sample, self.rng(index, epoch))
         except SampleProblem as problem:
             return self.void(problem)
 
@@ -258,6 +262,16 @@ class ChatConcatDataset(torch.utils.data.ConcatDataset):
     @property
     def sizes(self) -> list:
         return [len(d) for d in self.datasets]
+
+    def __getitem__(self, key) -> dict:
+        """``index`` or ``(index, epoch)`` (what :class:`ChatSampler` draws)."""
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        dataset, local = self.locate(index)
+        return dataset[(local, epoch)]
+
+    def set_seed(self, seed: int) -> None:
+        for dataset in self.datasets:
+            dataset.seed = seed
 
     def locate(self, index: int) -> tuple[ChatDataset, int]:
         import bisect
@@ -344,8 +358,9 @@ class ChatSampler(torch.utils.data.Sampler):
         return [offsets[d] + p for d, p in zip(datasets, picks)]
 
     def __iter__(self):
+        """``(index, epoch)`` keys: the dataset draws a sample's random choices from them."""
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = self._order(generator)
         if self.group_by_length:
             order = length_grouped_indices(order, self.lengths, self.batch_size, self.num_chunks)
-        return iter(order)
+        return iter([(index, self.epoch) for index in order])

@@ -4,6 +4,7 @@
 #   GRADIENT_ACC  = BATCH_SIZE / PER_DEVICE_BATCH_SIZE / GPUS (an error when it does not divide exactly)
 #   DEEPSPEED     the DeepSpeed config to pass (default zero_stage1_config.json; empty with GPUS=0, where a
 #                 single CPU process runs without DeepSpeed; DEEPSPEED= turns it off on GPUs too)
+#   CPU_FLAGS     with GPUS=0: --use_cpu True --bf16 False (float32 on the CPU), appended after the script's flags
 # and creates OUTPUT_DIR. The log goes to the console and OUTPUT_DIR/training_log.txt.
 source "$(dirname "${BASH_SOURCE[0]}")/../../shell/launch.sh"
 
@@ -26,8 +27,10 @@ finetune_setup() {
     GRADIENT_ACC=$(( BATCH_SIZE / PER_DEVICE_BATCH_SIZE / procs ))
     if [[ $GPUS -eq 0 ]]; then
         DEEPSPEED=${DEEPSPEED-}
+        CPU_FLAGS=(--use_cpu True --bf16 False)
     else
         DEEPSPEED=${DEEPSPEED-zero_stage1_config.json}
+        CPU_FLAGS=()
     fi
     export MASTER_PORT=${MASTER_PORT:-34229} TF_CPP_MIN_LOG_LEVEL=3
     mkdir -p "$OUTPUT_DIR"

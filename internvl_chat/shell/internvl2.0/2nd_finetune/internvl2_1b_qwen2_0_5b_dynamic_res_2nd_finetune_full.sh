@@ -54,4 +54,5 @@ launch -m internvl_chat.finetune \
   --ps_version 'v2' \
   --report_to "tensorboard" \
   ${DEEPSPEED:+--deepspeed "$DEEPSPEED"} \
+  ${CPU_FLAGS[@]+"${CPU_FLAGS[@]}"} \
   "$@"
