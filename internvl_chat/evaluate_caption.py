@@ -210,13 +210,14 @@ def custom_questions(meta_path: str, max_samples: Optional[int] = None) -> list:
     """Every gpt turn of every sample of the meta json's datasets (see the module doc)."""
     from .data.chat_jsonl import load_samples, read_meta
 
-    questions, problems = [], []
+    questions, problems, taken = [], [], 0
     for spec in read_meta(meta_path):
         samples, bad = load_samples(spec)
         problems += bad
         for sample in samples:
-            if max_samples is not None and len({q.where.split("#")[0] for q in questions}) >= max_samples:
+            if max_samples is not None and taken >= max_samples:
                 break
+            taken += 1
             history = []
             for k in range(0, len(sample.turns), 2):
                 question, answer = sample.turns[k][1], sample.turns[k + 1][1]

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import functools
+import logging
 import shutil
 from pathlib import Path
+
+import pytest
 
 from internvl.datakit.checkpoints import write_chat_tokenizer, write_tiny_internvl_chat
 from internvl.tokenization import load_tokenizer
@@ -50,3 +53,14 @@ def finetune_argv(base: Path, meta: Path, out: Path, *extra: str, llm: str = "in
             "--num_train_epochs", "1", "--learning_rate", "1e-2", "--logging_steps", "1", "--save_strategy", "no",
             "--do_train", "True", "--grad_checkpoint", "False", "--report_to", "none", "--dataloader_num_workers", "0",
             "--disable_tqdm", "True", "--seed", "0", *extra]
+
+
+@pytest.fixture(autouse=True)
+def _drop_run_logging():
+    """The entry points run in-process install the run's log handlers (internvl.runtime.setup_logging) on the
+    stderr pytest captured for that test; remove them afterwards, as a finished process would."""
+    yield
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_internvl_runtime", False)]:
+        root.removeHandler(handler)
+        handler.close()

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from chat_finetune_helpers import DATA_FLAGS, base_checkpoint, training_tokenizer
+from chat_finetune_helpers import _drop_run_logging  # noqa: F401 (autouse fixture)
 from internvl.chat_image import dynamic_preprocess
 from internvl.errors import ConfigError, DataError, MissingFileError
 from internvl_chat.data.__main__ import main as data_main
