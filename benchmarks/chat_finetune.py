@@ -52,19 +52,26 @@ def _train(base: Path, meta: Path, out: Path, *extra: str) -> dict:
     return json.loads((out / "train_results.json").read_text())
 
 
-def _padding_fraction(dataset, group: bool, batch_size: int = 8) -> float:
+def _padding(dataset, group: bool, batch_size: int, num_chunks: int) -> tuple[float, float]:
+    """``(padding fraction, rank imbalance)`` of the sampler's batches: padded tokens over all tokens, and the
+    mean over steps of the largest chunk's padded tokens over the mean chunk's (1.0: every rank equally busy)."""
     from internvl_chat.data.dataset import ChatSampler
 
     real = [len(dataset[i]["input_ids"]) for i in range(len(dataset))]
-    sampler = ChatSampler(dataset.lengths if group else [0] * len(real), dataset.sizes, batch_size, 1,
+    sampler = ChatSampler(dataset.lengths if group else [0] * len(real), dataset.sizes, batch_size, num_chunks,
                           group_by_length=group, seed=0)
     order = [i for i, _ in sampler]
     padded = tokens = 0
-    for start in range(0, len(order), batch_size):
-        batch = [real[i] for i in order[start:start + batch_size]]
-        padded += max(batch) * len(batch)
-        tokens += sum(batch)
-    return 1 - tokens / padded
+    imbalance = []
+    step = batch_size * num_chunks
+    for start in range(0, len(order) - step + 1, step):
+        chunks = [[real[i] for i in order[start + c * batch_size:start + (c + 1) * batch_size]]
+                  for c in range(num_chunks)]
+        work = [max(chunk) * len(chunk) for chunk in chunks]
+        padded += sum(work)
+        tokens += sum(map(sum, chunks))
+        imbalance.append(max(work) / (sum(work) / num_chunks))
+    return 1 - tokens / padded, sum(imbalance) / len(imbalance)
 
 
 def _dataset(base: Path, meta: Path, *extra: str):
@@ -80,15 +87,18 @@ def _dataset(base: Path, meta: Path, *extra: str):
 
 def padding(root: Path, base: Path, meta: Path) -> None:
     dataset = _dataset(base, meta)
-    fractions = {group: _padding_fraction(dataset, group) for group in (False, True)}
     runs = {group: _train(base, meta, root / f"pad{group}", "--group_by_length", str(group), "--dataloader_num_workers",
                           "1") for group in (False, True)}
-    print("\n[padding] 256 mixed samples (captions, 4-turn QA, two images, text), batches of 8, tiny model")
-    print(f"  {'sampler':<18} {'padding tokens':>15} {'samples/s':>10}")
+    print(f"\n[padding] {len(dataset)} mixed samples (captions, 4-turn QA, two images, text)")
+    print(f"  {'sampler':<16} {'padding, 1 GPU x batch 8':>25} {'samples/s':>10} {'padding, 8 GPUs x 2 acc. x 4':>29} "
+          f"{'rank imbalance':>15}")
     for group, name in ((False, "random"), (True, "group_by_length")):
-        print(f"  {name:<18} {100 * fractions[group]:>14.1f}% {runs[group]['train_samples_per_second']:>10.2f}")
-    print(f"  group_by_length: {fractions[False] / max(fractions[True], 1e-9):.1f}x less padding, "
-          f"{runs[True]['train_samples_per_second'] / runs[False]['train_samples_per_second']:.2f}x samples/s")
+        one, _ = _padding(dataset, group, 8, 1)
+        many, imbalance = _padding(dataset, group, 4, 16)
+        print(f"  {name:<16} {100 * one:>24.1f}% {runs[group]['train_samples_per_second']:>10.2f} {100 * many:>28.1f}% "
+              f"{imbalance:>15.2f}")
+    print(f"  samples/s with group_by_length: "
+          f"{runs[True]['train_samples_per_second'] / runs[False]['train_samples_per_second']:.2f}x")
 
 
 def loader(root: Path, base: Path, meta: Path, workers: int) -> None:
@@ -99,9 +109,17 @@ def loader(root: Path, base: Path, meta: Path, workers: int) -> None:
     big = write_synthetic_chat_data(root / "big", 64, kit=SyntheticImages(image_size=700), name="big",
                                     kinds=("caption", "qa"), data_augment=True)
     dataset = _dataset(base, big, "--force_image_size", "448", "--dynamic_image_size", "True", "--use_thumbnail",
-                       "True", "--max_dynamic_patch", "6")
+                       "True", "--max_dynamic_patch", "6", "--max_seq_length", "4096")
     batches = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=workers, collate_fn=collate)
-    seconds, tiles = timed(lambda: sum(len(b["pixel_values"]) for b in batches))
+
+    def load():
+        tiles = 0
+        for batch in batches:
+            assert not batch["bad_samples"], batch["bad_samples"]  # a void item would be timed as a sample
+            tiles += len(batch["pixel_values"])
+        return tiles
+
+    seconds, tiles = timed(load)
     print(f"\n[loader] 448 px tiles of 700 px images (up to 6 tiles + thumbnail, JPEG augmentation), {workers} workers:")
     print(f"  {tiles / seconds:.1f} tiles/s = {len(dataset) / seconds:.1f} samples/s ({tiles / len(dataset):.1f} "
           "tiles per sample)")

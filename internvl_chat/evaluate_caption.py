@@ -195,11 +195,12 @@ class Question:
     video: Optional[str] = None
     references: list = field(default_factory=list)
     tile_counts: list = field(default_factory=list)  # tiles of each image, for multi-image questions
+    system: Optional[str] = None  # the sample's own system message, if it has one
 
     @property
     def batchable(self) -> str:
         """``"image"`` / ``"text"`` for the questions batch_chat can answer together, else ``""``."""
-        if self.history or self.video:
+        if self.history or self.video or self.system is not None:
             return ""
         if not self.images:
             return "text"
@@ -222,7 +223,7 @@ def custom_questions(meta_path: str, max_samples: Optional[int] = None) -> list:
             for k in range(0, len(sample.turns), 2):
                 question, answer = sample.turns[k][1], sample.turns[k + 1][1]
                 questions.append(Question(len(questions), f"{sample.where}#{k // 2 + 1}", question, list(history),
-                                          sample.images, sample.video, [answer]))
+                                          sample.images, sample.video, [answer], system=sample.system))
                 history.append((question, answer))
     if problems:
         shown = "\n  ".join(str(p) for p in problems[:10])
@@ -278,8 +279,14 @@ def answer_batch(model, tokenizer, q_by_key: dict, batch, generation: dict, dtyp
     q = questions[0]
     question, history = _prompt_of(q, counts[0] if q.video else 0)
     per_image = [1] * counts[0] if q.video else q.tile_counts if len(q.images) > 1 else [counts[0]]
-    answer = model.chat(tokenizer, pixel_values, question, generation, history=history or None,
-                        num_patches_list=per_image if pixel_values is not None else None)
+    default_system = model.system_message
+    if q.system is not None:  # as in training: the sample's system turn replaces the template's message
+        model.system_message = q.system
+    try:
+        answer = model.chat(tokenizer, pixel_values, question, generation, history=history or None,
+                            num_patches_list=per_image if pixel_values is not None else None)
+    finally:
+        model.system_message = default_system
     return [(keys[0], answer)]
 
 

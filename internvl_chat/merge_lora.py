@@ -85,7 +85,7 @@ def merge_lora(input_path: str, output_path: str, base: Optional[str] = None, dt
     model.to(saved_dtype)
     model.config.architectures = config.get("architectures") or ["InternVLChatModel"]
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
+    model.save_pretrained(out)  # safetensors
     for name in TOKENIZER_FILES:
         if (source / name).is_file():
             shutil.copy2(source / name, out / name)

@@ -215,10 +215,20 @@ def test_length_grouping_and_the_sampler():
     order = list(range(12))
     grouped = length_grouped_indices(order, lengths, batch_size=2, num_chunks=3)
     assert sorted(grouped) == order
-    for mega in (grouped[:6], grouped[6:]):  # each mega-batch: three chunks of two, totals balanced
-        totals = [lengths[mega[i]] + lengths[mega[i + 1]] for i in (0, 2, 4)]
-        assert max(totals) - min(totals) <= max(lengths[i] for i in mega) - min(lengths[i] for i in mega)
-    sampler = ChatSampler(lengths, [12], batch_size=2, num_chunks=3, group_by_length=True, seed=3)
+    assert sorted(grouped[:6]) == sorted(sorted(order, key=lengths.__getitem__)[6:])  # the longest step first
+    for step in (grouped[:6], grouped[6:]):  # each step: three chunks of two (ranks), totals balanced
+        totals = [lengths[step[i]] + lengths[step[i + 1]] for i in (0, 2, 4)]
+        assert max(totals) - min(totals) <= max(lengths[i] for i in step) - min(lengths[i] for i in step)
+
+    def padding(indices, size=2):
+        batches = [indices[i:i + size] for i in range(0, len(indices), size)]
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+    assert padding(grouped) < padding(order) / 2
+    grouped_sampler = ChatSampler(lengths, [12], batch_size=2, num_chunks=3, group_by_length=True, seed=3)
+    assert [i for i, _ in grouped_sampler] == length_grouped_indices(
+        torch.randperm(12, generator=torch.Generator().manual_seed(3)).tolist(), lengths, 2, 3)
+    sampler = ChatSampler(lengths, [12], batch_size=2, num_chunks=3, seed=3)
     first = list(sampler)
     assert list(sampler) == first and sorted(i for i, _ in first) == order  # the same for a resumed epoch
     assert {epoch for _, epoch in first} == {0}

@@ -15,9 +15,9 @@ attached. The collator passes these on as ``bad_samples`` and the trainer counts
 ``position_ids`` with 0, tiles of all samples concatenated; the attention mask marks the real tokens
 (upstream recomputes it as ``input_ids != 0``, which also hides real tokens of id 0).
 
-:class:`ChatSampler` draws the training order: a seeded permutation per epoch, optionally with upstream's
-length grouping (``--group_by_length``: shuffled mega-batches of ``batch x world size x accumulation``
-samples, each sorted by length and dealt into per-step chunks of equal total length) and per-dataset
+:class:`ChatSampler` draws the training order: a seeded permutation per epoch, optionally grouped by length
+(``--group_by_length``, upstream's length estimate: the samples of one optimizer step have similar lengths and
+are dealt to the ranks and accumulation steps in chunks of equal total length) and per-dataset
 resampling (``--use_data_resampling``: datasets drawn in proportion to the square root of their size).
 It draws ``(index, epoch)`` keys, and a sample's random choices (video frame count, JPEG quality with
 ``data_augment``) come from that key and the seed: the same on every run, so a resumed run is exact.
@@ -315,15 +315,25 @@ def _even_chunks(indices: list, lengths: Sequence[int], num_chunks: int) -> list
     return chunks
 
 
-def length_grouped_indices(order: Sequence[int], lengths: Sequence[int], batch_size: int, num_chunks: int) -> list:
-    """Upstream's length grouping of a shuffled ``order``: mega-batches of ``batch_size x num_chunks``, each
-    sorted longest first and split into ``num_chunks`` chunks of about equal total length, concatenated."""
-    mega = batch_size * num_chunks
+def length_grouped_indices(order: Sequence[int], lengths: Sequence[int], batch_size: int, num_chunks: int,
+                           generator: Optional[torch.Generator] = None, mega_steps: int = 50) -> list:
+    """Length grouping of a shuffled ``order``, one optimizer step (``batch_size x num_chunks`` samples: every
+    rank's micro-batches) at a time. Mega-batches of ``mega_steps`` steps are sorted longest first and cut into
+    steps, so a step's samples have similar lengths (little padding); each step is dealt into ``num_chunks``
+    chunks of about equal total length (upstream's balancing across ranks and accumulation steps); the steps
+    of a mega-batch are shuffled, the longest first (an out-of-memory shows at once).
+
+    Upstream's sampler (LLaVA's) sorts only within one step, which balances the ranks but leaves the padding of
+    random batches (``benchmarks/chat_finetune.py`` measures both)."""
+    step = batch_size * num_chunks
     out = []
-    for start in range(0, len(order), mega):
-        megabatch = sorted(order[start:start + mega], key=lambda i: lengths[i], reverse=True)
-        for chunk in _even_chunks(megabatch, lengths, num_chunks):
-            out += chunk
+    for start in range(0, len(order), step * mega_steps):
+        mega = sorted(order[start:start + step * mega_steps], key=lambda i: lengths[i], reverse=True)
+        steps = [mega[i:i + step] for i in range(0, len(mega), step)]
+        rest = torch.randperm(len(steps) - 1, generator=generator).tolist() if len(steps) > 1 else []
+        for k in [0] + [r + 1 for r in rest]:
+            for chunk in _even_chunks(steps[k], lengths, num_chunks):
+                out += chunk
     return out
 
 
@@ -362,5 +372,5 @@ class ChatSampler(torch.utils.data.Sampler):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = self._order(generator)
         if self.group_by_length:
-            order = length_grouped_indices(order, self.lengths, self.batch_size, self.num_chunks)
+            order = length_grouped_indices(order, self.lengths, self.batch_size, self.num_chunks, generator)
         return iter([(index, self.epoch) for index in order])
