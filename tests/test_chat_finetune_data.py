@@ -293,3 +293,26 @@ def test_deepspeed_configs_fill_from_the_training_flags():
         assert filled["train_micro_batch_size_per_gpu"] == 4 and filled["gradient_accumulation_steps"] == 2
         assert filled["optimizer"]["params"] == {"lr": 4e-5, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01}
         assert filled["bf16"]["enabled"] is True and "scheduler" not in filled
+
+
+def test_multi_image_samples_split_the_tile_budget(root, tmp_path):
+    """Upstream's rule: each of n images gets at most max(1, max_dynamic_patch // n) tiles (then the thumbnail)."""
+    import random
+
+    from internvl_chat.data.build import build_training_data
+    from internvl_chat.data.chat_jsonl import parse_sample
+
+    Image.new("RGB", (400, 100), (200, 30, 30)).save(tmp_path / "wide.jpg")
+    line = json.dumps({"image": ["wide.jpg", "wide.jpg"], "conversations": [
+        {"from": "human", "value": "Image-1: <image>\nImage-2: <image>\nSame?"}, {"from": "gpt", "value": "yes"}]})
+    (tmp_path / "two.jsonl").write_text(line + "\n" + json.dumps({"image": "wide.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "red"}]}) + "\n")
+    meta = _meta(tmp_path, {"two": {"root": str(tmp_path), "annotation": str(tmp_path / "two.jsonl")}})
+    options = DataOptions(template="internlm2-chat", num_image_token=4, image_size=56, dynamic_image_size=True,
+                          use_thumbnail=True, max_dynamic_patch=6)
+    dataset, problems = build_training_data(str(meta), training_tokenizer(root, "internlm2"), options)
+    part = dataset.datasets[0]
+    two, one = part.samples
+    assert not problems and part.media(two, random.Random(0))[1] == [4, 4]  # 3x1 grid + thumbnail, twice
+    assert part.media(one, random.Random(0))[1] == [5]  # alone: 4x1 grid + thumbnail
+    assert len(dataset[0]["pixel_values"]) == 8 and dataset[0]["input_ids"].tolist().count(1008) == 32

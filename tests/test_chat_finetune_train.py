@@ -3,6 +3,7 @@ samples, one process against two (gloo), and the LoRA merge."""
 import json
 import os
 import runpy
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -211,8 +212,11 @@ def test_two_gloo_processes_give_the_loss_of_one_with_the_same_global_batch(root
     one, two = root / "one_process", root / "two_processes"
     finetune.main(finetune_argv(base_checkpoint(root), meta, one, *flags))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           "29561", "-m", "internvl_chat.finetune",
+                           port, "-m", "internvl_chat.finetune",
                            *finetune_argv(base_checkpoint(root), meta, two, *flags, "--per_device_train_batch_size",
                                           "2", "--ddp_backend", "gloo")],
                           env=env, capture_output=True, text=True, timeout=300)
