@@ -175,7 +175,8 @@ class RotaryEmbedding(nn.Module):
         self.dim, self.base, self.max_position_embeddings = dim, float(base), max_position_embeddings
         self.scaling_type = kind
         self.factor = float(scaling["factor"]) if scaling is not None else 1.0
-        self.register_buffer("inv_freq", self._inv_freq(self.base), persistent=False)
+        # No inv_freq buffer: computed per call (dim / 2 numbers), so no loading path (meta-device init,
+        # transformers 5 materialising non-persistent buffers uninitialised) can leave it stale.
 
     def _inv_freq(self, base: float, device=None) -> torch.Tensor:
         return 1.0 / base ** (torch.arange(0, self.dim, 2, dtype=torch.int64, device=device).float() / self.dim)
@@ -183,9 +184,7 @@ class RotaryEmbedding(nn.Module):
     def forward(self, position_ids: torch.Tensor, seq_len: Optional[int] = None,
                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin of shape (*position_ids.shape, dim), computed in fp32 and cast to ``dtype``."""
-        inv_freq = self.inv_freq
-        if inv_freq.device.type == "meta" or inv_freq.device != position_ids.device:
-            inv_freq = self._inv_freq(self.base, position_ids.device)  # e.g. after meta-device init
+        inv_freq = self._inv_freq(self.base, position_ids.device)
         positions = position_ids.float()
         if self.scaling_type == "linear":
             positions = positions / self.factor

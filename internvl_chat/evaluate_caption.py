@@ -126,10 +126,9 @@ def split_model(config, num_gpus: int) -> dict:
 def load_model(args: argparse.Namespace, device: torch.device):
     """The tokenizer first (a directory without tokenizer files fails before the weights load), then the model."""
     from internvl.chat_model import InternVLChatModel
+    from internvl.compat import dtype_kwargs
     from internvl.runtime import resolve_dtype
     from internvl.tokenization import load_tokenizer
-
-    from .finetune import dtype_kwargs
 
     if not (Path(args.checkpoint) / "config.json").is_file():
         raise MissingFileError(f"--checkpoint {args.checkpoint}: no config.json there; see pretrained/README.md")

@@ -54,14 +54,6 @@ def _setup_logging(rank: int, output_dir: str, log_level: int) -> None:
     transformers.utils.logging.set_verbosity(log_level)
 
 
-def dtype_kwargs(dtype: torch.dtype) -> dict:
-    """``from_pretrained``'s dtype argument under the name the installed transformers reads (``dtype`` since 4.56)."""
-    import transformers
-    from packaging.version import Version
-
-    return {"dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype": dtype}
-
-
 def _load_dtype(training_args) -> torch.dtype:
     """bf16/fp16 weights under DeepSpeed (its optimizer keeps float32 masters), else float32 weights with autocast."""
     if training_args.deepspeed:
@@ -76,6 +68,7 @@ def build_model(model_args, data_args, training_args, tokenizer, num_new_tokens:
     """The model as upstream prepares it: config overrides, position embeddings resized to
     ``--force_image_size``, new token rows, gradient checkpointing, then freezing and LoRA."""
     from internvl.chat_model import IMG_CONTEXT_TOKEN, InternVLChatConfig, InternVLChatModel
+    from internvl.compat import dtype_kwargs, enable_activation_checkpointing
 
     dtype = _load_dtype(training_args)
     if model_args.model_name_or_path is not None:
@@ -129,8 +122,8 @@ def build_model(model_args, data_args, training_args, tokenizer, num_new_tokens:
     model.language_model.config.use_cache = False
     if model_args.grad_checkpoint:
         kwargs = {"gradient_checkpointing_kwargs": {"use_reentrant": False}}
-        model.vision_model.gradient_checkpointing_enable(**kwargs)
-        model.language_model.gradient_checkpointing_enable(**kwargs)
+        enable_activation_checkpointing(model.vision_model, **kwargs)
+        enable_activation_checkpointing(model.language_model, **kwargs)
 
     _set_trainable(model, model_args)
     return model
@@ -141,6 +134,7 @@ def _build_new_model(model_args, data_args, dtype):
     from transformers import AutoModelForCausalLM
 
     from internvl.chat_model import InternVLChatConfig, InternVLChatModel
+    from internvl.compat import dtype_kwargs
     from internvl.intern_vit import InternVisionModel
 
     if model_args.vision_path is None or model_args.llm_path is None:
@@ -212,6 +206,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .data.build import build_training_data, data_options, load_training_tokenizer
     from .data.dataset import collate
     from .merge_lora import remote_code_files
+    from internvl.compat import write_published_tokenizer_files
     from .trainer import BadSampleLedger, ChatTrainer, LogCallback
 
     info = init_distributed()  # before the arguments: SLURM's variables exported for the Trainer and DeepSpeed
@@ -252,7 +247,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
-    if info.is_main:  # the base checkpoint's remote code, so the output loads as the base does
+    if info.is_main:  # the published tokenizer layout and the base's remote code: the output loads as the base does
+        write_published_tokenizer_files(training_args.output_dir, tokenizer)
         for path in remote_code_files(model_args.model_name_or_path):
             shutil.copy2(path, Path(training_args.output_dir) / path.name)
     metrics = dict(result.metrics, train_samples=len(dataset), unusable_samples=ledger.total)

@@ -53,9 +53,9 @@ def merge_lora(input_path: str, output_path: str, base: Optional[str] = None, dt
     import torch
 
     from internvl.chat_model import InternVLChatModel
+    from internvl.compat import dtype_kwargs, write_published_tokenizer_files
     from internvl.runtime import resolve_dtype
-
-    from .finetune import dtype_kwargs
+    from internvl.tokenization import load_tokenizer
 
     source, out = Path(input_path), Path(output_path)
     if not (source / "config.json").is_file():
@@ -92,6 +92,7 @@ def merge_lora(input_path: str, output_path: str, base: Optional[str] = None, dt
     if not any((out / name).is_file() for name in ("tokenizer_config.json", "tokenizer.json")):
         raise MissingFileError(f"{source} has no tokenizer files (tokenizer_config.json, tokenizer.model, ...): "
                                "copy them from the base checkpoint into it and run again")
+    write_published_tokenizer_files(out, load_tokenizer(out))
     code = remote_code_files(source, base, config.get("_name_or_path"))
     for path in code:
         shutil.copy2(path, out / path.name)

@@ -215,8 +215,11 @@ def write_chat_tokenizer(out_dir: str | os.PathLike, llm: str = "internlm2"):
     else:
         from transformers import LlamaTokenizer
 
-        tokenizer = LlamaTokenizer(vocab_file=str(out_dir / "tokenizer.model"), legacy=False,
-                                   add_bos_token=llm != "qwen2")
+        # Through from_pretrained, which builds the tokenizer from tokenizer.model in transformers 4 (slow
+        # class) and 5 (converted to a tokenizers one) alike.
+        _write_json(out_dir / "tokenizer_config.json", {"tokenizer_class": "LlamaTokenizer", "legacy": False,
+                                                            "add_bos_token": llm != "qwen2"})
+        tokenizer = LlamaTokenizer.from_pretrained(str(out_dir), legacy=False)
         tokenizer.add_special_tokens({"additional_special_tokens": CHAT_SPECIAL_TOKENS})
         tokenizer.pad_token = tokenizer.unk_token
         if llm == "phi3":
@@ -225,13 +228,14 @@ def write_chat_tokenizer(out_dir: str | os.PathLike, llm: str = "internlm2"):
         tokenizer.save_pretrained(out_dir)
         if llm == "phi3":  # Phi-3-mini's files list its chat tokens as added tokens only, not as additional specials
             for name in ("tokenizer_config.json", "special_tokens_map.json"):
+                if not (out_dir / name).is_file():
+                    continue
                 config = json.loads((out_dir / name).read_text())
-                config["additional_special_tokens"] = [t if isinstance(t, str) else t["content"] for t in
-                                                       config["additional_special_tokens"]]
-                config["additional_special_tokens"] = [t for t in config["additional_special_tokens"]
-                                                       if t not in _PHI3_CHAT_TOKENS]
+                for key in ("additional_special_tokens", "extra_special_tokens"):  # transformers 4 / 5 name
+                    if isinstance(config.get(key), list):
+                        config[key] = [t for t in config[key]
+                                       if (t if isinstance(t, str) else t["content"]) not in _PHI3_CHAT_TOKENS]
                 _write_json(out_dir / name, config)
-            (out_dir / "tokenizer.json").unlink(missing_ok=True)
     tokenizer = load_tokenizer(out_dir)
     expected = pieces + len(CHAT_SPECIAL_TOKENS) + (len(_PHI3_CHAT_TOKENS) if llm == "phi3" else 0)
     if len(tokenizer) != expected:

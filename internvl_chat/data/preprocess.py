@@ -141,23 +141,36 @@ def _walk_hermes(prompt: str, conv, tokenizer, labels: list) -> int:
 
 
 def _walk_phi3(prompt: str, conv, tokenizer, labels: list) -> int:
-    """``preprocess_phi3``: <s> and every ``<|endoftext|>`` ignored; the counts assume, as Phi-3's tokenizer
-    does, a ``▁`` token before a special token that opens a text."""
+    """``preprocess_phi3``: <s> and every ``<|endoftext|>`` ignored, each answer and its ``<|end|>`` trained.
+
+    Upstream's offsets (a turn is ``len - 1`` tokens, an instruction ``len - 2``, the first turn one more)
+    assume the tokenizer it was written for (transformers 4's slow Phi-3 tokenizer): it adds <s>, and a ``▁``
+    token before a special token that opens a text. They are derived here from the tokenizer instead, so the
+    mask is upstream's with that tokenizer and still right with one that adds no ``▁`` (transformers 5's)."""
     boundary = conv.sep + conv.roles[1]
     endoftext = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    cur = 1
-    _ignore(labels, 0, 1)
+
+    def plain(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False).input_ids)
+
+    bos = _count(tokenizer, "a") - plain("a")
+    # the extra token(s) before a special token that opens a text: tokens of "<|user|>\n" alone, minus what
+    # the same text adds after another special token
+    space = plain(conv.roles[0]) - (plain(conv.sep + conv.roles[0]) - plain(conv.sep))
+    cur = bos
+    _ignore(labels, 0, bos)
     for i, label in enumerate(labels):
         if label == endoftext:
             labels[i] = IGNORE_INDEX
     for i, turn in enumerate(_regroup(prompt, conv.sep)):
         if turn == "":
             break
-        turn_len = _count(tokenizer, turn) - (0 if i == 0 else 1)
+        # the first turn keeps the leading ▁ the whole prompt has too; later ones drop theirs
+        turn_len = _count(tokenizer, turn) - bos + 1 - (0 if i == 0 else space)
         parts = turn.split(boundary)
         if len(parts) != 2:
             break
-        n = _count(tokenizer, parts[0] + boundary) - (1 if i == 0 else 2)
+        n = _count(tokenizer, parts[0] + boundary) - bos - (0 if i == 0 else space)
         _ignore(labels, cur, cur + n)
         cur += turn_len
     return cur
