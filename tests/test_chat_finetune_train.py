@@ -101,9 +101,10 @@ def test_merged_model_equals_the_lora_model_and_loads_as_the_base(root, lora_run
 
     base = base_checkpoint(root, copy_to=tmp_path / "base_with_code")
     # Remote-code files as the published directories ship them; here they re-export the suite's classes.
-    (base / "configuration_internvl_chat.py").write_text("from internvl.chat_model import InternVLChatConfig\n")
+    (base / "configuration_internvl_chat.py").write_text(
+        "from internvl.chat_model import InternVLChatConfig as Base\n\n\nclass InternVLChatConfig(Base):\n    pass\n")
     (base / "modeling_internvl_chat.py").write_text(
-        "from internvl.chat_model import InternVLChatModel\nInternVLChatModel.__module__ = __name__\n")
+        "from internvl.chat_model import InternVLChatModel as Base\n\n\nclass InternVLChatModel(Base):\n    pass\n")
     config = json.loads((lora_run / "config.json").read_text())
     config["_name_or_path"] = str(base)
     (lora_run / "config.json").write_text(json.dumps(config))
@@ -127,7 +128,12 @@ def test_merged_model_equals_the_lora_model_and_loads_as_the_base(root, lora_run
     lora = InternVLChatModel.from_pretrained(lora_run).eval()
     plain = InternVLChatModel.from_pretrained(merged).eval()
     remote = AutoModel.from_pretrained(merged, trust_remote_code=True).eval()
-    assert type(remote).__module__.endswith("modeling_internvl_chat")  # loaded through the copied code
+    # config.json's auto_map resolves to the copied remote code (which class AutoModel then prefers, the remote
+    # one or the suite's registered one, depends on the transformers version)
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    remote_class = get_class_from_dynamic_module(written["auto_map"]["AutoModel"], str(merged))
+    assert remote_class.__module__.endswith("modeling_internvl_chat") and remote_class.__name__ == "InternVLChatModel"
     g = torch.Generator().manual_seed(0)
     pixel_values = torch.randn(2, 3, 56, 56, generator=g)
     input_ids = torch.cat([torch.randint(3, 900, (1, 5), generator=g), torch.full((1, 8), 1008),
