@@ -27,9 +27,26 @@ from tqdm import tqdm
 from .caption_metrics import average_length, score_captions, summary_line
 from .runtime import DistInfo, all_gather_object, barrier, shard_indices
 
-__all__ = ["caption_in_shards", "report_captions"]
+__all__ = ["check_caption_args", "caption_in_shards", "report_captions"]
 
 log = logging.getLogger(__name__)
+
+
+def check_caption_args(parser, args, known: Sequence[str], positive: Sequence[str] = ()) -> None:
+    """The flag checks every caption evaluator shares: ``args.datasets`` (comma-separated) becomes a list of names
+    from ``known``; ``--batch-size``, ``--num-beams``, ``--max-new-tokens`` and the ``positive`` flags are >= 1;
+    ``0 <= --min-new-tokens <= --max-new-tokens``; ``--num-workers`` >= 0. Errors go through ``parser.error``."""
+    args.datasets = [name.strip() for name in args.datasets.split(",") if name.strip()]
+    unknown = [name for name in args.datasets if name not in known]
+    if unknown or not args.datasets:
+        parser.error(f"--datasets: unknown {unknown or 'empty list'}; choose from {', '.join(known)}")
+    for flag in ("batch_size", "num_beams", "max_new_tokens", *positive):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+    if not 0 <= args.min_new_tokens <= args.max_new_tokens:
+        parser.error("--min-new-tokens must be between 0 and --max-new-tokens")
+    if args.num_workers < 0:
+        parser.error("--num-workers must be >= 0")
 
 
 def caption_in_shards(dataset, caption_batch: Callable, info: DistInfo, batch_size: int, num_workers: int,

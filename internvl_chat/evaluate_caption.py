@@ -34,7 +34,7 @@ from typing import Optional, Sequence
 import torch
 
 from internvl.caption_benchmarks import BENCHMARKS, CaptionDataset, load_image_list
-from internvl.caption_eval import caption_in_shards, report_captions
+from internvl.caption_eval import caption_in_shards, check_caption_args, report_captions
 from internvl.caption_metrics import check_java, load_coco_references, summary_line
 from internvl.cli import run_main
 from internvl.errors import ConfigError, DataError, MissingFileError
@@ -77,17 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.datasets = [name.strip() for name in args.datasets.split(",") if name.strip()]
-    unknown = [name for name in args.datasets if name not in BENCHMARKS and name != CUSTOM]
-    if unknown or not args.datasets:
-        parser.error(f"--datasets: unknown {unknown or 'empty list'}; choose from {', '.join(BENCHMARKS)}, {CUSTOM}")
+    check_caption_args(parser, args, [*BENCHMARKS, CUSTOM], positive=("max_num", "num_segments"))
     if CUSTOM in args.datasets and not args.meta_path:
         parser.error(f"--datasets {CUSTOM} needs --meta-path (a meta json in the fine-tuning format)")
-    for flag in ("batch_size", "num_beams", "max_new_tokens", "max_num", "num_segments"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
-    if not 0 <= args.min_new_tokens <= args.max_new_tokens:
-        parser.error("--min-new-tokens must be between 0 and --max-new-tokens")
     if args.dynamic and args.num_beams != 1:
         log.warning("--dynamic: --num-beams forced to 1, as upstream")
         args.num_beams = 1

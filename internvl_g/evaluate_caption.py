@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from internvl.caption_benchmarks import BENCHMARKS, CaptionDataset, load_image_list
-from internvl.caption_eval import caption_in_shards, report_captions
+from internvl.caption_eval import caption_in_shards, check_caption_args, report_captions
 from internvl.caption_metrics import check_java, load_coco_references, summary_line
 from internvl.cli import run_main
 from internvl.errors import MissingFileError
@@ -102,17 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.datasets = [name.strip() for name in args.datasets.split(",") if name.strip()]
-    unknown = [name for name in args.datasets if name not in BENCHMARKS]
-    if unknown or not args.datasets:
-        parser.error(f"--datasets: unknown {unknown or 'empty list'}; choose from {', '.join(BENCHMARKS)}")
-    for flag in ("batch_size", "num_beams", "max_new_tokens"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
-    if not 0 <= args.min_new_tokens <= args.max_new_tokens:
-        parser.error("--min-new-tokens must be between 0 and --max-new-tokens")
-    if args.num_workers < 0:
-        parser.error("--num-workers must be >= 0")
+    check_caption_args(parser, args, list(BENCHMARKS))
     if args.dtype != "auto":
         try:
             resolve_dtype(args.dtype)
