@@ -21,11 +21,9 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
-import torch
-from tqdm import tqdm
-
 from .caption_metrics import average_length, score_captions, summary_line
-from .runtime import DistInfo, all_gather_object, barrier, shard_indices
+
+# torch and the runtime are imported where they are used: the evaluators' --help and flag checks stay instant.
 
 __all__ = ["check_caption_args", "caption_in_shards", "report_captions"]
 
@@ -49,10 +47,15 @@ def check_caption_args(parser, args, known: Sequence[str], positive: Sequence[st
         parser.error("--num-workers must be >= 0")
 
 
-def caption_in_shards(dataset, caption_batch: Callable, info: DistInfo, batch_size: int, num_workers: int,
+def caption_in_shards(dataset, caption_batch: Callable, info, batch_size: int, num_workers: int,
                       collate_fn: Callable, desc: str = "captioning") -> list:
     """Caption this rank's shard of ``dataset`` with ``caption_batch`` and return every rank's ``(id, caption)``
-    pairs in the order of the set."""
+    pairs in the order of the set (``info``: :class:`internvl.runtime.DistInfo`)."""
+    import torch
+    from tqdm import tqdm
+
+    from .runtime import all_gather_object, shard_indices
+
     shard = torch.utils.data.Subset(dataset, shard_indices(len(dataset), info.world_size, info.rank))
     loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, num_workers=num_workers,
                                          collate_fn=collate_fn, pin_memory=info.device.type == "cuda")
@@ -76,6 +79,8 @@ def report_captions(name: str, merged: Sequence, references: Mapping, out_dir: s
     "caption"}]``), score ``merged`` against ``references``, print upstream's result line and write
     ``<name>_<stamp>_scores.json`` (scores, average length, ``settings``). Returns ``[name, prompt, average
     length, scores]`` on rank 0, None elsewhere; every rank waits for rank 0."""
+    from .runtime import barrier
+
     summary = None
     if is_main:
         avg_length = average_length(caption for _, caption in merged)

@@ -34,11 +34,9 @@ Where this differs from the published remote code, on purpose:
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin
 from transformers.activations import ACT2FN
@@ -46,8 +44,8 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils import logging
 
-from .compat import CACHE_KEY, output_cache, rope_settings, tied_weights_keys
-from .layers import RMSNorm, RotaryEmbedding, apply_rotary, attention
+from .compat import CACHE_KEY, output_cache, tied_weights_keys
+from .layers import RMSNorm, RotaryEmbedding, apply_rotary, attention, decoder_mask, eager_attention
 from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase, causal_lm_loss, init_decoder_weights
 
 logger = logging.get_logger(__name__)
@@ -191,7 +189,8 @@ class InternLM2Attention(nn.Module):
         return q.transpose(1, 2), qkv[..., -2, :].transpose(1, 2), qkv[..., -1, :].transpose(1, 2)
 
     def forward(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                attn_mask: Optional[torch.Tensor] = None, past_key_values: Optional[Cache] = None,
+                attn_mask: Optional[torch.Tensor] = None, causal: bool = True,
+                past_key_values: Optional[Cache] = None,
                 output_attentions: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         batch, seq, _ = hidden_states.shape
         q, k, v = self.split_qkv(hidden_states)
@@ -200,10 +199,9 @@ class InternLM2Attention(nn.Module):
             k, v = past_key_values.update(k, v, self.layer_idx)
         weights = None
         if output_attentions:
-            out, weights = _eager_attention_with_weights(q, k, v, attn_mask)
+            out, weights = eager_attention(q, k, v, causal=causal, attn_mask=attn_mask, return_weights=True)
         else:
-            # One new query (a decoding step) sees every cached key: no causal mask to build or apply.
-            out = attention(q, k, v, causal=seq > 1, attn_mask=attn_mask, allow_flash=_flash_allowed(self.config))
+            out = attention(q, k, v, causal=causal, attn_mask=attn_mask, allow_flash=_flash_allowed(self.config))
         out = out.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim)
         return self.wo(out), weights
 
@@ -212,23 +210,6 @@ def _flash_allowed(config: InternLM2Config) -> bool:
     """flash-attn only where the published switch (or transformers' own setting) asks for it."""
     requested = (config.attn_implementation, getattr(config, "_attn_implementation", None))
     return any(isinstance(name, str) and name.startswith("flash_attention") for name in requested)
-
-
-def _eager_attention_with_weights(q, k, v, attn_mask):
-    """softmax(QK^T / sqrt(d)) V with the probabilities returned (``output_attentions``); the softmax runs in
-    fp32 as in the reference."""
-    groups = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
-    q_len, k_len = q.shape[-2], k.shape[-2]
-    keep = torch.ones(q_len, k_len, dtype=torch.bool, device=q.device).tril(k_len - q_len)
-    if attn_mask is not None and attn_mask.dtype == torch.bool:
-        keep = keep & attn_mask
-    elif attn_mask is not None:  # an additive 4D mask given by the caller
-        scores = scores + attn_mask
-    scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
-    probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-    return probs @ v, probs
 
 
 class InternLM2DecoderLayer(nn.Module):
@@ -242,9 +223,11 @@ class InternLM2DecoderLayer(nn.Module):
         self.ffn_norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
     def forward(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                attn_mask: Optional[torch.Tensor] = None, past_key_values: Optional[Cache] = None,
+                attn_mask: Optional[torch.Tensor] = None, causal: bool = True,
+                past_key_values: Optional[Cache] = None,
                 output_attentions: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         attn_out, weights = self.attention(self.attention_norm(hidden_states), cos, sin, attn_mask=attn_mask,
+                                           causal=causal,
                                            past_key_values=past_key_values, output_attentions=output_attentions)
         hidden_states = hidden_states + attn_out
         hidden_states = hidden_states + self.feed_forward(self.ffn_norm(hidden_states))
@@ -337,7 +320,10 @@ class InternLM2Model(InternLM2PreTrainedModel):
         if position_ids is None:
             start = int(cache_position[0]) if cache_position is not None else past_len
             position_ids = torch.arange(start, start + seq, device=inputs_embeds.device).unsqueeze(0)
-        attn_mask = _padding_mask(attention_mask, seq, past_len + seq)
+        if attention_mask is not None and attention_mask.dim() == 4:  # the caller's mask; causal applied on top
+            attn_mask, causal = attention_mask, seq > 1
+        else:
+            attn_mask, causal = decoder_mask(attention_mask, seq, past_len + seq)
         # Dynamic NTK scaling depends on the total length seen so far (prompt + cache), as in the reference.
         cos, sin = self.rotary_emb(position_ids, seq_len=past_len + seq, dtype=inputs_embeds.dtype)
 
@@ -349,9 +335,9 @@ class InternLM2Model(InternLM2PreTrainedModel):
                 all_hidden += (hidden_states,)
             if self.gradient_checkpointing and self.training:
                 hidden_states, weights = self._gradient_checkpointing_func(
-                    layer.__call__, hidden_states, cos, sin, attn_mask, None, output_attentions)
+                    layer.__call__, hidden_states, cos, sin, attn_mask, causal, None, output_attentions)
             else:
-                hidden_states, weights = layer(hidden_states, cos, sin, attn_mask=attn_mask,
+                hidden_states, weights = layer(hidden_states, cos, sin, attn_mask=attn_mask, causal=causal,
                                                past_key_values=past_key_values, output_attentions=output_attentions)
             if output_attentions:
                 all_attn += (weights,)
@@ -364,27 +350,6 @@ class InternLM2Model(InternLM2PreTrainedModel):
             return tuple(v for v in (hidden_states, cache, all_hidden, all_attn) if v is not None)
         return BaseModelOutputWithPast(last_hidden_state=hidden_states, hidden_states=all_hidden, attentions=all_attn,
                                        **{CACHE_KEY: cache})
-
-
-def _padding_mask(attention_mask: Optional[torch.Tensor], q_len: int, k_len: int) -> Optional[torch.Tensor]:
-    """A boolean ``(batch, 1, q_len, k_len)`` mask from a ``(batch, k_len)`` padding mask, or None when there
-    is no padding (so flash-attn and SDPA's causal kernels can run).
-
-    Padded queries are allowed to see every key (the causal pattern still applies): a row with no key at
-    all would make SDPA return NaN there, and NaN in padded positions leaks into real ones through
-    ``0 * NaN`` in the next layer. What padded positions compute is never used.
-    """
-    if attention_mask is None:
-        return None
-    if attention_mask.dim() == 4:
-        return attention_mask
-    if attention_mask.dim() != 2 or attention_mask.shape[-1] != k_len:
-        raise ValueError(f"attention_mask must be (batch, past + seq) = (batch, {k_len}) or 4D, got shape "
-                         f"{tuple(attention_mask.shape)}")
-    keep = attention_mask.bool()
-    if bool(keep.all()):
-        return None
-    return keep[:, None, None, :] | ~keep[:, None, -q_len:, None]
 
 
 class InternLM2ForCausalLM(InternLM2PreTrainedModel, GenerationMixin):
@@ -520,3 +485,6 @@ def register_internlm2() -> None:
     AutoModel.register(InternLM2Config, InternLM2ForCausalLM, exist_ok=True)
     AutoModelForCausalLM.register(InternLM2Config, InternLM2ForCausalLM, exist_ok=True)
     AutoTokenizer.register(InternLM2Config, slow_tokenizer_class=InternLM2Tokenizer, exist_ok=True)
+
+
+register_internlm2()

@@ -34,7 +34,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.utils import logging
 
 from .compat import CACHE_KEY, output_cache, rope_settings, tied_weights_keys
-from .layers import RMSNorm, RotaryEmbedding, apply_rotary, attention
+from .layers import RMSNorm, RotaryEmbedding, apply_rotary, attention, decoder_mask
 from .modeling_utils import InternVLPreTrainedBase, causal_lm_loss, init_decoder_weights
 
 logger = logging.get_logger(__name__)
@@ -248,8 +248,10 @@ class QLLaMAModel(QLLaMAPreTrainedModel):
         past = past_key_values.get_seq_length() if past_key_values is not None else 0
         num_queries = self._queries_in_input(vision_hidden_states, batch, seq, past)
         query_block = self.num_query_token if vision_hidden_states is not None else 0
-        attn_mask, causal = _self_attention_mask(attention_mask, seq, past, query_block, inputs_embeds.dtype,
-                                                 inputs_embeds.device)
+        if attention_mask is not None and attention_mask.dim() == 4:  # the caller's mask, used as given
+            attn_mask, causal = attention_mask, False
+        else:  # causal, the query block (when it is in this input) bidirectional
+            attn_mask, causal = decoder_mask(attention_mask, seq, past + seq, bidirectional_prefix=query_block)
         if position_ids is None:
             position_ids = torch.arange(past, past + seq, device=inputs_embeds.device).expand(batch, -1)
         cos, sin = self.rotary_emb(position_ids, seq_len=past + seq, dtype=inputs_embeds.dtype)
@@ -289,39 +291,6 @@ class QLLaMAModel(QLLaMAPreTrainedModel):
             raise ValueError(f"vision_hidden_states has batch {vision_hidden_states.shape[0]} but the "
                              f"sequence has batch {batch}")
         return self.num_query_token
-
-
-def _self_attention_mask(attention_mask: Optional[torch.Tensor], seq: int, past: int, query_block: int,
-                         dtype: torch.dtype, device: torch.device) -> tuple[Optional[torch.Tensor], bool]:
-    """``(attn_mask, causal)`` for :func:`internvl.layers.attention`.
-
-    Causal attention, except that the first ``query_block`` positions see each other; padding (0 in a 2D
-    ``attention_mask``) is never attended to. Masked scores get ``finfo.min`` added, as in the reference,
-    so a row with nothing to attend to (a padding position) averages instead of producing NaN. When
-    nothing needs a mask, it is None so the fused kernels (flash-attn, SDPA's causal path) can run.
-    """
-    total = past + seq
-    if attention_mask is not None and attention_mask.dim() == 4:
-        return attention_mask, False
-    if attention_mask is not None:
-        if attention_mask.dim() != 2 or attention_mask.shape[-1] != total:
-            raise ValueError(f"attention_mask must be (batch, past + seq) = (batch, {total}) or 4D, got shape "
-                             f"{tuple(attention_mask.shape)}")
-        keep = attention_mask.bool()
-        if bool(keep.all()):
-            attention_mask = None
-    if attention_mask is None:
-        if query_block >= total:
-            return None, False  # queries only: fully bidirectional
-        if query_block <= past:
-            return None, seq > 1  # plain causal (bottom-right aligned after a cache); one new token sees all
-        keep = None
-    q_pos = torch.arange(past, total, device=device)[:, None]
-    k_pos = torch.arange(total, device=device)[None, :]
-    allowed = (k_pos <= q_pos) | ((q_pos < query_block) & (k_pos < query_block))
-    allowed = allowed[None, None] if keep is None else allowed[None, None] & keep[:, None, None, :]
-    additive = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
-    return additive.masked_fill(~allowed, torch.finfo(dtype).min), False
 
 
 class QLLaMAForCausalLM(QLLaMAPreTrainedModel, GenerationMixin):

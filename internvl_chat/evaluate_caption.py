@@ -286,7 +286,7 @@ def evaluate(args: argparse.Namespace) -> list:
     from internvl.runtime import cleanup_distributed, init_distributed, seed_everything, setup_logging
 
     info = init_distributed()
-    setup_logging(info.rank)
+    setup_logging(info.rank, log_file=Path(args.out_dir) / "log_rank0.txt")  # errors too (run_main)
     seed_everything(args.seed, info.rank)
     random.seed(args.seed)
     try:
