@@ -281,7 +281,7 @@ def test_forward_matches_the_reference_step_by_step(checkpoints, llm, overrides)
     labels[1, second.shape[1]:] = -100
     out = model(pixel_values=pixels, input_ids=input_ids, labels=labels)
     ref_logits, ref_loss = reference_outputs(model, pixels, input_ids, labels)
-    assert out.logits.shape == (2, width, VOCAB_SIZE)
+    assert out.logits.shape == (2, width, model.config.llm_config.vocab_size)
     assert rel_err(out.logits, ref_logits) < 1e-4
     assert abs(out.loss.item() - ref_loss.item()) < 1e-4 * ref_loss.item()
     loss, logits = model(pixel_values=pixels, input_ids=input_ids, labels=labels, return_dict=False)[:2]
