@@ -108,7 +108,8 @@ class InternViTBackbone(BackboneMixin, PreTrainedModel):
             self._init_backbone(config)
         dim = config.vision_config.hidden_size
         self.num_features = [dim] * (config.vision_config.num_hidden_layers + 1)
-        self.vit = vit if vit is not None else InternVisionModel(config.vision_config)
+        if vit is None:
+            self.vit = InternVisionModel(config.vision_config)
         if config.with_fpn:
             final = config.with_final_norm
             self.up1 = nn.Sequential(nn.ConvTranspose2d(dim, dim, 2, 2), _fpn_norm(dim), nn.GELU(),
@@ -117,6 +118,8 @@ class InternViTBackbone(BackboneMixin, PreTrainedModel):
             self.up3 = nn.Sequential(nn.Identity(), _fpn_norm(dim, final))
             self.up4 = nn.Sequential(nn.MaxPool2d(kernel_size=2, stride=2), _fpn_norm(dim, final))
         self.post_init()
+        if vit is not None:  # after post_init, which (transformers 5) would initialise its weights again
+            self.vit = vit
         if config.freeze_vit:
             self.vit.requires_grad_(False)
         if config.with_cp:

@@ -127,7 +127,7 @@ def evaluate(model: EncoderDecoder, dataset: ADE20KDataset, info: DistInfo, work
     loader = torch.utils.data.DataLoader(_WithGroundTruth(dataset, indices), batch_size=1, num_workers=workers,
                                          collate_fn=_single)
     metric = SegmentationMetric(dataset.num_classes, dataset.ignore_index, info.device)
-    bar = tqdm(loader, desc="eval", disable=not (progress and info.is_main), dynamic_ncols=True)
+    bar = tqdm(loader, desc="eval", disable=not (progress and info.is_main), dynamic_ncols=True, leave=False)
     for item in bar:
         image = item["img"].unsqueeze(0).to(info.device, non_blocking=True)
         prediction = model.inference(image, item["ori_shape"], window_batch).argmax(1)[0]

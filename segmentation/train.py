@@ -110,13 +110,16 @@ def main(argv=None) -> dict:
     work_dir = Path(args.work_dir or cfg.get("work_dir") or Path("work_dirs") / Path(args.config).stem)
     work_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(info.rank, work_dir / "train.log")
+    from tqdm.contrib.logging import logging_redirect_tqdm
     try:
-        return train(args, cfg, info, work_dir)
+        with logging_redirect_tqdm():  # log lines above the progress bar, not through it
+            return train(args, cfg, info, work_dir)
     finally:
         cleanup_distributed()
 
 
 def train(args, cfg, info, work_dir: Path) -> dict:
+    import numpy as np
     import torch
     from tqdm import tqdm
 
@@ -229,6 +232,8 @@ def train(args, cfg, info, work_dir: Path) -> dict:
         batch = next(batches)
         data_time += time.time() - loaded
         lr = schedule.apply(optimizer, iteration, base_lr)
+        # Dropout and drop path draw from a stream fixed by (seed, rank, iteration): a resumed run repeats it.
+        torch.manual_seed(int(np.random.SeedSequence([seed, info.rank, iteration]).generate_state(1)[0]))
         images = batch["img"].to(info.device, non_blocking=True)
         labels = batch["seg"].to(info.device, non_blocking=True)
         losses = model(images, labels)
