@@ -73,3 +73,29 @@ def test_pipeline_steps_are_checked_and_missing_bases_named(tmp_path):
     path.write_text("_base_ = ['./does_not_exist.py']\n")
     with pytest.raises(MissingFileError, match="does_not_exist"):
         load_config(path)
+
+
+def test_merged_configs_equal_upstream_s():
+    """Each config, merged through its _base_ chain, holds upstream's values (tests/fixtures/segmentation/
+    upstream_configs.json: upstream's eight configs merged by mmengine from OpenGVLab/InternVL's files)."""
+    import json
+    import os
+
+    from segmentation.config import to_plain
+
+    def plain(value):
+        value = to_plain(value)
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    upstream = json.loads((Path(__file__).parent / "fixtures/segmentation/upstream_configs.json").read_text())
+    assert sorted(upstream) == sorted(str(p.relative_to(config_dir() / "intern_vit_6b")) for p in UPSTREAM)
+    for name, expected in upstream.items():
+        cfg = load_config(config_dir() / "intern_vit_6b" / name)
+        ours = {key: plain(cfg[key]) for key in expected}
+        for merged in (ours, expected):  # the one path written differently: ./pretrained/... vs pretrained/...
+            merged["model"]["backbone"]["pretrained"] = os.path.normpath(merged["model"]["backbone"]["pretrained"])
+        assert ours == expected, name

@@ -1,64 +1,18 @@
-# Head tuning: frozen InternViT-6B, pyramid + UperNet (mIoU 54.9).
-# Upstream's upernet_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5_frozen.py, values unchanged (pretrained path relative to the repository root).
-_base_ = [
-    '../../_base_/models/upernet_r50.py',
-    '../../_base_/datasets/ade20k_504x504.py',
-    '../../_base_/default_runtime.py',
-    '../../_base_/schedules/schedule_80k.py'
-]
-deepspeed = False  # accepted, no effect: upstream's DeepSpeed switch (not in its released code either)
-deepspeed_config = 'zero_configs/adam_zero1_bf16.json'
-pretrained = 'pretrained/intern_vit_6b_224px.pth'
+# Head tuning (mIoU 54.9): the frozen InternViT-6B of linear probing, with upstream's pyramid over layers
+# 11 / 23 / 35 / 47 (strides 3.5 / 7 / 14 / 28), UperNet (1536 channels) and an auxiliary FCN head on the
+# second level. Merged, the values equal upstream's upernet_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5_frozen.py
+# (which builds on MMSegmentation's upernet_r50 base; here the two heads are written out).
+_base_ = ['../linear_probing/linear_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5_frozen.py']
+norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(
-    pretrained=None,
-    backbone=dict(
-        _delete_=True,
-        type='InternViT6B',
-        pretrain_size=224,
-        img_size=504,
-        patch_size=14,
-        embed_dim=3200,
-        depth=48,
-        num_heads=25,
-        mlp_ratio=4.,
-        qkv_bias=False,
-        drop_path_rate=0.0,
-        init_values=0.1,
-        with_cp=True,
-        use_flash_attn=True,
-        qk_normalization=True,
-        layerscale_force_fp32=False,
-        with_fpn=True,
-        freeze_vit=True,
-        out_indices=[11, 23, 35, 47],
-        pretrained=pretrained),
-    decode_head=dict(num_classes=150,
-                     channels=1536,
-                     in_channels=[3200, 3200, 3200, 3200]),
-    auxiliary_head=dict(num_classes=150,
-                        channels=1536,
-                        in_index=1,
-                        in_channels=3200),
-    test_cfg=dict(mode='slide', crop_size=(504, 504), stride=(322, 322))
-)
-optimizer = dict(_delete_=True, type='AdamW', lr=4e-5, betas=(0.9, 0.999), weight_decay=0.05,
-                 constructor='CustomLayerDecayOptimizerConstructor',
-                 paramwise_cfg=dict(num_layers=48, layer_decay_rate=1.0))
-lr_config = dict(_delete_=True, policy='poly',
-                 warmup='linear',
-                 warmup_iters=1500,
-                 warmup_ratio=1e-6,
-                 power=1.0, min_lr=0.0, by_epoch=False)
-# By default, models are trained on 8 GPUs with 2 images per GPU
-data = dict(samples_per_gpu=2)
-runner = dict(type='IterBasedRunner')
-if deepspeed:
-    checkpoint_config = dict(deepspeed=deepspeed, by_epoch=False, interval=1000, max_keep_ckpts=2)
-else:
-    checkpoint_config = dict(by_epoch=False, interval=1000, max_keep_ckpts=2)
-evaluation = dict(interval=1000, metric='mIoU', save_best='auto')
-custom_hooks = [
-    dict(
-        type='ToBFloat16Hook',
-        priority=49),
-]
+    backbone=dict(with_fpn=True, out_indices=[11, 23, 35, 47]),
+    decode_head=dict(
+        _delete_=True, type='UPerHead', in_channels=[3200, 3200, 3200, 3200], in_index=[0, 1, 2, 3],
+        pool_scales=(1, 2, 3, 6), channels=1536, dropout_ratio=0.1, num_classes=150, norm_cfg=norm_cfg,
+        align_corners=False, loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
+    auxiliary_head=dict(
+        type='FCNHead', in_channels=3200, in_index=1, channels=1536, num_convs=1, concat_input=False,
+        dropout_ratio=0.1, num_classes=150, norm_cfg=norm_cfg, align_corners=False,
+        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4)),
+    train_cfg=dict())
+optimizer = dict(weight_decay=0.05)
