@@ -22,7 +22,7 @@ logger = logging.getLogger("segmentation")
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
+    from segmentation.train import add_run_arguments  # the options train.py and test.py share
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="test config file")
@@ -31,13 +31,7 @@ def parse_args(argv=None):
     parser.add_argument("--work-dir", "--work_dir", help="where the metrics JSON and the log go")
     parser.add_argument("--show-dir", "--show_dir", help="write the predictions as palette PNGs here")
     parser.add_argument("--aug-test", action="store_true", help="multi-scale / flip testing (not supported)")
-    parser.add_argument("--cfg-options", "--options", nargs="+", action=DictAction, default={},
-                        help="override config keys: key=value")
-    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none",
-                        help="accepted for MMSegmentation; the launcher is read from the environment")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--backbone-dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16")
-    parser.add_argument("--workers", type=int, help="loader workers per process (data.workers_per_gpu)")
+    add_run_arguments(parser)
     parser.add_argument("--window-batch", type=int, help="sliding windows per forward (default: all of an image)")
     return parser.parse_args(argv)
 
@@ -59,7 +53,7 @@ def main(argv=None) -> dict:
         raise ConfigError("--aug-test (multi-scale / flip testing) is not supported")
     if not args.eval and not args.show_dir:
         raise ConfigError("nothing to do: pass --eval mIoU and/or --show-dir DIR")
-    cfg = load_config(args.config, args.cfg_options)
+    cfg = load_config(args.config, dict(args.cfg_options))
     info = init_distributed()
     work_dir = Path(args.work_dir) if args.work_dir else None
     setup_logging(info.rank, work_dir / "test.log" if work_dir else None)

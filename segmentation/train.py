@@ -25,8 +25,6 @@ logger = logging.getLogger("segmentation")
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="train config file")
     parser.add_argument("--work-dir", "--work_dir", help="output folder (default: work_dirs/<config name>)")
@@ -38,16 +36,43 @@ def parse_args(argv=None):
     parser.add_argument("--no-validate", action="store_true", help="no evaluation during training")
     parser.add_argument("--seed", type=int, help="random seed (default: the config's seed, else 0)")
     parser.add_argument("--deterministic", action="store_true", help="deterministic cuDNN / algorithms")
-    parser.add_argument("--cfg-options", "--options", nargs="+", action=DictAction, default={},
-                        help="override config keys: key=value (e.g. data.samples_per_gpu=4)")
+    add_run_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def add_run_arguments(parser) -> None:
+    """The options train.py and test.py share (MMSegmentation's, plus the backbone dtype and loader workers)."""
+    import argparse
+
+    parser.add_argument("--cfg-options", "--options", nargs="+", type=_option, default=[], metavar="KEY=VALUE",
+                        help="override config keys, e.g. data.samples_per_gpu=4 model.backbone.out_indices=[44] "
+                             "(values are Python literals, else strings; a,b is a list)")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none",
                         help="accepted for MMSegmentation; the launcher is read from the environment")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--backbone-dtype", default="auto",
-                        help="backbone weights: auto (bf16 frozen / fp32+bf16 autocast training on GPU, fp32 on "
-                             "CPU), fp32, bf16, fp16")
+                        help="backbone weights: auto (on GPU bf16 when frozen, fp32 + bf16 autocast when "
+                             "training; fp32 on CPU), fp32, bf16, fp16")
     parser.add_argument("--workers", type=int, help="loader workers per process (data.workers_per_gpu)")
-    return parser.parse_args(argv)
+
+
+def _option(text: str) -> tuple:
+    """``key=value`` of --cfg-options, the value read as MMCV's DictAction reads it."""
+    import ast
+
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+
+    def literal(item: str):
+        try:
+            return ast.literal_eval(item)
+        except (ValueError, SyntaxError):
+            return item
+
+    if "," in raw and raw[:1] not in "[(" and not raw.startswith(("'", '"')):
+        return key, [literal(item) for item in raw.split(",")]
+    return key, literal(raw)
 
 
 class TrainSampler:
@@ -105,7 +130,7 @@ def main(argv=None) -> dict:
     from segmentation.config import load_config
 
     args = parse_args(argv)
-    cfg = load_config(args.config, args.cfg_options)
+    cfg = load_config(args.config, dict(args.cfg_options))
     info = init_distributed()
     work_dir = Path(args.work_dir or cfg.get("work_dir") or Path("work_dirs") / Path(args.config).stem)
     work_dir.mkdir(parents=True, exist_ok=True)

@@ -121,7 +121,11 @@ class Resize:
 
 def _rescale(results: dict, scale) -> dict:
     height, width = results["img"].shape[:2]
-    size, _ = rescale_size(width, height, scale)
+    return _resize_to(results, rescale_size(width, height, scale)[0])
+
+
+def _resize_to(results: dict, size: tuple[int, int]) -> dict:
+    """Image (bilinear) and label map (nearest) to ``size`` = (width, height)."""
     results["img"] = _resize(results["img"], size)
     if results.get("seg") is not None:
         results["seg"] = _resize(results["seg"], size, nearest=True)
@@ -162,12 +166,7 @@ class ResizeToMultiple:
     def __call__(self, results: dict) -> dict:
         height, width = results["img"].shape[:2]
         d = self.size_divisor
-        size = (-(-width // d) * d, -(-height // d) * d)
-        results["img"] = _resize(results["img"], size)
-        if results.get("seg") is not None:
-            results["seg"] = _resize(results["seg"], size, nearest=True)
-        results["img_shape"] = results["img"].shape[:2]
-        return results
+        return _resize_to(results, (-(-width // d) * d, -(-height // d) * d))
 
 
 @_register
