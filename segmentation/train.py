@@ -222,8 +222,11 @@ def train(args, cfg, info, work_dir: Path) -> dict:
             module = model
         frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
         DDP._set_params_and_buffers_to_ignore_for_model(model, frozen)  # every rank loaded the same backbone
+        # Layers after the last out index compute but feed no loss: DDP must not wait for their gradients.
+        unused = not module.backbone.vit_frozen and max(module.backbone.out_indices) < len(
+            module.backbone.vit.encoder.layers)
         model = DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
-                    broadcast_buffers=False)
+                    broadcast_buffers=False, find_unused_parameters=unused)
 
     sampler = TrainSampler(len(train_set), data["samples_per_gpu"], info.world_size, info.rank, seed, start_iter,
                            data["shuffle"])

@@ -23,3 +23,13 @@ def tiny_options(data: Path, pth: Path, **extra) -> list[str]:
     options = {"model.backbone.pretrained": pth, "data.train.data_root": data, "data.val.data_root": data,
                "data.test.data_root": data, **extra}
     return ["--cfg-options", *[f"{k}={v}" for k, v in options.items()]]
+
+
+def remove_log_handlers() -> None:
+    """Take down the handlers ``setup_logging`` installed in this process (train.py / test.py run in-process),
+    so that later tests see stderr as their own."""
+    import logging
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_internvl_runtime", False)]:
+        root.removeHandler(handler)
+        handler.close()

@@ -237,3 +237,15 @@ def test_poly_schedule_with_linear_warmup():
     power = PolyLR(max_iters=10, power=0.9, min_lr=1e-4)
     assert power.factor(5, 0.01) == pytest.approx((0.01 - 1e-4) * 0.5 ** 0.9 + 1e-4)
     assert not math.isnan(schedule.factor(100, 4e-5))
+
+
+def test_backbone_saves_and_loads_as_a_transformers_model(tmp_path):
+    backbone = build_backbone({**TINY, "out_indices": [0, 1, 2, 3], "with_fpn": True}).eval()
+    backbone.save_pretrained(tmp_path / "backbone")
+    # (AutoBackbone.from_pretrained of a local folder asks the hub first in transformers 5.24: use the class)
+    loaded = InternViTBackbone.from_pretrained(str(tmp_path / "backbone")).eval()
+    assert isinstance(loaded, InternViTBackbone) and loaded.out_indices == backbone.out_indices
+    image = torch.randn(1, 3, 112, 112)
+    with torch.no_grad():
+        for a, b in zip(loaded(image).feature_maps, backbone(image).feature_maps):
+            torch.testing.assert_close(a, b)

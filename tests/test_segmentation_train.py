@@ -10,7 +10,13 @@ from internvl.errors import CheckpointError
 from segmentation import test as seg_test
 from segmentation import train as seg_train
 
-from segmentation_helpers import TINY_LINEAR, TINY_UPERNET, tiny_options, write_tiny_setup
+from segmentation_helpers import TINY_LINEAR, TINY_UPERNET, remove_log_handlers, tiny_options, write_tiny_setup
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _own_log_handlers():
+    yield
+    remove_log_handlers()
 
 
 @pytest.fixture(scope="module")
