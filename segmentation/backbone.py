@@ -152,18 +152,52 @@ class InternViTBackbone(BackboneMixin, PreTrainedModel):
         patch = self.config.vision_config.patch_size
         grad = torch.is_grad_enabled() and not self.vit_frozen
         with torch.set_grad_enabled(grad):
-            states = self.vit(pixel_values, output_hidden_states=True, return_dict=True).hidden_states
+            if output_hidden_states:
+                states = self.vit(pixel_values, output_hidden_states=True, return_dict=True).hidden_states
+                selected = [states[i] for i in self.out_indices]
+            else:
+                states, selected = None, self._selected_states(pixel_values)
         maps = []
-        for index in self.out_indices:
-            tokens = states[index][:, 1:]  # drop the class token
+        for tokens in selected:
+            tokens = tokens[:, 1:]  # drop the class token
             maps.append(tokens.transpose(1, 2).reshape(tokens.shape[0], -1, height // patch, width // patch))
         if self.config.with_fpn:
             maps = [up(x) for up, x in zip((self.up1, self.up2, self.up3, self.up4), maps)]
         maps = tuple(m.contiguous() for m in maps)
-        hidden_states = states if output_hidden_states else None
         if not return_dict:
-            return (maps,) + ((hidden_states,) if output_hidden_states else ())
-        return BackboneOutput(feature_maps=maps, hidden_states=hidden_states, attentions=None)
+            return (maps,) + ((states,) if output_hidden_states else ())
+        return BackboneOutput(feature_maps=maps, hidden_states=states, attentions=None)
+
+    def _selected_states(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """The token states of the out stages, caught by hooks: only those are kept (not all N + 1), and the
+        layers after the last one do not run (linear probing reads layer 44 of 48) unless checkpointing
+        recomputes them in the backward pass."""
+        captured: dict[int, torch.Tensor] = {}
+        # Not under gradient checkpointing: the backward pass re-runs the layers, hooks included.
+        recomputes = self.vit.encoder.gradient_checkpointing and self.vit.training and torch.is_grad_enabled()
+        last = None if recomputes else max(self.out_indices)
+
+        def catch(index):
+            def hook(module, args, output):
+                captured.setdefault(index, output)
+                if index == last:
+                    raise _EnoughLayers
+            return hook
+
+        handles = [(self.vit.embeddings if i == 0 else self.vit.encoder.layers[i - 1]).register_forward_hook(catch(i))
+                   for i in set(self.out_indices)]
+        try:
+            self.vit(pixel_values, return_dict=True)
+        except _EnoughLayers:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        return [captured[i] for i in self.out_indices]
+
+
+class _EnoughLayers(Exception):
+    """Ends the ViT's forward once the last feature map the backbone returns is computed."""
 
 
 def _checkpoint(function, *args):

@@ -249,3 +249,28 @@ def test_backbone_saves_and_loads_as_a_transformers_model(tmp_path):
     with torch.no_grad():
         for a, b in zip(loaded(image).feature_maps, backbone(image).feature_maps):
             torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("with_cp", [False, True])
+def test_layers_after_the_last_out_index_do_not_run_or_train(with_cp):
+    backbone = build_backbone({**TINY, "out_indices": [1], "with_cp": with_cp}).train()
+    calls = []
+    backbone.vit.encoder.layers[3].register_forward_hook(lambda *args: calls.append(1))
+    maps = backbone(torch.randn(2, 3, 56, 56)).feature_maps
+    maps[0].square().mean().backward()
+    layers = backbone.vit.encoder.layers
+    assert layers[1].mlp.fc2.weight.grad is not None and layers[0].attn.qkv.weight.grad is not None
+    assert layers[2].mlp.fc2.weight.grad is None
+    assert calls == ([1] if with_cp else [])  # checkpointing runs the whole stack, as the published model
+
+
+def test_an_hf_internvit_directory_loads_like_the_classification_pth(tiny_pth, tmp_path):
+    vit = InternVisionModel.from_classification_checkpoint(tiny_pth, config=tiny_vision_config("6b", num_hidden_layers=4))
+    vit.save_pretrained(tmp_path / "InternViT-tiny")
+    args = {**TINY, "out_indices": [2], "with_fpn": False}
+    from_dir = build_backbone({**args, "pretrained": str(tmp_path / "InternViT-tiny")}).eval()
+    from_pth = build_backbone({**args, "pretrained": str(tiny_pth)}).eval()
+    image = torch.randn(1, 3, 112, 112)
+    torch.testing.assert_close(from_dir(image).feature_maps[0], from_pth(image).feature_maps[0])
+    with pytest.raises(CheckpointError, match="num_hidden_layers=6 but the checkpoint has 4"):
+        build_backbone({**args, "depth": 6, "pretrained": str(tmp_path / "InternViT-tiny")})
