@@ -101,7 +101,8 @@ def build_head(args: dict, where: str) -> tuple[nn.Module, list[int], dict]:
     if kind == "FCNHead" and a["num_convs"] == 0:
         in_channels = a["in_channels"]
         if in_channels != channels:
-            raise ConfigError(f"{where}: with num_convs=0, in_channels ({in_channels}) must equal channels ({channels})")
+            raise ConfigError(f"{where}: with num_convs=0, in_channels ({in_channels}) must equal "
+                              f"channels ({channels})")
         if a["concat_input"]:
             raise ConfigError(f"{where}: concat_input=True needs num_convs >= 1")
         if not isinstance(a["in_index"], int):

@@ -148,11 +148,12 @@ def train(args, cfg, info, work_dir: Path) -> dict:
     import torch
     from tqdm import tqdm
 
+    from internvl.errors import CheckpointError, ConfigError
     from internvl.runtime import barrier, latest_checkpoint, save_checkpoint, seed_everything
     from segmentation.ade20k import build_dataset
     from segmentation.config import (CHECKPOINT_ARGS, DATA_ARGS, EVALUATION_ARGS, LOG_ARGS, LR_ARGS,
                                      OPTIMIZER_ARGS, OPTIMIZER_CONFIG_ARGS, RUNNER_ARGS, section, to_plain)
-    from segmentation.engine import build_model, evaluate, fingerprint, load_weights, read_checkpoint
+    from segmentation.engine import build_model, evaluate, fingerprint, load_weights
     from segmentation.optim import PolyLR, build_optimizer
 
     seed = args.seed if args.seed is not None else cfg.get("seed", 0)
@@ -166,18 +167,13 @@ def train(args, cfg, info, work_dir: Path) -> dict:
         torch.backends.cudnn.benchmark = bool(cfg.get("cudnn_benchmark", True))
     runner = section(cfg, "runner", RUNNER_ARGS)
     if runner["type"] != "IterBasedRunner" or not runner["max_iters"]:
-        raise_config("runner: an IterBasedRunner with max_iters is required")
+        raise ConfigError("runner: an IterBasedRunner with max_iters is required")
     max_iters = int(runner["max_iters"])
     data = section(cfg, "data", DATA_ARGS)
     workers = args.workers if args.workers is not None else data["workers_per_gpu"]
 
-    seed_everything(seed)  # the same initial heads in every process
-    model_cfg = to_plain(cfg.model)
-    model = build_model(cfg, info.device, args.backbone_dtype)
+    # The data first: a wrong path fails in a second, not after loading a 6B backbone.
     train_set = build_dataset(to_plain(data["train"]), seed, "data.train")
-    if model.num_classes != train_set.num_classes:
-        raise_config(f"model.decode_head.num_classes={model.num_classes} but data.train has "
-                     f"{train_set.num_classes} classes")
     if info.is_main and data["train"].get("max_image_num") is not None:
         (work_dir / "train_subset.txt").write_text("".join(f"{image}\n" for image, _ in train_set.items))
     val_set = None
@@ -185,7 +181,14 @@ def train(args, cfg, info, work_dir: Path) -> dict:
     if not args.no_validate and data.get("val") is not None:
         val_set = build_dataset(to_plain(data["val"]), seed, "data.val")
         if evaluation["metric"] not in ("mIoU", ["mIoU"]):
-            raise_config(f"evaluation.metric={evaluation['metric']!r}: supported: mIoU (with aAcc, mAcc)")
+            raise ConfigError(f"evaluation.metric={evaluation['metric']!r}: supported: mIoU (with aAcc, mAcc)")
+
+    seed_everything(seed)  # the same initial heads in every process
+    model_cfg = to_plain(cfg.model)
+    model = build_model(cfg, info.device, args.backbone_dtype)
+    if model.num_classes != train_set.num_classes:
+        raise ConfigError(f"model.decode_head.num_classes={model.num_classes} but data.train has "
+                          f"{train_set.num_classes} classes")
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("train set: %d images, %s; %d trainable parameters", len(train_set),
                 "frozen ViT" if model.backbone.vit_frozen else "training ViT", n_train)
@@ -204,7 +207,7 @@ def train(args, cfg, info, work_dir: Path) -> dict:
     if resume:
         checkpoint = load_weights(model, resume, model_cfg)
         if "optimizer" not in checkpoint:
-            raise_checkpoint(f"{resume} has no optimizer state: pass it as --load-from to start a new run from it")
+            raise CheckpointError(f"{resume} has no optimizer state: pass it as --load-from to start a new run from it")
         optimizer.load_state_dict(checkpoint["optimizer"])
         meta = checkpoint.get("meta", {})
         start_iter = int(meta["iter"])
@@ -307,7 +310,7 @@ def train(args, cfg, info, work_dir: Path) -> dict:
                     writer.add_scalar(f"val/{key}", result[key], done)
             if evaluation["save_best"] and (best["mIoU"] is None or result["mIoU"] > best["mIoU"]):
                 previous = best["path"]
-                best.update({"mIoU": result["mIoU"], "iter": done, "path": str(work_dir / f"best_mIoU_iter_{done}.pth")})
+                best.update(mIoU=result["mIoU"], iter=done, path=str(work_dir / f"best_mIoU_iter_{done}.pth"))
                 if info.is_main:
                     save_checkpoint(state(done), work_dir, f"best_mIoU_iter_{done}.pth")
                     if previous and previous != best["path"] and Path(previous).exists():
@@ -322,16 +325,6 @@ def train(args, cfg, info, work_dir: Path) -> dict:
     if info.is_main:
         (work_dir / "last_result.json").write_text(json.dumps(result, indent=1))
     return result
-
-
-def raise_config(message: str):
-    from internvl.errors import ConfigError
-    raise ConfigError(message)
-
-
-def raise_checkpoint(message: str):
-    from internvl.errors import CheckpointError
-    raise CheckpointError(message)
 
 
 if __name__ == "__main__":

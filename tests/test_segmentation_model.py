@@ -16,6 +16,7 @@ from segmentation.optim import PolyLR, build_optimizer
 
 TINY = dict(type="InternViT6B", pretrain_size=56, img_size=112, patch_size=14, embed_dim=64, depth=4, num_heads=4,
             with_cp=False, use_flash_attn=False, pretrained=None)
+TINY_VIT = tiny_vision_config("6b", num_hidden_layers=4)  # what TINY's pretrained .pth holds
 
 
 def tiny_model(**backbone):
@@ -36,7 +37,7 @@ def tiny_model(**backbone):
 
 @pytest.fixture(scope="module")
 def tiny_pth(tmp_path_factory):
-    return write_intern_vit_pth(tmp_path_factory.mktemp("vit") / "tiny.pth", tiny_vision_config("6b", num_hidden_layers=4))
+    return write_intern_vit_pth(tmp_path_factory.mktemp("vit") / "tiny.pth", TINY_VIT)
 
 
 @pytest.mark.parametrize("with_fpn,out_indices,expected", [
@@ -63,8 +64,7 @@ def test_backbone_maps_are_the_selected_layers_tokens_without_the_class_token():
 
 
 def test_pretrained_backbone_keeps_its_weights_and_resizes_position_embeddings(tiny_pth):
-    reference = InternVisionModel.from_classification_checkpoint(
-        tiny_pth, config=tiny_vision_config("6b", num_hidden_layers=4)).eval()
+    reference = InternVisionModel.from_classification_checkpoint(tiny_pth, config=TINY_VIT).eval()
     backbone = build_backbone({**TINY, "pretrained": str(tiny_pth), "out_indices": [3]}).eval()
     vit = backbone.vit
     assert vit.embeddings.position_embedding.shape == (1, 8 * 8 + 1, 64)  # 56 px (4x4) -> 112 px (8x8)
@@ -265,7 +265,7 @@ def test_layers_after_the_last_out_index_do_not_run_or_train(with_cp):
 
 
 def test_an_hf_internvit_directory_loads_like_the_classification_pth(tiny_pth, tmp_path):
-    vit = InternVisionModel.from_classification_checkpoint(tiny_pth, config=tiny_vision_config("6b", num_hidden_layers=4))
+    vit = InternVisionModel.from_classification_checkpoint(tiny_pth, config=TINY_VIT)
     vit.save_pretrained(tmp_path / "InternViT-tiny")
     args = {**TINY, "out_indices": [2], "with_fpn": False}
     from_dir = build_backbone({**args, "pretrained": str(tmp_path / "InternViT-tiny")}).eval()
