@@ -274,3 +274,27 @@ def test_an_hf_internvit_directory_loads_like_the_classification_pth(tiny_pth, t
     torch.testing.assert_close(from_dir(image).feature_maps[0], from_pth(image).feature_maps[0])
     with pytest.raises(CheckpointError, match="num_hidden_layers=6 but the checkpoint has 4"):
         build_backbone({**args, "depth": 6, "pretrained": str(tmp_path / "InternViT-tiny")})
+
+
+def test_published_configs_build_at_full_size_with_the_published_backbone_names():
+    """On the meta device (no memory): upstream's head-tuning config gives InternViT-6B with the tensor names
+    and shapes of intern_vit_6b_224px.pth (position embedding at 504 px), and a 504 px step runs."""
+    from helpers import read_manifest
+
+    from internvl.intern_vit import rename_timm_hf
+    from segmentation.config import config_dir, load_config, to_plain
+
+    head_tuning = "intern_vit_6b/head_tuning/upernet_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5_frozen.py"
+    cfg = load_config(config_dir() / head_tuning, {"model.backbone.pretrained": None})
+    with torch.device("meta"):
+        model = build_segmentor(to_plain(cfg.model))
+        losses = model.forward_train(torch.empty(2, 3, 504, 504), torch.empty(2, 504, 504, dtype=torch.long))
+    assert losses["loss"].shape == () and "aux.loss_ce" in losses
+    published = {k: v for k, v in read_manifest("intern_vit_6b_224px.pth+head.tsv").items()
+                 if not k.startswith(("norm.", "head."))}
+    published["pos_embed"] = (1, 36 * 36 + 1, 3200)  # 224 px -> 504 px
+    ours = {rename_timm_hf(k[len("backbone.vit."):], to_hf=False): tuple(v.shape)
+            for k, v in model.state_dict().items() if k.startswith("backbone.vit.")}
+    assert ours == published
+    assert tuple(model.backbone.up1[0].weight.shape) == (3200, 3200, 2, 2)
+    assert tuple(model.decode_head.classifier.weight.shape) == (150, 1536, 1, 1)
