@@ -8,7 +8,7 @@ The network is the library's :class:`internvl.InternVisionModel` (the published 
   ``up2`` (one, -> 7 px), ``up3`` (identity, 14 px), ``up4`` (2x max-pool, 28 px);
 * ``freeze_vit``: the ViT's parameters stop training (the pyramid still trains, as upstream), and its
   forward then runs without autograd, so a frozen backbone stores no activations;
-* ``with_cp``: gradient checkpointing of the ViT layers when they train.
+* ``with_cp``: gradient checkpointing of the ViT layers when they train (transformers' default settings).
 
 It is a transformers backbone (``BackboneMixin``, registered with ``AutoConfig``/``AutoBackbone`` under
 ``model_type="intern_vit_backbone"``), so it plugs into transformers' own segmentation models::
@@ -38,15 +38,10 @@ from torch import nn
 from transformers import AutoBackbone, AutoConfig, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BackboneOutput
 
+from internvl.compat import (BackboneConfigMixin, BackboneMixin, enable_activation_checkpointing,
+                             init_backbone_mixin, set_backbone_outputs)
 from internvl.errors import CheckpointError, ConfigError, MissingFileError
 from internvl.intern_vit import InternVisionConfig, InternVisionModel
-
-try:  # transformers >= 5
-    from transformers.backbone_utils import BackboneConfigMixin, BackboneMixin
-    _ALIGN = None
-except ImportError:  # transformers 4.x
-    from transformers.utils.backbone_utils import BackboneConfigMixin, BackboneMixin
-    from transformers.utils.backbone_utils import get_aligned_output_features_output_indices as _ALIGN
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +63,7 @@ class InternViTBackboneConfig(BackboneConfigMixin, PretrainedConfig):
         self.vision_config = InternVisionConfig(**(vision_config or {}))
         depth = self.vision_config.num_hidden_layers
         self.stage_names = ["stem"] + [f"stage{i}" for i in range(1, depth + 1)]
-        out_indices = list(out_indices) if out_indices is not None else None
-        if _ALIGN is None:
-            self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
-        else:
-            self._out_features, self._out_indices = _ALIGN(out_features=out_features, out_indices=out_indices,
-                                                           stage_names=self.stage_names)
+        set_backbone_outputs(self, out_features, list(out_indices) if out_indices is not None else None)
         if with_fpn and len(self._out_indices) != 4:
             raise ValueError(f"with_fpn builds a 4-level pyramid and needs 4 out_indices, got {self._out_indices}")
         self.with_fpn, self.with_final_norm = with_fpn, with_final_norm
@@ -104,8 +94,7 @@ class InternViTBackbone(BackboneMixin, PreTrainedModel):
 
     def __init__(self, config: InternViTBackboneConfig, vit: Optional[InternVisionModel] = None):
         super().__init__(config)
-        if hasattr(BackboneMixin, "_init_backbone"):  # transformers 4.x: the mixin is set up explicitly
-            self._init_backbone(config)
+        init_backbone_mixin(self, config)
         dim = config.vision_config.hidden_size
         self.num_features = [dim] * (config.vision_config.num_hidden_layers + 1)
         if vit is None:
@@ -122,9 +111,8 @@ class InternViTBackbone(BackboneMixin, PreTrainedModel):
             self.vit = vit
         if config.freeze_vit:
             self.vit.requires_grad_(False)
-        if config.with_cp:
-            self.vit.encoder.gradient_checkpointing = True
-            self.vit.encoder._gradient_checkpointing_func = _checkpoint
+        if config.with_cp and not config.freeze_vit:  # a frozen ViT runs without autograd: nothing to save
+            enable_activation_checkpointing(self.vit)
 
     def _init_weights(self, module: nn.Module) -> None:
         # Only the pyramid is this class's own; the ViT initialises (or loads) itself. As upstream:
@@ -198,11 +186,6 @@ class InternViTBackbone(BackboneMixin, PreTrainedModel):
 
 class _EnoughLayers(Exception):
     """Ends the ViT's forward once the last feature map the backbone returns is computed."""
-
-
-def _checkpoint(function, *args):
-    from torch.utils.checkpoint import checkpoint
-    return checkpoint(function, *args, use_reentrant=False)
 
 
 AutoConfig.register(InternViTBackboneConfig.model_type, InternViTBackboneConfig, exist_ok=True)

@@ -33,7 +33,7 @@ def test_every_shipped_config_loads_with_upstream_values():
 def test_inheritance_through_two_levels_and_cfg_options():
     cfg = load_config(TINY / "upernet_intern_vit_tiny_synthetic.py", {"data.samples_per_gpu": 3})
     # from the tiny linear config ...
-    assert cfg.model.backbone.embed_dim == 64 and cfg.optimizer.lr == 3e-3 and cfg.runner.max_iters == 120
+    assert cfg.model.backbone.embed_dim == 64 and cfg.optimizer.lr == 1e-2 and cfg.runner.max_iters == 60
     # ... which keeps upstream's linear-probing values it does not override ...
     assert cfg.model.backbone.init_values == 0.1 and cfg.lr_config.warmup_ratio == 1e-6
     assert cfg.optimizer.betas == (0.9, 0.999) and cfg.model.backbone.freeze_vit

@@ -32,8 +32,8 @@ def train_args(setup, work_dir, config=TINY_LINEAR, **extra):
 @pytest.fixture(scope="module")
 def trained(setup, tmp_path_factory):
     work_dir = tmp_path_factory.mktemp("linear")
-    result = seg_train.main(train_args(setup, work_dir, **{"evaluation.interval": 120,
-                                                           "checkpoint_config.interval": 60}))
+    result = seg_train.main(train_args(setup, work_dir, **{"evaluation.interval": 60,
+                                                           "checkpoint_config.interval": 30}))
     return work_dir, result
 
 
@@ -46,21 +46,21 @@ def test_linear_probe_on_a_frozen_tiny_internvit_learns_the_synthetic_segmentati
     labelled = labels[labels > 0]
     majority_miou = 100 * (labelled == 1).mean() / 5
     assert result["mIoU"] > max(2 * majority_miou, 40), (result["mIoU"], majority_miou)
-    assert result["best_mIoU"] == result["mIoU"] and (work_dir / "best_mIoU_iter_120.pth").is_file()
-    assert (work_dir / "tensorboard").is_dir() and "Iter [120/120]" in (work_dir / "train.log").read_text()
+    assert result["best_mIoU"] == result["mIoU"] and (work_dir / "best_mIoU_iter_60.pth").is_file()
+    assert (work_dir / "tensorboard").is_dir() and "Iter [60/60]" in (work_dir / "train.log").read_text()
     # A frozen backbone is not saved: a checkpoint is the head (and its BN statistics), not a ViT copy.
-    checkpoint = torch.load(work_dir / "iter_120.pth", weights_only=True)
+    checkpoint = torch.load(work_dir / "iter_60.pth", weights_only=True)
     assert sorted(checkpoint["state_dict"]) == ["decode_head.classifier.bias", "decode_head.classifier.weight",
                                                 "decode_head.norm.bias", "decode_head.norm.num_batches_tracked",
                                                 "decode_head.norm.running_mean", "decode_head.norm.running_var",
                                                 "decode_head.norm.weight"]
-    assert checkpoint["meta"]["iter"] == 120 and "optimizer" in checkpoint
+    assert checkpoint["meta"]["iter"] == 60 and "optimizer" in checkpoint
 
 
 def test_test_py_reproduces_the_training_evaluation(setup, trained, tmp_path):
     work_dir, result = trained
     data, pth = setup
-    out = seg_test.main([str(TINY_LINEAR), str(work_dir / "iter_120.pth"), "--eval", "mIoU", "--workers", "0",
+    out = seg_test.main([str(TINY_LINEAR), str(work_dir / "iter_60.pth"), "--eval", "mIoU", "--workers", "0",
                          "--work-dir", str(tmp_path), "--show-dir", str(tmp_path / "show"),
                          *tiny_options(data, pth)])
     assert out["mIoU"] == pytest.approx(result["mIoU"]) and out["aAcc"] == pytest.approx(result["aAcc"])
@@ -72,8 +72,8 @@ def test_test_py_reproduces_the_training_evaluation(setup, trained, tmp_path):
 def test_a_checkpoint_of_another_architecture_is_refused_naming_the_key(setup, trained, capsys, caplog):
     work_dir, _ = trained
     data, pth = setup
-    with pytest.raises(CheckpointError, match=r"iter_120\.pth was trained with model\.backbone\.out_indices=\[2\]"):
-        seg_test.main([str(TINY_UPERNET), str(work_dir / "iter_120.pth"), "--eval", "mIoU", "--workers", "0",
+    with pytest.raises(CheckpointError, match=r"iter_60\.pth was trained with model\.backbone\.out_indices=\[2\]"):
+        seg_test.main([str(TINY_UPERNET), str(work_dir / "iter_60.pth"), "--eval", "mIoU", "--workers", "0",
                        *tiny_options(data, pth)])
     # and through the command-line wrapper: one line, exit status 1
     status = run_main(seg_test.main, [str(TINY_LINEAR), str(work_dir / "nope.pth"), "--eval", "mIoU",

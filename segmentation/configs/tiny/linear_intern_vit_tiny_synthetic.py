@@ -40,10 +40,10 @@ data = dict(
     train=dict(data_root=data_root, classes='classes.txt', pipeline=train_pipeline),
     val=dict(data_root=data_root, classes='classes.txt', pipeline=test_pipeline),
     test=dict(data_root=data_root, classes='classes.txt', pipeline=test_pipeline))
-optimizer = dict(lr=3e-3)
+optimizer = dict(lr=1e-2)
 lr_config = dict(warmup_iters=10)
-runner = dict(max_iters=120)
-checkpoint_config = dict(interval=40, max_keep_ckpts=2)
-evaluation = dict(interval=60)
+runner = dict(max_iters=60)
+checkpoint_config = dict(interval=20, max_keep_ckpts=2)
+evaluation = dict(interval=30)
 log_config = dict(interval=10)
 custom_hooks = []
