@@ -200,6 +200,8 @@ def train(args, cfg, info, work_dir: Path) -> dict:
     ckpt_cfg = section(cfg, "checkpoint_config", CHECKPOINT_ARGS)
     log_interval = section(cfg, "log_config", LOG_ARGS)["interval"]
 
+    # fp16 autocast (ToFloat16Hook with a training ViT) needs loss scaling; bf16 and fp32 do not.
+    scaler = torch.amp.GradScaler(info.device.type, enabled=model.autocast_dtype == torch.float16)
     start_iter, best = 0, {"mIoU": None, "iter": None, "path": None}
     resume = args.resume_from or cfg.get("resume_from")
     if not resume and not args.no_auto_resume:
@@ -209,6 +211,8 @@ def train(args, cfg, info, work_dir: Path) -> dict:
         if "optimizer" not in checkpoint:
             raise CheckpointError(f"{resume} has no optimizer state: pass it as --load-from to start a new run from it")
         optimizer.load_state_dict(checkpoint["optimizer"])
+        if scaler.is_enabled() and checkpoint.get("amp"):
+            scaler.load_state_dict(checkpoint["amp"])
         meta = checkpoint.get("meta", {})
         start_iter = int(meta["iter"])
         best.update({k: meta.get(f"best_{k}") for k in ("mIoU", "iter", "path")})
@@ -249,6 +253,8 @@ def train(args, cfg, info, work_dir: Path) -> dict:
         saved = {"meta": meta, "state_dict": module.trainable_state_dict()}
         if ckpt_cfg["save_optimizer"]:
             saved["optimizer"] = optimizer.state_dict()
+            if scaler.is_enabled():
+                saved["amp"] = scaler.state_dict()
         return saved
 
     result: dict = {}
@@ -269,10 +275,12 @@ def train(args, cfg, info, work_dir: Path) -> dict:
         labels = batch["seg"].to(info.device, non_blocking=True)
         losses = model(images, labels)
         optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
+        scaler.scale(losses["loss"]).backward()
         if grad_clip:
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(params, **grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         for key, value in losses.items():
             sums[key] = sums.get(key, 0.0) + float(value.detach())
         count += 1
