@@ -260,7 +260,7 @@ class InternVisionModel(InternVLPreTrainedBase):
         """
         output_hidden_states = (self.config.output_hidden_states if output_hidden_states is None
                                 else output_hidden_states)
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         if pixel_embeds is None:
             if pixel_values is None:
                 raise ValueError("InternVisionModel needs pixel_values or pixel_embeds")

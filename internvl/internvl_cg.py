@@ -45,7 +45,7 @@ import torch
 from torch import nn
 from transformers import GenerationConfig, LlamaConfig
 
-from .compat import CACHE_KEY, output_cache, tied_weights_keys
+from .compat import CACHE_KEY, config_kwargs, output_cache, tied_weights_keys
 from .intern_vit import (InternVisionConfig, InternVisionModel, config_from_state_dict, load_state_dict_file,
                          rename_timm_hf)
 from .layers import AttentionPooling, PoolingCrossAttention
@@ -103,7 +103,7 @@ class InternVLConfig(InternVLConfigBase):
         qllama = dict(QLLAMA_7B_CONFIG) if qllama_config is None else dict(qllama_config)
         for key in ("model_type", "transformers_version"):
             qllama.pop(key, None)
-        self.qllama_config = LlamaConfig(**qllama)
+        self.qllama_config = LlamaConfig(**config_kwargs(qllama))
         # As the published configuration: the decoder reads these two from its own config.
         self.qllama_config.num_query_token = num_query_token
         self.qllama_config.cross_attention_frequency = cross_attention_frequency
