@@ -29,14 +29,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from classification.checkpoint import TrainState  # noqa: E402
 from classification.config import load_config  # noqa: E402
 from classification.dataset import (TrainBatchSampler, UnreadableImages, build_train_feature_source,  # noqa: E402
-                                    build_train_set, make_loader)
+                                    build_train_set, make_loader, write_imagenet_lists)
 from classification.features import build_feature_cache  # noqa: E402
-from classification.main import amp_dtype_for, build_criterion, train_one_epoch  # noqa: E402
+from classification.main import Training, amp_dtype_for, build_criterion, train_one_epoch  # noqa: E402
 from classification.model import build_model  # noqa: E402
 from classification.optim import LRSchedule, build_optimizer  # noqa: E402
-from internvl.datakit import SyntheticImages, write_imagenet_lists  # noqa: E402
+from internvl.datakit import SyntheticImages  # noqa: E402
 from internvl.runtime import DistInfo  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "classification" / "configs" / "tiny" / "intern_vit_tiny_synthetic.yaml"
@@ -56,18 +57,18 @@ def epoch_seconds(config, model, dataset, info: DistInfo, epochs: int, uses_feat
     """Wall-clock seconds of each of ``epochs`` training epochs of the head over ``dataset``."""
     sampler = TrainBatchSampler(len(dataset), config.DATA.BATCH_SIZE, seed=config.SEED)
     loader = make_loader(dataset, sampler, config, info.device)
-    optimizer = build_optimizer(config, model)
-    schedule = LRSchedule.from_config(config, sampler.batches_per_epoch)
-    scaler = torch.amp.GradScaler(info.device.type, enabled=False)
-    amp = amp_dtype_for(config, info.device)
-    times, step = [], 0
+    state = TrainState(model, build_optimizer(config, model), torch.amp.GradScaler(info.device.type, enabled=False),
+                       None, config)
+    run = Training(state, model, build_criterion(config), LRSchedule.from_config(config, sampler.batches_per_epoch),
+                   info, UnreadableImages(0), amp_dtype_for(config, info.device), uses_features=uses_features)
+    times = []
     for epoch in range(epochs):
+        state.epoch = epoch
         sampler.set_epoch(epoch)
         if info.device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        step = train_one_epoch(config, model, model, build_criterion(config), loader, optimizer, schedule, epoch, 0,
-                               step, None, amp, scaler, None, UnreadableImages(0), info, uses_features=uses_features)
+        train_one_epoch(run, loader)
         if info.device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)

@@ -8,7 +8,10 @@
 The same file runs under torchrun, SLURM srun (``classification/train_in1k.sh``) and as one plain
 process; ``--local-rank`` of the older launcher is accepted. Runs write to ``<--output>/<config
 name>/``: ``log_rank0.txt``, ``config.yaml``, ``tensorboard/`` and the checkpoints; with
-``TRAIN.AUTO_RESUME`` a restarted run continues from the latest checkpoint there.
+``TRAIN.AUTO_RESUME`` a restarted run continues from the most advanced readable checkpoint there.
+An error the user can fix (a config key, a missing file, too many unreadable images) ends the run
+with one ``error: ...`` line (``INTERNVL_DEBUG=1`` adds the traceback), a bug with its traceback; both
+also go to ``log_rank0.txt``.
 """
 from __future__ import annotations
 
@@ -16,32 +19,31 @@ import argparse
 import contextlib
 import datetime
 import logging
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
-
-if __package__ in (None, ""):  # run as a file: import the package from the repository root, not this folder
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
-from classification.checkpoint import (find_auto_resume, model_tensors, read_checkpoint, remove_step_checkpoints,
-                                       save_training_state)
-from classification.config import get_config, mixup_active
+from classification.checkpoint import (TrainState, auto_resume, model_tensors, read_checkpoint,
+                                       remove_step_checkpoints)
+from classification.config import get_config, mixup_active, run_name
 from classification.dataset import (BadImageError, TrainBatchSampler, UnreadableImages, build_eval_set,
                                     build_train_feature_source, build_train_set, eval_batches, make_loader, seeded)
 from classification.features import build_feature_cache
 from classification.model import InternViTClassifier, build_model, load_classifier_weights
 from classification.optim import HeadEma, LRSchedule, build_optimizer
+from internvl.cli import run_main
+from internvl.errors import CheckpointError, ConfigError
 from internvl.runtime import (DistInfo, all_gather_object, all_reduce_sum, autocast, barrier, cleanup_distributed,
                               init_distributed, seed_everything, setup_logging)
 
 logger = logging.getLogger("classification")
 
 
-def parse_option(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser("InternViT linear probing and evaluation", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, metavar="FILE", help="path to the YAML config")
@@ -62,7 +64,12 @@ def parse_option(argv=None):
     parser.add_argument("--save-ckpt-num", type=int, help="epoch checkpoints to keep (SAVE_CKPT_NUM)")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=None,
                         help="accepted for torch.distributed.launch; the rank is read from the environment")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_option(argv=None):
+    """``(args, config)`` of a command line."""
+    args = build_parser().parse_args(argv)
     return args, get_config(args)
 
 
@@ -86,6 +93,12 @@ def amp_dtype_for(config, device: torch.device) -> Optional[torch.dtype]:
     if device.type != "cuda" or config.AMP_OPT_LEVEL == "O0":
         return None
     return torch.float16 if config.AMP_TYPE == "float16" else torch.bfloat16
+
+
+def needs_loss_scaling(amp_dtype: Optional[torch.dtype]) -> bool:
+    """The GradScaler is on for fp16 autocast only: fp16 gradients underflow without it, while bf16 has
+    fp32's exponent range and fp32 needs nothing."""
+    return amp_dtype == torch.float16
 
 
 def build_criterion(config):
@@ -135,54 +148,78 @@ def _tensorboard(output: Path, info: DistInfo):
 
 
 # --------------------------------------------------------------------------- training
-def train_one_epoch(config, model, model_without_ddp: InternViTClassifier, criterion, loader, optimizer,
-                    schedule: LRSchedule, epoch: int, start_step: int, global_step: int, mixup_fn, amp_dtype,
-                    scaler, ema: Optional[HeadEma], unreadable: UnreadableImages, info: DistInfo,
-                    on_update=None, writer=None, uses_features: bool = False) -> int:
-    """One epoch (from micro-batch ``start_step`` on); returns the optimizer update count after it.
+@dataclass
+class Training:
+    """One training run as the epoch loop sees it, built once by :func:`train`.
 
-    ``on_update(global_step, next_step)`` runs after every optimizer update (mid-epoch checkpoints).
+    ``state`` is what a checkpoint saves and restores (classifier, optimizer, AMP scaler, EMA, counters:
+    ``state.epoch`` is the epoch being trained, ``state.next_step`` its first micro-batch,
+    ``state.global_step`` the optimizer updates so far); the rest is how each batch is processed.
     """
-    model.train()
+
+    state: TrainState
+    model: torch.nn.Module  # state.classifier, wrapped in DDP when distributed
+    criterion: Callable
+    schedule: LRSchedule
+    info: DistInfo
+    unreadable: UnreadableImages
+    amp_dtype: Optional[torch.dtype] = None
+    mixup_fn: Optional[Callable] = None
+    uses_features: bool = False  # batches hold cached backbone features instead of images
+    writer: Any = None  # TensorBoard SummaryWriter (rank 0)
+
+
+def train_one_epoch(run: Training, loader, on_update: Optional[Callable[[int], None]] = None) -> None:
+    """Epoch ``run.state.epoch`` from its micro-batch ``run.state.next_step`` on; counts the updates in
+    ``run.state.global_step``. ``on_update(next_step)`` runs after every optimizer update (mid-epoch
+    checkpoints), ``next_step`` being the micro-batches of the epoch done by then.
+
+    With ``TRAIN.ACCUMULATION_STEPS`` = k, each micro-batch's mean loss is divided by k, so the k summed
+    gradients are their mean: the gradient of one batch k times as large.
+    """
+    state, config, info = run.state, run.state.config, run.info
+    optimizer, scaler, epoch = state.optimizer, state.scaler, state.epoch
+    run.model.train()
     optimizer.zero_grad(set_to_none=True)
-    schedule.apply(optimizer, global_step)
+    run.schedule.apply(optimizer, state.global_step)
     accum = max(config.TRAIN.ACCUMULATION_STEPS, 1)
+    start_step = state.next_step
     num_steps = start_step + len(loader)
-    params = [p for p in model_without_ddp.parameters() if p.requires_grad]
+    params = [p for p in state.classifier.parameters() if p.requires_grad]
     batch_time, loss_meter, norm_meter = Meter(), Meter(), Meter()
     epoch_start = end = time.time()
     seen = 0
     for idx, batch in enumerate(loader, start=start_step):
-        unreadable.add(batch.errors)
+        run.unreadable.add(batch.errors)
         if batch.inputs is None:
             raise BadImageError(f"every image of a training batch was unreadable: {batch.errors[0][1]} ...")
         inputs = batch.inputs.to(info.device, non_blocking=True)
         targets = batch.targets.to(info.device, non_blocking=True)
-        if mixup_fn is not None:
+        if run.mixup_fn is not None:
             if len(inputs) % 2:  # timm's batch mixup pairs samples: an image skipped as unreadable leaves one over
                 inputs, targets = inputs[:-1], targets[:-1]
             with seeded((config.SEED, epoch, info.rank), idx):  # the same mixing after a resume
-                inputs, targets = mixup_fn(inputs, targets)
+                inputs, targets = run.mixup_fn(inputs, targets)
         boundary = (idx + 1) % accum == 0
-        sync = contextlib.nullcontext() if boundary or not hasattr(model, "no_sync") else model.no_sync()
+        sync = contextlib.nullcontext() if boundary or not hasattr(run.model, "no_sync") else run.model.no_sync()
         with sync:
-            with autocast(info.device, amp_dtype):
-                outputs = model(features=inputs) if uses_features else model(inputs)
-                loss = criterion(outputs.float(), targets)
+            with autocast(info.device, run.amp_dtype):
+                outputs = run.model(features=inputs) if run.uses_features else run.model(inputs)
+                loss = run.criterion(outputs.float(), targets)
             scaler.scale(loss / accum).backward()
         if boundary:
-            schedule.apply(optimizer, global_step)
+            run.schedule.apply(optimizer, state.global_step)
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, config.TRAIN.CLIP_GRAD or float("inf"))
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.update(model_without_ddp)
-            global_step += 1
+            if state.ema is not None:
+                state.ema.update(state.classifier)
+            state.global_step += 1
             norm_meter.update(float(grad_norm))
             if on_update is not None:
-                on_update(global_step, idx + 1)
+                on_update(idx + 1)
         loss_meter.update(loss.item(), len(targets))
         seen += len(targets)
         batch_time.update(time.time() - end)
@@ -196,14 +233,13 @@ def train_one_epoch(config, model, model_without_ddp: InternViTClassifier, crite
                         f"loss {loss_meter.val:.4f} ({loss_meter.avg:.4f})\t"
                         f"grad_norm {norm_meter.val:.4f} ({norm_meter.avg:.4f})\t"
                         f"{images_per_s:.1f} images/s\tmem {_memory_mb(info.device):.0f}MB")
-            if writer is not None:
+            if run.writer is not None:
                 for name, value in (("loss", loss_meter.val), ("lr", lr), ("grad_norm", norm_meter.val),
                                     ("images_per_s", images_per_s)):
-                    writer.add_scalar(f"train/{name}", value, global_step)
+                    run.writer.add_scalar(f"train/{name}", value, state.global_step)
     elapsed = time.time() - epoch_start
     logger.info(f"EPOCH {epoch} training takes {datetime.timedelta(seconds=int(elapsed))} "
                 f"({seen * info.world_size / max(elapsed, 1e-9):.1f} images/s)")
-    return global_step
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -255,7 +291,8 @@ def validate(config, loader, model: InternViTClassifier, eval_set, info: DistInf
     first[1:] = indices[1:] != indices[:-1]
     indices, targets, top, loss = indices[first], targets[first], top[first], loss[first]
     n = len(indices)
-    result = {"num_images": n, "loss": loss.double().mean().item(),
+    result = {"num_images": n, "classes": len(subset) if subset is not None else config.MODEL.NUM_CLASSES,
+              "loss": loss.double().mean().item(),
               "acc1": 100 * (top[:, 0] == targets).sum().item() / n,
               "acc5": 100 * (top == targets[:, None]).any(1).sum().item() / n}
     if eval_set.real_labels is not None:
@@ -307,10 +344,10 @@ def throughput(loader, model, info: DistInfo, amp_dtype) -> float:
 
 # --------------------------------------------------------------------------- the run
 def main(config, info: DistInfo) -> dict:
+    """Train (or with ``EVAL_MODE`` evaluate, with ``THROUGHPUT_MODE`` time) as ``config`` says."""
     config = scale_lr(config, info.world_size)
     output = Path(config.OUTPUT)
     output.mkdir(parents=True, exist_ok=True)
-    setup_logging(info.rank, output / "log_rank0.txt")
     if info.is_main:
         (output / "config.yaml").write_text(config.dump())
     logger.info("%s: %d process(es) on %s; full config saved to %s (learning rates scaled by the total batch: "
@@ -319,7 +356,8 @@ def main(config, info: DistInfo) -> dict:
     if info.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     amp_dtype = amp_dtype_for(config, info.device)
-    logger.info("precision: %s", f"autocast to {amp_dtype}" if amp_dtype else "float32")
+    logger.info("precision: %s", f"autocast to {amp_dtype}{' with loss scaling' * needs_loss_scaling(amp_dtype)}"
+                if amp_dtype else "float32")
 
     seed_everything(config.SEED)  # the same initial head (and random backbone) in every process
     model = build_model(config, dtype=None if amp_dtype else torch.float32).to(info.device)
@@ -340,27 +378,38 @@ def main(config, info: DistInfo) -> dict:
         return {"throughput": throughput(eval_loader, model, info, amp_dtype)}
     if config.EVAL_MODE:
         return evaluate_only(config, model, eval_set, eval_loader, info, amp_dtype, unreadable)
-    return train(config, model, eval_set, eval_loader, info, amp_dtype, unreadable, output)
+    return train(config, model, eval_set, eval_loader, info, amp_dtype, unreadable)
 
 
-def _load_weights(model: InternViTClassifier, path: str) -> dict:
-    """Load a checkpoint's model tensors (a head-only file is enough); return the whole checkpoint."""
-    checkpoint = read_checkpoint(path)
-    loaded = load_classifier_weights(model, model_tensors(checkpoint, path), path,
+def _load_weights(model: InternViTClassifier, checkpoint: dict, path) -> None:
+    """Load a checkpoint's model tensors into ``model`` (a head-only file is enough)."""
+    loaded = load_classifier_weights(model, model_tensors(checkpoint, path), str(path),
                                      require=model.trainable_prefixes() or ("head.",))
     logger.info("loaded %d tensors from %s", len(loaded), path)
-    return checkpoint
+
+
+def _resume_from(config, updates_per_epoch: int) -> tuple[Optional[Path], dict]:
+    """``MODEL.RESUME`` (``--resume``), else with ``TRAIN.AUTO_RESUME`` the run folder's most advanced readable
+    checkpoint; ``(None, {})`` when there is none."""
+    if config.MODEL.RESUME:
+        return Path(config.MODEL.RESUME), read_checkpoint(config.MODEL.RESUME)
+    if not config.TRAIN.AUTO_RESUME:
+        return None, {}
+    path, checkpoint = auto_resume(Path(config.OUTPUT), updates_per_epoch)
+    if path is not None:
+        logger.info("auto resuming from %s", path)
+    else:
+        logger.info("no checkpoint found in %s, ignoring auto resume", config.OUTPUT)
+    return path, checkpoint
 
 
 def evaluate_only(config, model, eval_set, eval_loader, info, amp_dtype, unreadable) -> dict:
-    resume = config.MODEL.RESUME
-    if not resume and config.TRAIN.AUTO_RESUME:
-        resume = find_auto_resume(Path(config.OUTPUT), 1)
-    checkpoint = {}
-    if resume:
-        checkpoint = _load_weights(model, str(resume))
+    resume, checkpoint = _resume_from(config, 1)
+    if resume is not None:
+        _load_weights(model, checkpoint, resume)
     elif config.MODEL.PRETRAINED:
-        checkpoint = _load_weights(model, config.MODEL.PRETRAINED)
+        checkpoint = read_checkpoint(config.MODEL.PRETRAINED)
+        _load_weights(model, checkpoint, config.MODEL.PRETRAINED)
     else:
         logger.warning("no --resume checkpoint and none in %s: evaluating an untrained head", config.OUTPUT)
     result = validate(config, eval_loader, model, eval_set, info, amp_dtype, unreadable)
@@ -378,7 +427,8 @@ def evaluate_only(config, model, eval_set, eval_loader, info, amp_dtype, unreada
     return result
 
 
-def train(config, model: InternViTClassifier, eval_set, eval_loader, info, amp_dtype, unreadable, output) -> dict:
+def train(config, model: InternViTClassifier, eval_set, eval_loader, info, amp_dtype, unreadable) -> dict:
+    output = Path(config.OUTPUT)
     uses_features = config.TRAIN.FEATURE_CACHE
     if uses_features:
         train_set = build_feature_cache(model, build_train_feature_source(config), config, info, amp_dtype,
@@ -391,118 +441,79 @@ def train(config, model: InternViTClassifier, eval_set, eval_loader, info, amp_d
     accum = max(config.TRAIN.ACCUMULATION_STEPS, 1)
     updates_per_epoch = sampler.batches_per_epoch // accum
     if updates_per_epoch < 1:
-        raise ValueError(f"TRAIN.ACCUMULATION_STEPS={accum} exceeds the {sampler.batches_per_epoch} batches of an "
-                         "epoch")
+        raise ConfigError(f"TRAIN.ACCUMULATION_STEPS={accum} exceeds the {sampler.batches_per_epoch} batches of an "
+                          "epoch")
 
-    model_without_ddp = model
+    ddp_model = model
     if info.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
         frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
         frozen += [n for n, _ in model.named_buffers() if n.startswith("backbone.")]
         DDP._set_params_and_buffers_to_ignore_for_model(model, frozen)  # no 6B broadcast: every rank loaded it
-        model = DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
-                    broadcast_buffers=False)  # SyncBatchNorm (GPU) or average_norm_statistics (CPU) instead
-    optimizer = build_optimizer(config, model_without_ddp)
-    schedule = LRSchedule.from_config(config, updates_per_epoch)
-    scaler = torch.amp.GradScaler(info.device.type, enabled=amp_dtype == torch.float16)
-    ema = HeadEma(model_without_ddp, config.TRAIN.EMA.DECAY) if config.TRAIN.EMA.ENABLE else None
-    criterion, mixup_fn = build_criterion(config), build_mixup(config)
-
-    start_epoch, start_step, global_step = config.TRAIN.START_EPOCH, 0, 0
-    max_accuracy = max_accuracy_ema = 0.0
-    resume = config.MODEL.RESUME
-    if not resume and config.TRAIN.AUTO_RESUME:
-        resume = find_auto_resume(output, updates_per_epoch)
-        if resume:
-            logger.info("auto resuming from %s", resume)
-        else:
-            logger.info("no checkpoint found in %s, ignoring auto resume", output)
-    if resume:
-        checkpoint = _load_weights(model_without_ddp, str(resume))
-        if "optimizer" in checkpoint and "epoch" in checkpoint:  # a training checkpoint, not a released head
-            try:
-                optimizer.load_state_dict(checkpoint["optimizer"])
-            except ValueError as e:
-                raise ValueError(f"{resume}: its optimizer state does not fit this run ({e}); to start a new run from "
-                                 f"its weights, pass it as --pretrained instead") from None
-            if checkpoint.get("amp"):
-                scaler.load_state_dict(checkpoint["amp"])
-            if ema is not None and isinstance(checkpoint.get("model_ema"), dict):
-                ema.load_state_dict(checkpoint["model_ema"])
-            start_epoch = checkpoint["epoch"] + 1
-            start_step = checkpoint.get("next_step", 0)
-            global_step = checkpoint.get("global_step", start_epoch * updates_per_epoch + start_step // accum)
-            max_accuracy = checkpoint.get("max_accuracy", 0.0)
-            max_accuracy_ema = checkpoint.get("max_accuracy_ema", 0.0)
-            logger.info("=> resumed %s: epoch %d, batch %d, update %d", resume, start_epoch, start_step, global_step)
+        ddp_model = DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
+                        broadcast_buffers=False)  # SyncBatchNorm (GPU) or average_norm_statistics (CPU) instead
+    state = TrainState(model, build_optimizer(config, model),
+                       torch.amp.GradScaler(info.device.type, enabled=needs_loss_scaling(amp_dtype)),
+                       HeadEma(model, config.TRAIN.EMA.DECAY) if config.TRAIN.EMA.ENABLE else None, config,
+                       epoch=config.TRAIN.START_EPOCH)
+    resume, checkpoint = _resume_from(config, updates_per_epoch)
+    if resume is not None:
+        _load_weights(model, checkpoint, resume)
+        state.restore(checkpoint, resume, updates_per_epoch)
     elif config.MODEL.PRETRAINED:
-        _load_pretrained_classifier(config, model_without_ddp)
+        _load_pretrained_classifier(config, model)
+    run = Training(state, ddp_model, build_criterion(config), LRSchedule.from_config(config, updates_per_epoch),
+                   info, unreadable, amp_dtype, build_mixup(config), uses_features, _tensorboard(output, info))
 
-    progress = {"epoch": start_epoch, "global_step": global_step}
-
-    def training_state(completed_epoch: int, next_step: int) -> dict:
-        return {"model": model_without_ddp.trainable_state_dict(), "optimizer": optimizer.state_dict(),
-                "lr_scheduler": {"num_updates": progress["global_step"]}, "epoch": completed_epoch,
-                "next_step": next_step, "global_step": progress["global_step"], "max_accuracy": max_accuracy,
-                "max_accuracy_ema": max_accuracy_ema, "amp": scaler.state_dict() if scaler.is_enabled() else None,
-                "model_ema": ema.state_dict() if ema is not None else None, "config": config.dump()}
-
-    def on_update(step: int, next_step: int) -> None:
-        progress["global_step"] = step
-        if config.TRAIN.SAVE_STEPS and step % config.TRAIN.SAVE_STEPS == 0 and next_step < sampler.batches_per_epoch:
-            average_norm_statistics(model_without_ddp, info, ema)
-            if info.is_main:  # mid-epoch: epoch - 1 is complete, next_step batches of epoch are done
-                save_training_state(output, f"ckpt_step_{step}.pth", training_state(progress["epoch"] - 1, next_step),
-                                    keep_last=1)
+    def on_update(next_step: int) -> None:  # mid-epoch checkpoints: epoch - 1 is complete, next_step batches done
+        if (config.TRAIN.SAVE_STEPS and state.global_step % config.TRAIN.SAVE_STEPS == 0
+                and next_step < sampler.batches_per_epoch):
+            average_norm_statistics(model, info, state.ema)
+            if info.is_main:
+                state.save(output, f"ckpt_step_{state.global_step}.pth", state.epoch - 1, next_step, keep_last=1)
             barrier()
 
-    writer = _tensorboard(output, info)
     result: dict = {}
-    if start_epoch >= config.TRAIN.EPOCHS:
+    if state.epoch >= config.TRAIN.EPOCHS:
         logger.info("all %d epochs are done (%s); raise TRAIN.EPOCHS to train further", config.TRAIN.EPOCHS, resume)
     logger.info("Start training")
     start_time = time.time()
-    for epoch in range(start_epoch, config.TRAIN.EPOCHS):
-        progress["epoch"] = epoch
-        sampler.set_epoch(epoch, start_step)
-        global_step = train_one_epoch(config, model, model_without_ddp, criterion, train_loader, optimizer, schedule,
-                                      epoch, start_step, global_step, mixup_fn, amp_dtype, scaler, ema, unreadable,
-                                      info, on_update=on_update, writer=writer, uses_features=uses_features)
-        progress["global_step"] = global_step
-        start_step = 0
-        average_norm_statistics(model_without_ddp, info, ema)
+    for epoch in range(state.epoch, config.TRAIN.EPOCHS):
+        state.epoch = epoch
+        sampler.set_epoch(epoch, state.next_step)
+        train_one_epoch(run, train_loader, on_update)
+        state.next_step = 0
+        average_norm_statistics(model, info, state.ema)
         last = epoch == config.TRAIN.EPOCHS - 1
         if info.is_main and (epoch % config.SAVE_FREQ == 0 or last):
-            save_training_state(output, f"ckpt_epoch_{epoch}.pth", training_state(epoch, 0),
-                                keep_last=config.SAVE_CKPT_NUM)
+            state.save(output, f"ckpt_epoch_{epoch}.pth", epoch, keep_last=config.SAVE_CKPT_NUM)
             remove_step_checkpoints(output)
         barrier()
         if epoch % config.EVAL_FREQ == 0 or last:
-            result = validate(config, eval_loader, model_without_ddp, eval_set, info, amp_dtype, unreadable, epoch)
+            result = validate(config, eval_loader, model, eval_set, info, amp_dtype, unreadable, epoch)
             acc1 = report(result)
-            if writer is not None:
+            if run.writer is not None:
                 for name in ("acc1", "acc5", "loss"):
-                    writer.add_scalar(f"val/{name}", result[name], epoch)
-            if info.is_main and acc1 > max_accuracy:
-                save_training_state(output, "ckpt_epoch_best.pth", training_state(epoch, 0))
-            max_accuracy = max(max_accuracy, acc1)
-            logger.info(f"Max accuracy: {max_accuracy:.2f}%")
-            if ema is not None:
-                with ema.applied_to(model_without_ddp):
-                    result["ema"] = validate(config, eval_loader, model_without_ddp, eval_set, info, amp_dtype,
-                                             unreadable, epoch)
+                    run.writer.add_scalar(f"val/{name}", result[name], epoch)
+            if info.is_main and acc1 > state.max_accuracy:
+                state.save(output, "ckpt_epoch_best.pth", epoch)
+            state.max_accuracy = max(state.max_accuracy, acc1)
+            logger.info(f"Max accuracy: {state.max_accuracy:.2f}%")
+            if state.ema is not None:
+                with state.ema.applied_to(model):
+                    result["ema"] = validate(config, eval_loader, model, eval_set, info, amp_dtype, unreadable, epoch)
                 acc1_ema = report(result["ema"], "ema network")
-                if info.is_main and acc1_ema > max_accuracy_ema:
-                    save_training_state(output, "ckpt_epoch_ema_best.pth", training_state(epoch, 0))
-                max_accuracy_ema = max(max_accuracy_ema, acc1_ema)
-                logger.info(f"Max ema accuracy: {max_accuracy_ema:.2f}%")
+                if info.is_main and acc1_ema > state.max_accuracy_ema:
+                    state.save(output, "ckpt_epoch_ema_best.pth", epoch)
+                state.max_accuracy_ema = max(state.max_accuracy_ema, acc1_ema)
+                logger.info(f"Max ema accuracy: {state.max_accuracy_ema:.2f}%")
         barrier()
-    if writer is not None:
-        writer.close()
+    if run.writer is not None:
+        run.writer.close()
     logger.info("Training time {}".format(datetime.timedelta(seconds=int(time.time() - start_time))))
     if len(unreadable):
         logger.warning("%d unreadable images were skipped", len(unreadable))
-    result.update(max_accuracy=max_accuracy, global_step=global_step, unreadable_images=len(unreadable))
+    result.update(max_accuracy=state.max_accuracy, global_step=state.global_step, unreadable_images=len(unreadable))
     return result
 
 
@@ -526,9 +537,9 @@ def _load_pretrained_classifier(config, model: InternViTClassifier) -> None:
     head = model.head
     if "head.weight" in tensors and tensors["head.weight"].shape != head.weight.shape:
         if not config.TRAIN.RAND_INIT_FT_HEAD:
-            raise ValueError(f"{path}: head.weight has shape {tuple(tensors['head.weight'].shape)} but the model's "
-                             f"is {tuple(head.weight.shape)} (MODEL.NUM_CLASSES={config.MODEL.NUM_CLASSES}); set "
-                             "TRAIN.RAND_INIT_FT_HEAD True to start a new head")
+            raise CheckpointError(f"{path}: head.weight has shape {tuple(tensors['head.weight'].shape)} but the "
+                                  f"model's is {tuple(head.weight.shape)} (MODEL.NUM_CLASSES="
+                                  f"{config.MODEL.NUM_CLASSES}); set TRAIN.RAND_INIT_FT_HEAD True to start a new head")
         del tensors["head.weight"], tensors["head.bias"]
         with torch.no_grad():
             head.weight.mul_(0.001)
@@ -539,14 +550,19 @@ def _load_pretrained_classifier(config, model: InternViTClassifier) -> None:
 
 
 def run(argv=None) -> dict:
-    """Parse ``argv``, join the process group (if launched by torchrun/srun), run, clean up."""
-    _, config = parse_option(argv)
+    """The command line: parse ``argv``, join the process group (if launched by torchrun / srun), log to
+    ``<--output>/<config name>/log_rank0.txt``, run, clean up."""
+    args = build_parser().parse_args(argv)
     info = init_distributed()
     try:
-        return main(config, info)
+        # The log file first, so that a bad config key is reported there too (for an existing --cfg file:
+        # a mistyped path leaves no folder behind).
+        setup_logging(info.rank, Path(args.output) / run_name(args.cfg) / "log_rank0.txt"
+                      if Path(args.cfg).is_file() else None)
+        return main(get_config(args), info)
     finally:
         cleanup_distributed()
 
 
 if __name__ == "__main__":
-    run()
+    raise SystemExit(run_main(run))

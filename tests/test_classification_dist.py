@@ -10,8 +10,9 @@ from pathlib import Path
 import torch
 from helpers import tiny_vit_6b_family
 
+from classification.dataset import write_imagenet_lists
 from classification.main import run
-from internvl.datakit import SyntheticImages, write_imagenet_lists, write_intern_vit_pth
+from internvl.datakit import SyntheticImages, write_intern_vit_pth
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,11 +12,12 @@ from PIL import Image
 
 from classification.checkpoint import read_checkpoint
 from classification.config import load_config
-from classification.dataset import BadImageError, build_eval_set
+from classification.dataset import DATASETS, BadImageError, build_eval_set
 from classification.demo import write_data
 from classification.main import run
 from classification.model import build_model
 from internvl.datakit import SyntheticImages, write_intern_vit_pth
+from internvl.errors import CheckpointError, ConfigError
 
 CONFIGS = Path("classification/configs/tiny")
 BACKBONE = tiny_vit_6b_family()  # 56 px, hidden 64, 3 layers
@@ -124,7 +125,7 @@ def test_the_feature_cache_trains_the_head_that_recomputing_trains(data, tmp_pat
     caplog.clear()
     again = run(args(data, tmp_path / "cache", *common, "TRAIN.FEATURE_CACHE", "True", "TRAIN.AUTO_RESUME", "False"))
     assert "feature cache: reusing" in caplog.text and again["acc1"] == cached["acc1"]
-    with pytest.raises(ValueError, match="TRAIN.FEATURE_CACHE: needs a deterministic train transform"):
+    with pytest.raises(ConfigError, match="TRAIN.FEATURE_CACHE: needs a deterministic train transform"):
         run(args(data, tmp_path / "x", "TRAIN.FEATURE_CACHE", "True", "DATA.TRANSFORM",
                  "build_transform_for_linear_probe"))
 
@@ -173,14 +174,11 @@ def expected_metrics(config, head_file) -> dict:
     return out
 
 
-@pytest.mark.parametrize("variant", ["imagenet", "imagenet-real", "imagenetv2", "imagenet_a", "imagenet_r",
-                                     "imagenet_sketch"])
+@pytest.mark.parametrize("variant", sorted(DATASETS))
 def test_evaluation_of_a_released_head_matches_a_hand_computation(data, tmp_path, caplog, variant):
     caplog.set_level(logging.INFO)
     head = upstream_style_head(tmp_path / "head.pth", NUM_CLASSES)
-    suffix = {"imagenet": "", "imagenet-real": "_test_imagenet_real", "imagenetv2": "_test_imagenetv2",
-              "imagenet_a": "_test_imagenet_a", "imagenet_r": "_test_imagenet_r",
-              "imagenet_sketch": "_test_imagenet_sketch"}[variant]
+    suffix = DATASETS[variant].config_suffix
     argv = args(data, tmp_path, cfg=f"intern_vit_tiny_synthetic{suffix}", dataset=variant)
     result = run(argv[:4] + ["--eval", "--resume", str(head)] + argv[4:])
     config = load_config(CONFIGS / f"intern_vit_tiny_synthetic{suffix}.yaml", argv[argv.index("--opts") + 1:],
@@ -201,7 +199,7 @@ def test_evaluation_of_a_released_head_matches_a_hand_computation(data, tmp_path
 
 def test_a_head_for_another_class_count_is_a_clear_error(data, tmp_path):
     head = upstream_style_head(tmp_path / "head1000.pth", 1000)
-    with pytest.raises(ValueError, match=r"head.weight has shape \(1000, 128\) in the checkpoint but \(8, 128\) "
+    with pytest.raises(CheckpointError, match=r"head.weight has shape \(1000, 128\) in the checkpoint but \(8, 128\) "
                                          r"in the model \(MODEL.NUM_CLASSES=8"):
         run(["--cfg", str(CONFIGS / "intern_vit_tiny_synthetic.yaml"), "--eval", "--resume", str(head),
              *args(data, tmp_path)[2:]])
