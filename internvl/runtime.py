@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import random
 import re
 import secrets
@@ -383,9 +384,9 @@ def load_torch_file(path: str | Path, *, mmap: bool = False, weights_only: bool 
     A missing file is a :class:`~internvl.errors.MissingFileError`. A file that does not read (torch
     meets a truncated zip archive, an empty file, bytes that are not a checkpoint: RuntimeError,
     EOFError, ``OSError [Errno 22]`` ...) is a :class:`~internvl.errors.CheckpointError` that says it
-    is damaged. An object the unpickler refuses (``weights_only`` meeting a pickled class) is left as
-    torch raises it, ``pickle.UnpicklingError``, for callers that know how to read such files. ``mmap``
-    applies to the zip format only (legacy files are read into memory).
+    is damaged. An object the unpickler refuses (``weights_only`` meeting a pickled class: torch's
+    message names the "global") is left as torch raises it, ``pickle.UnpicklingError``, for callers that
+    know how to read such files. ``mmap`` applies to the zip format only (legacy files are read into memory).
     """
     from .errors import CheckpointError, MissingFileError
 
@@ -397,10 +398,17 @@ def load_torch_file(path: str | Path, *, mmap: bool = False, weights_only: bool 
         return torch.load(path, map_location=map_location, weights_only=weights_only, mmap=mmap, **kwargs)
     except PermissionError as e:
         raise CheckpointError(f"{path} cannot be read: {e.strerror}") from None
+    except pickle.UnpicklingError as e:
+        # torch wraps the unpickler's own message in advice: "... WeightsUnpickler error: <message>\n\n..."
+        message = str(e).split("WeightsUnpickler error:")[-1].strip()
+        if re.search(r"global|allowlist|refusing", message, re.IGNORECASE):
+            raise  # a well-formed pickle holding an object the unpickler does not allow
+        error, detail = e, message  # bytes that are no pickle: "Unsupported operand 110", "pickle data was truncated"
     except (RuntimeError, EOFError, OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} cannot be read: the file is damaged or incomplete ({path.stat().st_size} "
-                              f"bytes; torch says {reason}); replace it with a good copy, or delete it") from e
+        error, detail = e, str(e).strip()
+    reason = type(error).__name__ + (f": {detail.splitlines()[0]}" if detail else "")
+    raise CheckpointError(f"{path} cannot be read: the file is damaged or incomplete ({path.stat().st_size} "
+                          f"bytes; torch says {reason}); replace it with a good copy, or delete it") from error
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
