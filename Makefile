@@ -9,7 +9,10 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+# Where the classification demo writes its data, weights and runs (make demo-classification DEMO_OUT=/tmp/x).
+DEMO_OUT ?= demo_output
+
+.PHONY: install test demo demo-classification bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +28,9 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m classification.demo
+
+demo-classification: $(STAMP)
+	$(PY) -m classification.demo --out '$(DEMO_OUT)'
 
 bench: $(STAMP)
 	$(PY) benchmarks/internvit.py all
