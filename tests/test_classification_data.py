@@ -187,6 +187,22 @@ def test_a_and_r_subsets_keep_full_labels_and_derive_the_classes_present(tmp_pat
         build_eval_set(config(root, "imagenet_r", classes=root / "classes.txt"))
 
 
+def test_wnid_folders_take_their_labels_from_the_1000_imagenet_synsets(tmp_path):
+    """MODEL.NUM_CLASSES 1000 without a class list: a folder's label is its wnid's place among the synsets."""
+    from pathlib import Path
+
+    from classification.dataset.class_folders import imagenet_synsets
+    wnids = imagenet_synsets()
+    assert len(wnids) == 1000 and wnids[:2] == ["n01440764", "n01443537"] and wnids == sorted(wnids)
+    chosen = [1, 100, 207, 333, 500, 640, 800, 999]  # the ImageNet-1K label of each of the kit's 8 classes
+    root = write_class_subset(tmp_path / "a", 12, KIT.classes[::2], KIT, start=70,
+                              folder_names=[wnids[i] for i in chosen])
+    eval_set = build_eval_set(config(root, "imagenet_a", MODEL__NUM_CLASSES=1000))
+    assert eval_set.class_subset == [1, 207, 500, 800]
+    assert [label for _, label in eval_set.dataset.samples] == [
+        chosen[KIT.sample(int(Path(path).stem)).label] for path, _ in eval_set.dataset.samples]
+
+
 def test_sketch_covers_every_class_in_grey(tmp_path):
     root = write_imagenet_sketch(tmp_path / "sketch", 16, KIT, start=90)
     eval_set = build_eval_set(config(root, "imagenet_sketch", classes=root / "classes.txt"))
