@@ -30,7 +30,8 @@ from internvl import InternVisionConfig  # noqa: E402
 from internvl.datakit import SyntheticImages, train_sentencepiece  # noqa: E402
 from internvl.caption_benchmarks import (BENCHMARKS, CaptionDataset, load_image_list,  # noqa: E402
                                         write_coco_karpathy)
-from internvl.internvl_cg import InternVLConfig, InternVLModel, build_cg_tokenizer, image_transform  # noqa: E402
+from internvl.internvl_cg import InternVLConfig, InternVLModel  # noqa: E402
+from internvl.processing_internvl_cg import build_cg_tokenizer, image_transform  # noqa: E402
 from internvl_g.evaluate_caption import collate_batch, generate_captions  # noqa: E402
 
 

@@ -37,7 +37,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .compat import CACHE_KEY, output_cache
 from .conversation import Conversation, get_conv_template
-from .intern_vit import VISION_LORA_TARGETS, InternVisionConfig, InternVisionModel
+from .intern_vit import InternVisionConfig, InternVisionModel
 from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase, causal_lm_loss, wrap_lora
 
 logger = logging.getLogger(__name__)
@@ -56,20 +56,16 @@ class _LLMSpec:
     module: str            # where the config and model classes live
     config_class: str
     model_class: str
-    lora_targets: Tuple[str, ...]  # the reference's LoRA target modules for this architecture
+    lora_family: str       # its key in internvl.modeling_utils.LORA_TARGETS
+    decoder_layer: str     # the class of one decoder block (what device maps must not split)
 
-
-_LLAMA_LIKE_LORA = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                    "mlp.gate_proj", "mlp.down_proj", "mlp.up_proj")
 
 SUPPORTED_LLMS = {
-    "InternLM2ForCausalLM": _LLMSpec("internvl.internlm2", "InternLM2Config", "InternLM2ForCausalLM",
-                                     ("attention.wqkv", "attention.wo", "feed_forward.w1", "feed_forward.w2",
-                                      "feed_forward.w3")),
-    "Qwen2ForCausalLM": _LLMSpec("transformers", "Qwen2Config", "Qwen2ForCausalLM", _LLAMA_LIKE_LORA),
-    "LlamaForCausalLM": _LLMSpec("transformers", "LlamaConfig", "LlamaForCausalLM", _LLAMA_LIKE_LORA),
-    "Phi3ForCausalLM": _LLMSpec("transformers", "Phi3Config", "Phi3ForCausalLM",
-                                ("mlp.down_proj", "mlp.gate_up_proj", "self_attn.o_proj", "self_attn.qkv_proj")),
+    "InternLM2ForCausalLM": _LLMSpec("internvl.internlm2", "InternLM2Config", "InternLM2ForCausalLM", "internlm2",
+                                     "InternLM2DecoderLayer"),
+    "Qwen2ForCausalLM": _LLMSpec("transformers", "Qwen2Config", "Qwen2ForCausalLM", "llama", "Qwen2DecoderLayer"),
+    "LlamaForCausalLM": _LLMSpec("transformers", "LlamaConfig", "LlamaForCausalLM", "llama", "LlamaDecoderLayer"),
+    "Phi3ForCausalLM": _LLMSpec("transformers", "Phi3Config", "Phi3ForCausalLM", "phi3", "Phi3DecoderLayer"),
 }
 
 
@@ -194,8 +190,7 @@ class InternVLChatModel(InternVLPreTrainedBase):
     main_input_name = "pixel_values"
     base_model_prefix = "language_model"
     supports_gradient_checkpointing = True
-    _no_split_modules = ["InternVisionModel", "LlamaDecoderLayer", "InternLM2DecoderLayer", "Phi3DecoderLayer",
-                         "Qwen2DecoderLayer"]
+    _no_split_modules = ["InternVisionModel"] + sorted({spec.decoder_layer for spec in SUPPORTED_LLMS.values()})
     _supports_flash_attn = True
     _supports_flash_attn_2 = True  # the name transformers < 4.48 reads
     _supports_sdpa = True
@@ -249,11 +244,11 @@ class InternVLChatModel(InternVLPreTrainedBase):
     # ------------------------------------------------------------------ LoRA (needs peft)
     def wrap_backbone_lora(self, r: int = 128, lora_alpha: int = 256, lora_dropout: float = 0.05) -> None:
         """Wrap the vision model with LoRA adapters on its attention and MLP linears."""
-        self.vision_model = wrap_lora(self.vision_model, VISION_LORA_TARGETS, r, lora_alpha, lora_dropout)
+        self.vision_model = wrap_lora(self.vision_model, "intern_vit", r, lora_alpha, lora_dropout)
 
     def wrap_llm_lora(self, r: int = 128, lora_alpha: int = 256, lora_dropout: float = 0.05) -> None:
         """Wrap the language model with LoRA adapters on the reference's target modules for its architecture."""
-        self.language_model = wrap_lora(self.language_model, _llm_spec(self.llm_arch_name).lora_targets, r,
+        self.language_model = wrap_lora(self.language_model, _llm_spec(self.llm_arch_name).lora_family, r,
                                         lora_alpha, lora_dropout, task_type="CAUSAL_LM")
         self.language_model.enable_input_require_grads()
 
@@ -572,3 +567,6 @@ def register_internvl_chat() -> None:
     AutoConfig.register(InternVLChatConfig.model_type, InternVLChatConfig, exist_ok=True)
     AutoModel.register(InternVLChatConfig, InternVLChatModel, exist_ok=True)
     AutoModelForCausalLM.register(InternVLChatConfig, InternVLChatModel, exist_ok=True)
+
+
+register_internvl_chat()

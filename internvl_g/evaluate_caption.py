@@ -27,35 +27,38 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
-from tqdm import tqdm
-
 from internvl.caption_benchmarks import BENCHMARKS, CaptionDataset, load_image_list
 from internvl.caption_metrics import average_length, check_java, load_coco_references, score_captions, summary_line
 from internvl.cli import run_main
 from internvl.errors import MissingFileError
-from internvl.internvl_cg import CAPTION_PROMPT, InternVLModel, build_cg_tokenizer, image_transform
-from internvl.runtime import (all_gather_object, barrier, cleanup_distributed, init_distributed, resolve_dtype,
-                              seed_everything, setup_logging, shard_indices)
+from internvl.processing_internvl_cg import CAPTION_PROMPT, build_cg_tokenizer, image_transform
+
+# torch, transformers and the model are imported where they are used, so --help and flag errors are instant.
 
 log = logging.getLogger("internvl_g.evaluate_caption")
 
 
 def collate_batch(batch):
     """``[(pixel_values, image_id), ...]`` -> ``(pixel_values (B, 3, H, W), [image_id, ...])``."""
+    import torch
+
     pixel_values, image_ids = zip(*batch)
     return torch.stack(pixel_values), list(image_ids)
 
 
-@torch.inference_mode()
-def generate_captions(model, tokenizer, loader, prompt: str, generation: dict, device: torch.device,
-                      dtype: torch.dtype, desc: str = "captioning", progress: bool = True) -> list[tuple[int, str]]:
+def generate_captions(model, tokenizer, loader, prompt: str, generation: dict, device, dtype,
+                      desc: str = "captioning", progress: bool = True) -> list[tuple[int, str]]:
     """``(image_id, caption)`` for every batch of ``loader``: one ``model.generate`` call per batch."""
+    import torch
+    from tqdm import tqdm
+
     results = []
     for pixel_values, image_ids in tqdm(loader, desc=desc, disable=not progress, dynamic_ncols=True):
         tokens = tokenizer.tokenize([prompt] * len(image_ids))
-        output = model.generate(pixel_values=pixel_values.to(device, dtype), input_ids=tokens.input_ids.to(device),
-                                attention_mask=tokens.attention_mask.to(device), **generation)
+        with torch.inference_mode():
+            output = model.generate(pixel_values=pixel_values.to(device, dtype),
+                                    input_ids=tokens.input_ids.to(device),
+                                    attention_mask=tokens.attention_mask.to(device), **generation)
         captions = tokenizer.batch_decode(output, skip_special_tokens=True)  # new tokens only, stripped
         if not results:
             log.info("first captions: %s", captions[:4])
@@ -112,27 +115,29 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error("--min-new-tokens must be between 0 and --max-new-tokens")
     if args.num_workers < 0:
         parser.error("--num-workers must be >= 0")
-    if args.dtype != "auto":
-        try:
-            resolve_dtype(args.dtype)
-        except ValueError as e:
-            parser.error(f"--dtype: {e}")
     return args
 
 
-def load_model(checkpoint: str, device: torch.device, dtype: torch.dtype):
+def load_model(checkpoint: str, device, dtype):
     """The tokenizer first (a checkpoint without tokenizer files fails in a second, not after loading
     14B parameters), then the model, in ``dtype`` on ``device``."""
     if not Path(checkpoint).is_dir():
         raise MissingFileError(f"checkpoint directory not found: {checkpoint}; see pretrained/README.md")
+    from internvl.internvl_cg import InternVLModel
+
     tokenizer = build_cg_tokenizer(checkpoint, task="caption")  # no EOS after the prompt
     model = InternVLModel.from_pretrained(checkpoint, torch_dtype=dtype, low_cpu_mem_usage=True)
     return model.to(device).eval(), tokenizer
 
 
 def evaluate(args: argparse.Namespace) -> list[list]:
+    import torch
+
+    from internvl.runtime import (all_gather_object, barrier, init_distributed, resolve_dtype, seed_everything,
+                                  setup_logging, shard_indices)
+
     info = init_distributed()
-    setup_logging(info.rank)
+    setup_logging(info.rank, log_file=Path(args.out_dir) / "log_rank0.txt")  # errors too (run_main)
     seed_everything(args.seed, info.rank)
     dtype = resolve_dtype(args.dtype, info.device)
     if info.is_main:
@@ -192,6 +197,8 @@ def evaluate(args: argparse.Namespace) -> list[list]:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
+    from internvl.runtime import cleanup_distributed
+
     try:
         evaluate(args)
     finally:

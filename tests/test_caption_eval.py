@@ -18,7 +18,8 @@ from internvl.caption_benchmarks import (BENCHMARKS, CaptionDataset, load_image_
 from internvl.caption_metrics import (METRICS, JavaNotFoundError, check_java, load_coco_references,
                                         score_captions, summary_line)
 from internvl.datakit import SyntheticImages
-from internvl.internvl_cg import image_transform
+from internvl.errors import ConfigError
+from internvl.processing_internvl_cg import image_transform
 from internvl.runtime import shard_indices
 from internvl.transforms import ImageDecodeError
 from internvl_g.evaluate_caption import parse_args
@@ -186,7 +187,7 @@ def test_command_line_is_validated():
     args = parse_args(["--checkpoint", "x"])
     assert (args.datasets, args.prompt, args.num_beams, args.min_new_tokens, args.max_new_tokens) == \
         (["coco", "flickr30k", "nocaps"], "English caption:", 5, 8, 30)
-    for bad in (["--datasets", "coco,vqa"], ["--batch-size", "0"], ["--min-new-tokens", "40"], ["--dtype", "int8"]):
+    for bad in (["--datasets", "coco,vqa"], ["--batch-size", "0"], ["--min-new-tokens", "40"]):
         with pytest.raises(SystemExit):
             parse_args(["--checkpoint", "x", *bad])
 
@@ -265,7 +266,8 @@ def test_evaluate_sh_captions_and_scores_every_benchmark(evaluate_sh_run, captio
 def test_cli_captions_are_the_models_beam_search_captions(evaluate_sh_run, tiny_checkpoint, caption_data):
     """What the CLI wrote equals InternVLModel.generate called by hand, one image at a time, with the
     published settings (prompt without EOS, beam 5, 8..30 new tokens)."""
-    from internvl.internvl_cg import InternVLModel, build_cg_tokenizer, image_transform
+    from internvl.internvl_cg import InternVLModel
+    from internvl.processing_internvl_cg import build_cg_tokenizer, image_transform
     from internvl.transforms import open_image
 
     _, out_dir = evaluate_sh_run
@@ -286,7 +288,8 @@ def test_cli_captions_are_the_models_beam_search_captions(evaluate_sh_run, tiny_
 
 
 def test_batched_generation_equals_one_image_at_a_time(tiny_checkpoint, caption_data):
-    from internvl.internvl_cg import InternVLModel, build_cg_tokenizer
+    from internvl.internvl_cg import InternVLModel
+    from internvl.processing_internvl_cg import build_cg_tokenizer
     from internvl_g.evaluate_caption import collate_batch, generate_captions
 
     model = InternVLModel.from_pretrained(tiny_checkpoint, torch_dtype=torch.float32).eval()
@@ -317,7 +320,9 @@ def test_bad_checkpoint_and_missing_java_fail_before_generation(tiny_checkpoint,
         evaluate_caption.main(argv)
     with pytest.raises(FileNotFoundError, match="checkpoint directory not found: .*nowhere"):
         evaluate_caption.main(["--checkpoint", str(tmp_path / "nowhere"), *argv[2:]])
+    with pytest.raises(ConfigError, match="unsupported dtype 'int8'"):
+        evaluate_caption.main(["--checkpoint", str(tiny_checkpoint), *argv[2:], "--dtype", "int8"])
     monkeypatch.setenv("PATH", str(tmp_path))  # no java: refused up front, before the model loads
     with pytest.raises(JavaNotFoundError, match="no `java` on the PATH"):
         evaluate_caption.main(["--checkpoint", str(tiny_checkpoint), *argv[2:]])
-    assert not (tmp_path / "out").exists()
+    assert not list((tmp_path / "out").glob("*.json"))  # nothing written but the log
