@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import yaml
 from yacs.config import CfgNode as CN
 
-from internvl.errors import ConfigError
+from internvl.errors import ConfigError, MissingFileError
 
 _C = CN()
 _C.BASE = [""]  # base config files, merged first (relative to the file that names them)
@@ -303,6 +303,23 @@ def check_config(config: CN) -> None:
                  "all tokens would not fit: use cls_patch_concat, cls_token or clip_projector")
     if DATASETS[config.DATA.DATASET].test_only and not config.EVAL_MODE:
         fail("DATA.DATASET", f"{config.DATA.DATASET} has only a test split: evaluate with --eval (and --resume)")
+
+
+def check_inputs(config: CN) -> None:
+    """Every file and folder the config names exists, checked before a model is built: loading a 6B backbone
+    takes minutes, which a mistyped data path should not cost. A missing one is an error naming its key."""
+    if not config.DATA.DATA_PATH:
+        raise ConfigError("DATA.DATA_PATH is not set: give the dataset folder (--data-path or --opts DATA.DATA_PATH)")
+    weights = "see pretrained/README.md for"
+    for key, path, hint in (
+            ("MODEL.INTERN_VIT_6B.PRETRAINED", config.MODEL.INTERN_VIT_6B.PRETRAINED,
+             f"{weights} intern_vit_6b_224px.pth (or give an InternViT HF directory)"),
+            ("MODEL.PRETRAINED", config.MODEL.PRETRAINED, f"{weights} the published heads"),
+            ("MODEL.RESUME", config.MODEL.RESUME, "--resume takes a checkpoint file"),
+            ("DATA.DATA_PATH", config.DATA.DATA_PATH, "see data/README.md (Image classification) for the layouts"),
+            ("DATA.CLASS_NAMES", config.DATA.CLASS_NAMES, "a file with one class name per line, in label order")):
+        if path and not os.path.exists(path):
+            raise MissingFileError(f"{key}: {path} not found; {hint}")
 
 
 def mixup_active(config: CN) -> bool:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from classification.checkpoint import (TrainState, auto_resume, model_tensors, read_checkpoint,
                                        remove_step_checkpoints)
-from classification.config import get_config, mixup_active, run_name
+from classification.config import check_inputs, get_config, mixup_active, run_name
 from classification.dataset import (BadImageError, TrainBatchSampler, UnreadableImages, build_eval_set,
                                     build_train_feature_source, build_train_set, eval_batches, make_loader, seeded)
 from classification.features import build_feature_cache
@@ -345,6 +345,7 @@ def throughput(loader, model, info: DistInfo, amp_dtype) -> float:
 # --------------------------------------------------------------------------- the run
 def main(config, info: DistInfo) -> dict:
     """Train (or with ``EVAL_MODE`` evaluate, with ``THROUGHPUT_MODE`` time) as ``config`` says."""
+    check_inputs(config)
     config = scale_lr(config, info.world_size)
     output = Path(config.OUTPUT)
     output.mkdir(parents=True, exist_ok=True)

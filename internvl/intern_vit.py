@@ -26,6 +26,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
 
+from .errors import MissingFileError
 from .layers import DropPath, RMSNorm, attention
 from .modeling_utils import WEIGHTS_HELP, InternVLConfigBase, InternVLPreTrainedBase
 from .runtime import load_torch_file, unwrap_state_dict
@@ -337,7 +338,7 @@ def load_state_dict_file(path: Union[str, os.PathLike]) -> dict:
     (:func:`internvl.runtime.unwrap_state_dict`). A damaged ``.pth``/``.bin`` is an error naming it."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}; {WEIGHTS_HELP}")
+        raise MissingFileError(f"checkpoint not found: {path}; {WEIGHTS_HELP}")
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
         return load_file(path)
@@ -360,14 +361,20 @@ def _name_pattern(template: str) -> re.Pattern:
     return re.compile(pattern + "$")
 
 
-def rename_timm_hf(name: str, to_hf: bool = True) -> Optional[str]:
-    """Translate one tensor name between the timm/classification and HF layouts (None: not backbone)."""
-    for timm_name, hf_name in _TIMM_TO_HF_NAMES:
-        source, target = (timm_name, hf_name) if to_hf else (hf_name, timm_name)
+def rename_with_table(name: str, table: list, to_hf: bool = True) -> Optional[str]:
+    """Translate one tensor name with a table of ``(checkpoint name, HF name)`` templates, in either direction;
+    ``{layer}`` stands for a layer number and ``{rest}`` for the rest of the name. None: no template matches."""
+    for checkpoint_name, hf_name in table:
+        source, target = (checkpoint_name, hf_name) if to_hf else (hf_name, checkpoint_name)
         match = _name_pattern(source).match(name)
         if match:
             return target.format(**match.groupdict())
     return None
+
+
+def rename_timm_hf(name: str, to_hf: bool = True) -> Optional[str]:
+    """Translate one tensor name between the timm/classification and HF layouts (None: not backbone)."""
+    return rename_with_table(name, _TIMM_TO_HF_NAMES, to_hf)
 
 
 def convert_classification_state_dict(state_dict: dict) -> tuple[dict, dict]:

@@ -280,7 +280,7 @@ def test_user_errors_are_one_line_and_bugs_a_traceback_both_in_the_log(data, tmp
     local = dict(data)
     opts = ["TRAIN.EPOCHS", "1"]
     expected = {"config key": "error: --opts: unknown config key TRAIN.EPOCH (valid keys in TRAIN: ",
-                "missing data": f"error: DATA.DATA_PATH='{tmp_path / 'nowhere'}' is not a folder",
+                "missing data": f"error: DATA.DATA_PATH: {tmp_path / 'nowhere'} not found; see data/README.md",
                 "unreadable images": "exceed DATA.MAX_BAD_IMAGES=0",
                 "bug": "unexpected error (a bug; please report it with this traceback): RuntimeError('boom')"}[case]
     if case == "config key":
