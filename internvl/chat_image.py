@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from PIL import Image
 
-from .errors import DataError, MissingFileError
+from .errors import DataError, MissingDependencyError, MissingFileError
 from .transforms import build_transform, open_image
 
 __all__ = ["target_grids", "find_closest_aspect_ratio", "dynamic_preprocess", "load_image", "frame_indices",
@@ -126,7 +126,7 @@ def _read_frames(path: str, num_segments: int, bound) -> List[Image.Image]:
     try:
         import av
     except ImportError:
-        raise ImportError(f"load_video({path!r}) needs a video reader: pip install av (or decord)") from None
+        raise MissingDependencyError(f"load_video({path!r}) needs a video reader: pip install av (or decord)") from None
     with av.open(path) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 0)

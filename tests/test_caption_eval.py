@@ -263,6 +263,32 @@ def test_evaluate_sh_captions_and_scores_every_benchmark(evaluate_sh_run, captio
         assert score_captions(references, {c["image_id"]: c["caption"] for c in captions}) == report["scores"]
 
 
+def test_two_cpu_ranks_write_the_captions_of_one(evaluate_sh_run, tiny_checkpoint, caption_data, tmp_path):
+    """GPUS=2 without a GPU: two gloo processes caption contiguous shards; rank 0 gathers them in list order
+    and writes the same file, with the same scores, as one process."""
+    _, single_dir = evaluate_sh_run
+    out_dir = tmp_path / "two"
+    run = subprocess.run(["bash", str(REPO / "internvl_g" / "evaluate.sh"), str(tiny_checkpoint), "caption-coco",
+                          "--batch-size", "2", "--num-workers", "0"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300, env=_env(GPUS="2", CUDA_VISIBLE_DEVICES="", MASTER_PORT=_free_port(),
+                                               DATA_ROOT=str(caption_data), OUT_DIR=str(out_dir)))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "torchrun on the CPU: 2 processes (gloo)" in run.stderr
+    (two,) = out_dir.glob("coco_" + "[0-9]" * 12 + ".json")
+    (one,) = single_dir.glob("coco_" + "[0-9]" * 12 + ".json")
+    assert json.loads(two.read_text()) == json.loads(one.read_text())
+    scores = [json.loads(f.with_name(f.stem + "_scores.json").read_text()) for f in (two, one)]
+    assert scores[0]["scores"] == scores[1]["scores"] and scores[0]["world_size"] == 2
+
+
+def _free_port() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
 def test_cli_captions_are_the_models_beam_search_captions(evaluate_sh_run, tiny_checkpoint, caption_data):
     """What the CLI wrote equals InternVLModel.generate called by hand, one image at a time, with the
     published settings (prompt without EOS, beam 5, 8..30 new tokens)."""
