@@ -4,7 +4,7 @@
     python benchmarks/classification.py --device cuda --hidden 3200 --heads 25 --depth 48 --batch 32
 
 Three ways to train the head on a frozen backbone, through the pipeline's own code (the train loop
-``classification.main.train_one_epoch``, data loading, transforms, optimizer):
+``classification.engine.train_one_epoch``, data loading, transforms, optimizer):
 
 1. ``torch.no_grad`` around the backbone (``MODEL.INTERN_VIT_6B.FROZEN_FORWARD: no_grad``);
 2. ``torch.inference_mode`` (the default): no version counters or view tracking on the backbone's tensors;
@@ -32,7 +32,7 @@ from classification.config import load_config
 from classification.dataset import (TrainBatchSampler, UnreadableImages, build_train_feature_source,
                                     build_train_set, make_loader, write_imagenet_lists)
 from classification.features import build_feature_cache
-from classification.main import Training, amp_dtype_for, build_criterion, train_one_epoch
+from classification.engine import Training, amp_dtype_for, build_criterion, train_one_epoch
 from classification.model import build_model
 from classification.optim import LRSchedule, build_optimizer
 from internvl.datakit import SyntheticImages

@@ -9,7 +9,8 @@ import torch
 
 from classification.config import load_config
 from classification.dataset import DATASETS
-from classification.main import parse_option, scale_lr
+from classification.engine import scale_lr
+from classification.main import parse_option
 from classification.optim import LRSchedule, build_optimizer, param_groups
 from internvl.errors import ConfigError
 

@@ -11,7 +11,7 @@ from helpers import tiny_vit_6b_family
 from classification.checkpoint import TrainState
 from classification.config import load_config
 from classification.dataset import Batch, UnreadableImages
-from classification.main import Training, amp_dtype_for, build_criterion, needs_loss_scaling, train_one_epoch
+from classification.engine import Training, amp_dtype_for, build_criterion, needs_loss_scaling, train_one_epoch
 from classification.model import InternViTClassifier
 from classification.optim import HeadEma, LRSchedule, build_optimizer
 from internvl import InternVisionModel

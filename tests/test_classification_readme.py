@@ -4,7 +4,8 @@ The commands are read from the READMEs' ```bash blocks, so a README edit is test
 command needs decides how far it runs here (no GPU, no cluster, no published weights, no ImageNet):
 
 * ``bash classification/train_in1k.sh ...`` runs with ``DRY_RUN=1`` (the launcher prints the srun /
-  torchrun / python command instead of starting it), and the ``main.py`` command line it prints must
+  torchrun command instead of starting it), the commands meant for GPU nodes on what looks like one (an
+  ``nvidia-smi`` that lists 8 GPUs: the launcher asks it), and the ``main.py`` command line it prints must
   parse and load its config; ``GPUS=0 bash classification/train_in1k.sh`` runs for real, from a folder
   without the weights: the whole chain (script, launcher, ``main.py`` run as a file) ends in the one-line
   error naming the missing weights, also written to the run's log_rank0.txt;
@@ -99,19 +100,33 @@ def test_readme_command_runs_as_written(readme, argv, monkeypatch, tmp_path):
         assert command[1] == "classification/train_in1k.sh", argv
         if env == {"GPUS": "0"} and len(command) == 2:
             return run_for_real_without_weights(command, tmp_path)
-        out = subprocess.run(command, env=clean_env(**{**env, "DRY_RUN": "1"}), capture_output=True, text=True)
+        run_env = clean_env(**{**env, "DRY_RUN": "1"})
+        if "GPUS" not in env or "NNODES" in env:  # the README's commands for GPU nodes ("GPUS=2": CPU processes)
+            run_env["PATH"] = f"{fake_nvidia_smi(tmp_path)}{os.pathsep}{run_env['PATH']}"
+        out = subprocess.run(command, env=run_env, capture_output=True, text=True)
         assert out.returncode == 0, f"{shlex.join(argv)}\n{out.stderr}"
         printed = shlex.split(out.stdout)
         partition = env.get("PARTITION") or (command[2] if len(command) > 2 and command[2][0] not in "-/" and not
                                              command[2].endswith(".yaml") else None)
         if partition:  # srun on that partition, for the README's PARTITION=... and upstream's positional form
             assert printed[:3] == ["srun", "-p", partition], printed
+        else:
+            assert printed[1:3] == ["-m", "torch.distributed.run"], printed
         args = main_py_args(printed)
         assert args[args.index("--output") + 1] == "work_dirs"
     else:
         args = main_py_args(command)
     _, config = parse_option(args)  # every flag exists and the config loads and passes its checks
     assert config.MODEL.NAME == Path(args[args.index("--cfg") + 1]).stem
+
+
+def fake_nvidia_smi(tmp_path: Path) -> Path:
+    """A folder with an ``nvidia-smi`` that lists 8 GPUs, as on the cluster nodes the READMEs describe."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "nvidia-smi").write_text(
+        "#!/usr/bin/env bash\nfor i in 0 1 2 3 4 5 6 7; do echo \"GPU $i: NVIDIA H100 80GB HBM3 (UUID: GPU-$i)\"; done\n")
+    (tmp_path / "bin" / "nvidia-smi").chmod(0o755)
+    return tmp_path / "bin"
 
 
 def run_for_real_without_weights(command: list[str], tmp_path: Path):

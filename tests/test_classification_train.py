@@ -294,7 +294,7 @@ def test_user_errors_are_one_line_and_bugs_a_traceback_both_in_the_log(data, tmp
     else:
         def broken(*_, **__):
             raise RuntimeError("boom")
-        monkeypatch.setattr("classification.main.build_model", broken)
+        monkeypatch.setattr("classification.engine.build_model", broken)
     assert run_main(run, args(local, tmp_path, *opts)) == 1
     log = (tmp_path / "intern_vit_tiny_synthetic" / "log_rank0.txt").read_text()
     stderr = capsys.readouterr().err
