@@ -16,7 +16,8 @@ print("HEAVY:" + ",".join(heavy))
 """
 
 COMMANDS = ["internvl_chat.chat", "internvl_g.evaluate_caption", "internvl_chat.evaluate_caption",
-            "internvl_chat.merge_lora", "internvl_chat.data", "segmentation.train", "segmentation.test"]
+            "internvl_chat.merge_lora", "internvl_chat.data", "segmentation.train", "segmentation.test",
+            "classification.main", "classification.demo"]
 
 
 @pytest.mark.parametrize("module", COMMANDS)
