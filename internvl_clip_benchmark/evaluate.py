@@ -94,14 +94,14 @@ class Session:
 
 
 def _device(args) -> str:
+    """CLIP Benchmark's choice of device. Under --distributed the process's GPU becomes the current one and
+    the device is called "cuda": its metric code passes the device to torch.autocast, which rejects "cuda:N"."""
     if not torch.cuda.is_available():
         return "cpu"
     if args.distributed:
         from clip_benchmark.cli import world_info_from_env
 
-        local_rank = world_info_from_env()[0]
-        torch.cuda.set_device(local_rank)
-        return f"cuda:{local_rank}"
+        torch.cuda.set_device(world_info_from_env()[0])
     return "cuda"
 
 

@@ -15,7 +15,7 @@ when it changes. A retrained checkpoint written to the same path, another ``forc
 other transform of a model name, a replaced image: each is another key, never a stale read::
 
     <feature_cache_dir>/fingerprints.json               weight file -> sha256 (by path, size, mtime, inode)
-    <feature_cache_dir>/<sha256 of the key>.pt          {"key": {...}, "features": float32 (N, D)}
+    <feature_cache_dir>/<sha256 of the key>.pt          {"key": {...}, "features": (N, D), as the model gave them}
 
 A dataset is reusable when its images are files it can list (:func:`image_view`): the InternVL
 additions (Flickr30K, COCO, XTD, Birdsnap) and torchvision folder datasets (ImageNet and the
@@ -134,8 +134,9 @@ def _worker_message(err: UserError) -> str:
 @torch.no_grad()
 def encode_images(model, images: Dataset, batch_size: int, num_workers: int, device: str, amp: bool,
                   verbose: bool = True) -> torch.Tensor:
-    """``model.encode_image`` of every image, as float32 rows on the CPU (mixed precision as LAION's metrics
-    use it: ``torch.autocast(device type, enabled=amp)``)."""
+    """``model.encode_image`` of every image, as rows on the CPU in the dtype the model gives them (mixed
+    precision as LAION's metrics use it, ``torch.autocast(device type, enabled=amp)``, so the stored rows are
+    exactly what its image loop would compare)."""
     from tqdm import tqdm
 
     loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers)
@@ -144,7 +145,7 @@ def encode_images(model, images: Dataset, batch_size: int, num_workers: int, dev
     try:
         for batch in tqdm(loader, desc="image features", disable=not verbose):
             with torch.autocast(device_type, enabled=amp):
-                rows.append(model.encode_image(batch.to(device)).float().cpu())
+                rows.append(model.encode_image(batch.to(device)).cpu())
     except UserError as err:
         raise type(err)(_worker_message(err)) from None
     return torch.cat(rows)

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -166,11 +165,17 @@ def _model_type_of(directory: Path) -> Optional[str]:
 
 
 def _load_pth(pth: Path, companion: Path, dtype: torch.dtype):
+    from internvl.intern_vit import load_state_dict_file
     from internvl.internvl_cg import load_internvl_c_pth
 
     try:
-        return load_internvl_c_pth(pth, config=_c_only_config(companion), torch_dtype=dtype)
-    except (ValueError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as e:
+        state_dict = load_state_dict_file(pth)
+    except Exception as e:  # noqa: BLE001 - torch.load of a damaged file raises anything (IndexError, EOFError, ...)
+        raise CheckpointError(f"cannot read {pth} as a PyTorch checkpoint ({type(e).__name__}: {e}); expected "
+                              f"internvl_c_13b_224px.pth; {WEIGHTS_HELP}") from None
+    try:
+        return load_internvl_c_pth(state_dict, config=_c_only_config(companion), torch_dtype=dtype)
+    except (ValueError, RuntimeError, KeyError) as e:
         raise CheckpointError(f"cannot load {pth} as internvl_c_13b_224px.pth (InternVL-C): {e}") from None
 
 
