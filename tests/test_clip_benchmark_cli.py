@@ -13,38 +13,35 @@ import torch
 
 from internvl.cli import run_main
 from internvl.datakit import SyntheticImages
-from internvl.datakit.checkpoints import write_tiny_internvl_c_pth, write_tiny_internvl_cg
-from internvl.internvl_cg import InternVLModel
+from internvl.datakit.checkpoints import write_tiny_internvl_cg
 from internvl.retrieval_data import write_flickr30k
 from internvl_clip_benchmark.cli import main
 from internvl_clip_benchmark.datasets import build_dataset
-from internvl_clip_benchmark.datasets.imagenet import write_imagenet_val
 from internvl_clip_benchmark.datasets.webdataset import write_wds_classification
-from internvl_clip_benchmark.datasets.xtd import write_xtd
+from internvl_clip_benchmark.demo import XTD_LANGUAGES, write_demo
 from internvl_clip_benchmark.evaluate import Session, topk_accuracy
 from internvl_clip_benchmark.features import FeatureDataset, FeatureModel
 from internvl_clip_benchmark.models import MODELS, load_internvl
 
 REPO = Path(__file__).resolve().parents[1]
 KIT = SyntheticImages(num_classes=4, image_size=64)
-XTD8 = ["en", "es", "fr", "zh", "it", "ko", "ru", "jp"]
+XTD8 = list(XTD_LANGUAGES)
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pretrained")
-    hf = write_tiny_internvl_cg(root / "InternVL-14B-224px")
-    write_tiny_internvl_c_pth(root / "internvl_c_13b_224px.pth", model=InternVLModel.from_pretrained(hf))
-    return root
+def demo(tmp_path_factory):
+    """The README's try-out layout: tiny checkpoints in pretrained/, synthetic datasets in data/."""
+    return write_demo(tmp_path_factory.mktemp("demo"), images=12)
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_imagenet_val(root / "imagenet-1k", 16, kit=KIT)
-    write_flickr30k(root / "flickr30k", 12, languages=("en", "cn"), kit=KIT, start=100)
-    write_xtd(root / "mscoco_captions", 12, languages=XTD8, kit=KIT, start=200)
-    return root
+def pretrained(demo):
+    return demo / "pretrained"
+
+
+@pytest.fixture(scope="module")
+def data(demo):
+    return demo / "data"
 
 
 def _source(pretrained, name):
