@@ -39,7 +39,7 @@ from internvl.runtime import atomic_save
 from internvl.transforms import ImageDecodeError, open_image
 
 __all__ = ["ImageView", "image_view", "ImageFiles", "FeatureStore", "FeatureModel", "FeatureDataset",
-           "content_fingerprint", "encode_images", "CACHE_VERSION"]
+           "content_fingerprint", "files_digest", "encode_images", "CACHE_VERSION"]
 
 CACHE_VERSION = 1  # bump when the stored content or its meaning changes
 
