@@ -72,7 +72,7 @@ def throughput(device: str, batch: int, rounds: int, iters: int) -> None:
 def throughput_6b(device: str, batch: int, iters: int) -> None:
     """The full InternViT-6B (224px, bf16, random weights) on a GPU: images/s with the attention
     backend the dispatcher picks vs the explicit softmax(QK^T)V reference path."""
-    from internvl.layers import attention_backends, set_attention_backend
+    from internvl.layers import available_kernels, set_attention_backend
 
     with torch.device("meta"):
         model = InternVisionModel(InternVisionConfig())
@@ -82,7 +82,7 @@ def throughput_6b(device: str, batch: int, iters: int) -> None:
             p.normal_(0, 0.02)
     pixels = torch.randn(batch, 3, 224, 224, device=device, dtype=torch.bfloat16)
     print(f"\n== InternViT-6B forward, {device}, bf16, batch {batch}, 224px "
-          f"(flash-attn installed: {attention_backends()['flash']}) ==")
+          f"(flash-attn installed: {available_kernels()['flash']}) ==")
     results = {}
     with torch.inference_mode():
         for backend in ("auto", "eager"):

@@ -26,6 +26,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from internvl.compat import enable_activation_checkpointing
 from internvl.intern_vit import InternVisionConfig, InternVisionModel, rename_timm_hf
 from internvl.internvl_cg import AttentionPooling
 
@@ -258,5 +259,5 @@ def build_model(config, dtype: Optional[torch.dtype] = None) -> InternViTClassif
     if config.DATA.IMG_SIZE != backbone.config.image_size:  # once, instead of interpolating in every forward
         backbone.resize_pos_embeddings(config.DATA.IMG_SIZE)
     if config.TRAIN.USE_CHECKPOINT and not vit.FREEZE_VIT:
-        backbone.gradient_checkpointing_enable()
+        enable_activation_checkpointing(backbone)
     return model

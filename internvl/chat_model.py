@@ -35,6 +35,7 @@ from torch import nn
 from transformers import AutoConfig, GenerationConfig, PretrainedConfig
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from .compat import CACHE_KEY, output_cache
 from .conversation import Conversation, get_conv_template
 from .intern_vit import VISION_LORA_TARGETS, InternVisionConfig, InternVisionModel
 from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase, causal_lm_loss, wrap_lora
@@ -167,13 +168,6 @@ class InternVLChatConfig(InternVLConfigBase):
     def image_size(self) -> int:
         """Tile size in pixels."""
         return self.force_image_size or self.vision_config.image_size
-
-    def to_dict(self) -> dict:
-        out = super().to_dict()
-        llm = out["llm_config"]
-        if llm.get("dtype") is not None:
-            llm["torch_dtype"] = llm["dtype"]  # the published key, as InternVLConfigBase writes it
-        return out
 
     def to_diff_dict(self) -> dict:
         """What ``config.json`` holds: the fields that differ from ``PretrainedConfig``'s defaults, and the
@@ -339,7 +333,7 @@ class InternVLChatModel(InternVLPreTrainedBase):
                 image_flags: Optional[torch.LongTensor] = None, past_key_values=None,
                 labels: Optional[torch.LongTensor] = None, use_cache: Optional[bool] = None,
                 output_attentions: Optional[bool] = None, output_hidden_states: Optional[bool] = None,
-                return_dict: Optional[bool] = None) -> Union[Tuple, CausalLMOutputWithPast]:
+                return_dict: Optional[bool] = None, cache=None) -> Union[Tuple, CausalLMOutputWithPast]:
         """Language-model logits (and the next-token loss with ``labels``, -100 = ignored) for prompts whose
         ``<IMG_CONTEXT>`` tokens are replaced by the features of ``pixel_values``.
 
@@ -358,17 +352,17 @@ class InternVLChatModel(InternVLPreTrainedBase):
                 vit_embeds = vit_embeds[image_flags == 1]
         inputs_embeds = self._merge_image_features(input_ids, vit_embeds)
         outputs = self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                      position_ids=position_ids, past_key_values=past_key_values, use_cache=use_cache,
+                                      position_ids=position_ids, use_cache=use_cache,
                                       output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-                                      return_dict=True)
+                                      return_dict=True, **{CACHE_KEY: cache if cache is not None else past_key_values})
         logits = outputs.logits
         loss = causal_lm_loss(logits, labels) if labels is not None else None
         if not return_dict:
-            rest = tuple(v for v in (outputs.past_key_values, outputs.hidden_states, outputs.attentions)
+            rest = tuple(v for v in (output_cache(outputs), outputs.hidden_states, outputs.attentions)
                          if v is not None)
             return ((loss,) if loss is not None else ()) + (logits,) + rest
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
-                                      hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                      attentions=outputs.attentions, **{CACHE_KEY: output_cache(outputs)})
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()

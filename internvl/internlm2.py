@@ -34,11 +34,9 @@ Where this differs from the published remote code, on purpose:
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin
 from transformers.activations import ACT2FN
@@ -46,7 +44,8 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils import logging
 
-from .layers import RMSNorm, RotaryEmbedding, apply_rotary, attention
+from .compat import CACHE_KEY, output_cache, rope_settings, tied_weights_keys
+from .layers import RMSNorm, RotaryEmbedding, apply_rotary, attention, decoder_mask, eager_attention
 from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase, causal_lm_loss, init_decoder_weights
 
 logger = logging.get_logger(__name__)
@@ -116,6 +115,23 @@ class InternLM2Config(InternVLConfigBase):
         super().__init__(pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id,
                          tie_word_embeddings=tie_word_embeddings, **kwargs)
 
+    # The published files spell RoPE as rope_theta + rope_scaling ({"type", "factor"}), which the published
+    # remote code reads; transformers 5 would fold them into one rope_parameters dict. Keep them as written.
+    @property
+    def rope_scaling(self) -> Optional[dict]:
+        return self.__dict__.get("_rope_scaling")
+
+    @rope_scaling.setter
+    def rope_scaling(self, value: Optional[dict]) -> None:
+        self.__dict__["_rope_scaling"] = value
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        out.pop("_rope_scaling", None)
+        out.pop("rope_parameters", None)
+        out["rope_scaling"] = self.rope_scaling
+        return out
+
     @classmethod
     def from_dict(cls, config_dict, **kwargs):
         # transformers (4.57 for one) replaces a config file's "attn_implementation" with the caller's keyword,
@@ -173,7 +189,8 @@ class InternLM2Attention(nn.Module):
         return q.transpose(1, 2), qkv[..., -2, :].transpose(1, 2), qkv[..., -1, :].transpose(1, 2)
 
     def forward(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                attn_mask: Optional[torch.Tensor] = None, past_key_values: Optional[Cache] = None,
+                attn_mask: Optional[torch.Tensor] = None, causal: bool = True,
+                past_key_values: Optional[Cache] = None,
                 output_attentions: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         batch, seq, _ = hidden_states.shape
         q, k, v = self.split_qkv(hidden_states)
@@ -182,10 +199,9 @@ class InternLM2Attention(nn.Module):
             k, v = past_key_values.update(k, v, self.layer_idx)
         weights = None
         if output_attentions:
-            out, weights = _eager_attention_with_weights(q, k, v, attn_mask)
+            out, weights = eager_attention(q, k, v, causal=causal, attn_mask=attn_mask, return_weights=True)
         else:
-            # One new query (a decoding step) sees every cached key: no causal mask to build or apply.
-            out = attention(q, k, v, causal=seq > 1, attn_mask=attn_mask, allow_flash=_flash_allowed(self.config))
+            out = attention(q, k, v, causal=causal, attn_mask=attn_mask, allow_flash=_flash_allowed(self.config))
         out = out.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim)
         return self.wo(out), weights
 
@@ -194,23 +210,6 @@ def _flash_allowed(config: InternLM2Config) -> bool:
     """flash-attn only where the published switch (or transformers' own setting) asks for it."""
     requested = (config.attn_implementation, getattr(config, "_attn_implementation", None))
     return any(isinstance(name, str) and name.startswith("flash_attention") for name in requested)
-
-
-def _eager_attention_with_weights(q, k, v, attn_mask):
-    """softmax(QK^T / sqrt(d)) V with the probabilities returned (``output_attentions``); the softmax runs in
-    fp32 as in the reference."""
-    groups = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
-    q_len, k_len = q.shape[-2], k.shape[-2]
-    keep = torch.ones(q_len, k_len, dtype=torch.bool, device=q.device).tril(k_len - q_len)
-    if attn_mask is not None and attn_mask.dtype == torch.bool:
-        keep = keep & attn_mask
-    elif attn_mask is not None:  # an additive 4D mask given by the caller
-        scores = scores + attn_mask
-    scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
-    probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-    return probs @ v, probs
 
 
 class InternLM2DecoderLayer(nn.Module):
@@ -224,9 +223,11 @@ class InternLM2DecoderLayer(nn.Module):
         self.ffn_norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
     def forward(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                attn_mask: Optional[torch.Tensor] = None, past_key_values: Optional[Cache] = None,
+                attn_mask: Optional[torch.Tensor] = None, causal: bool = True,
+                past_key_values: Optional[Cache] = None,
                 output_attentions: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         attn_out, weights = self.attention(self.attention_norm(hidden_states), cos, sin, attn_mask=attn_mask,
+                                           causal=causal,
                                            past_key_values=past_key_values, output_attentions=output_attentions)
         hidden_states = hidden_states + attn_out
         hidden_states = hidden_states + self.feed_forward(self.ffn_norm(hidden_states))
@@ -281,7 +282,7 @@ class InternLM2Model(InternLM2PreTrainedModel):
                 inputs_embeds: Optional[torch.FloatTensor] = None, use_cache: Optional[bool] = None,
                 output_attentions: Optional[bool] = None, output_hidden_states: Optional[bool] = None,
                 return_dict: Optional[bool] = None, cache_position: Optional[torch.LongTensor] = None,
-                **kwargs) -> Union[tuple, BaseModelOutputWithPast]:
+                cache: Optional[Cache] = None, **kwargs) -> Union[tuple, BaseModelOutputWithPast]:
         """Run the decoder.
 
         Args:
@@ -292,8 +293,9 @@ class InternLM2Model(InternLM2PreTrainedModel):
                 ``(batch, heads, seq, past + seq)``; the causal pattern is always applied on top.
             position_ids: ``(batch, seq)``; default ``past .. past + seq - 1`` (``generate`` derives them
                 from the attention mask, so left-padded rows start at 0).
-            past_key_values: a :class:`~transformers.Cache` (or the legacy tuple of per-layer (k, v)) holding
-                the keys/values of earlier tokens; with ``use_cache`` a new DynamicCache is started if None.
+            past_key_values / cache: a :class:`~transformers.Cache` (or the legacy tuple of per-layer (k, v))
+                holding the keys/values of earlier tokens; with ``use_cache`` a new DynamicCache is started if
+                None. (transformers 5 calls it ``cache``, 4.x ``past_key_values``; either is accepted.)
         """
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (self.config.output_hidden_states if output_hidden_states is None
@@ -308,6 +310,7 @@ class InternLM2Model(InternLM2PreTrainedModel):
             logger.warning_once("use_cache=True is incompatible with gradient checkpointing; using use_cache=False")
             use_cache = False
 
+        past_key_values = cache if cache is not None else past_key_values
         if isinstance(past_key_values, (tuple, list)):  # legacy format of transformers < 4.36
             past_key_values = DynamicCache.from_legacy_cache(past_key_values)
         if use_cache and past_key_values is None:
@@ -317,7 +320,10 @@ class InternLM2Model(InternLM2PreTrainedModel):
         if position_ids is None:
             start = int(cache_position[0]) if cache_position is not None else past_len
             position_ids = torch.arange(start, start + seq, device=inputs_embeds.device).unsqueeze(0)
-        attn_mask = _padding_mask(attention_mask, seq, past_len + seq)
+        if attention_mask is not None and attention_mask.dim() == 4:  # the caller's mask; causal applied on top
+            attn_mask, causal = attention_mask, seq > 1
+        else:
+            attn_mask, causal = decoder_mask(attention_mask, seq, past_len + seq)
         # Dynamic NTK scaling depends on the total length seen so far (prompt + cache), as in the reference.
         cos, sin = self.rotary_emb(position_ids, seq_len=past_len + seq, dtype=inputs_embeds.dtype)
 
@@ -329,9 +335,9 @@ class InternLM2Model(InternLM2PreTrainedModel):
                 all_hidden += (hidden_states,)
             if self.gradient_checkpointing and self.training:
                 hidden_states, weights = self._gradient_checkpointing_func(
-                    layer.__call__, hidden_states, cos, sin, attn_mask, None, output_attentions)
+                    layer.__call__, hidden_states, cos, sin, attn_mask, causal, None, output_attentions)
             else:
-                hidden_states, weights = layer(hidden_states, cos, sin, attn_mask=attn_mask,
+                hidden_states, weights = layer(hidden_states, cos, sin, attn_mask=attn_mask, causal=causal,
                                                past_key_values=past_key_values, output_attentions=output_attentions)
             if output_attentions:
                 all_attn += (weights,)
@@ -342,36 +348,15 @@ class InternLM2Model(InternLM2PreTrainedModel):
         cache = past_key_values if use_cache else None
         if not return_dict:
             return tuple(v for v in (hidden_states, cache, all_hidden, all_attn) if v is not None)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=cache,
-                                       hidden_states=all_hidden, attentions=all_attn)
-
-
-def _padding_mask(attention_mask: Optional[torch.Tensor], q_len: int, k_len: int) -> Optional[torch.Tensor]:
-    """A boolean ``(batch, 1, q_len, k_len)`` mask from a ``(batch, k_len)`` padding mask, or None when there
-    is no padding (so flash-attn and SDPA's causal kernels can run).
-
-    Padded queries are allowed to see every key (the causal pattern still applies): a row with no key at
-    all would make SDPA return NaN there, and NaN in padded positions leaks into real ones through
-    ``0 * NaN`` in the next layer. What padded positions compute is never used.
-    """
-    if attention_mask is None:
-        return None
-    if attention_mask.dim() == 4:
-        return attention_mask
-    if attention_mask.dim() != 2 or attention_mask.shape[-1] != k_len:
-        raise ValueError(f"attention_mask must be (batch, past + seq) = (batch, {k_len}) or 4D, got shape "
-                         f"{tuple(attention_mask.shape)}")
-    keep = attention_mask.bool()
-    if bool(keep.all()):
-        return None
-    return keep[:, None, None, :] | ~keep[:, None, -q_len:, None]
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, hidden_states=all_hidden, attentions=all_attn,
+                                       **{CACHE_KEY: cache})
 
 
 class InternLM2ForCausalLM(InternLM2PreTrainedModel, GenerationMixin):
     """InternLM2 with its language-model head ``output``; ``generate`` works as for any transformers
     decoder (greedy, sampling, beam search, ``inputs_embeds``, left padding, streamers)."""
 
-    _tied_weights_keys = ["output.weight"]
+    _tied_weights_keys = tied_weights_keys({"output.weight": "model.tok_embeddings.weight"})
 
     def __init__(self, config: InternLM2Config):
         super().__init__(config)
@@ -392,33 +377,6 @@ class InternLM2ForCausalLM(InternLM2PreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.output = new_embeddings
 
-    def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, past_key_values: Optional[Cache] = None,
-                                      attention_mask: Optional[torch.Tensor] = None,
-                                      inputs_embeds: Optional[torch.FloatTensor] = None,
-                                      cache_position: Optional[torch.LongTensor] = None,
-                                      position_ids: Optional[torch.LongTensor] = None, **kwargs) -> dict:
-        """One decoding step's inputs: the tokens not yet in the cache (the prompt embeddings on the first step
-        when ``inputs_embeds`` were given) and their position ids, counted from each row's first real token
-        so left-padded rows line up. Defined here because transformers 4.45 has no generic version."""
-        cached = past_key_values.get_seq_length() if isinstance(past_key_values, Cache) else 0
-        if cache_position is None:
-            cache_position = torch.arange(cached, input_ids.shape[1], device=input_ids.device)
-        new = cache_position.shape[0]
-        inputs = {"input_ids": None, "inputs_embeds": None}
-        if inputs_embeds is not None and int(cache_position[0]) == 0:
-            extra = new - inputs_embeds.shape[1]
-            if extra > 0:  # no cache: the prompt embeddings again, then the tokens generated so far
-                inputs_embeds = torch.cat([inputs_embeds, self.get_input_embeddings()(input_ids[:, -extra:])], 1)
-            inputs["inputs_embeds"] = inputs_embeds
-        else:
-            inputs["input_ids"] = input_ids[:, -new:].contiguous()
-        if position_ids is None and attention_mask is not None and attention_mask.dim() == 2:
-            position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
-        if position_ids is not None:
-            position_ids = position_ids[:, -new:].contiguous()
-        return {**kwargs, **inputs, "position_ids": position_ids, "past_key_values": past_key_values,
-                "attention_mask": attention_mask, "cache_position": cache_position}
-
     def get_decoder(self) -> InternLM2Model:
         return self.model
 
@@ -432,7 +390,7 @@ class InternLM2ForCausalLM(InternLM2PreTrainedModel, GenerationMixin):
                 use_cache: Optional[bool] = None, output_attentions: Optional[bool] = None,
                 output_hidden_states: Optional[bool] = None, return_dict: Optional[bool] = None,
                 cache_position: Optional[torch.LongTensor] = None, logits_to_keep: Union[int, torch.Tensor] = 0,
-                **kwargs) -> Union[tuple, CausalLMOutputWithPast]:
+                cache: Optional[Cache] = None, **kwargs) -> Union[tuple, CausalLMOutputWithPast]:
         """Logits (always fp32, as the reference returns them) and, with ``labels``, the next-token
         cross-entropy: labels are shifted inside, ``-100`` is ignored, the mean is over the kept tokens
         (or the sum divided by ``num_items_in_batch`` when the Trainer passes it for gradient accumulation).
@@ -440,9 +398,10 @@ class InternLM2ForCausalLM(InternLM2PreTrainedModel, GenerationMixin):
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                             past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
-                             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-                             return_dict=True, cache_position=cache_position)
+                             past_key_values=cache if cache is not None else past_key_values,
+                             inputs_embeds=inputs_embeds, use_cache=use_cache, output_attentions=output_attentions,
+                             output_hidden_states=output_hidden_states, return_dict=True,
+                             cache_position=cache_position)
         hidden_states = outputs.last_hidden_state
         if isinstance(logits_to_keep, int) and logits_to_keep > 0:
             hidden_states = hidden_states[:, -logits_to_keep:]
@@ -454,11 +413,11 @@ class InternLM2ForCausalLM(InternLM2PreTrainedModel, GenerationMixin):
         if labels is not None:
             loss = causal_lm_loss(logits, labels, num_items_in_batch)
         if not return_dict:
-            out = (logits,) + tuple(v for v in (outputs.past_key_values, outputs.hidden_states, outputs.attentions)
+            out = (logits,) + tuple(v for v in (output_cache(outputs), outputs.hidden_states, outputs.attentions)
                                     if v is not None)
             return (loss,) + out if loss is not None else out
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
-                                      hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                      attentions=outputs.attentions, **{CACHE_KEY: output_cache(outputs)})
 
 
 def unfuse_wqkv(wqkv: torch.Tensor, config: InternLM2Config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -508,7 +467,7 @@ def to_llama(model: InternLM2ForCausalLM):
         llama = LlamaForCausalLM(llama_config)
     llama.load_state_dict({k: v.contiguous() for k, v in new.items()}, strict=True, assign=True)
     # the rotary inverse frequencies are a non-persistent buffer: rebuild them off the meta device
-    llama.model.rotary_emb = type(llama.model.rotary_emb)(config=llama_config, device=model.device)
+    llama.model.rotary_emb = type(llama.model.rotary_emb)(config=llama_config).to(model.device)
     if cfg.tie_word_embeddings:
         llama.tie_weights()
     return llama.eval()

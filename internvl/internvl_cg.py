@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationConfig, LlamaConfig
 
+from .compat import CACHE_KEY, output_cache, tied_weights_keys
 from .intern_vit import (VISION_LORA_TARGETS, InternVisionConfig, InternVisionModel, config_from_state_dict, load_state_dict_file,
                          rename_timm_hf)
 from .layers import attention
@@ -215,7 +216,7 @@ class InternVLModel(InternVLPreTrainedBase):
     supports_gradient_checkpointing = True
     _no_split_modules = ["InternVisionEncoderLayer", "QLLaMADecoderLayer"]
     _skip_keys_device_placement = "past_key_values"
-    _tied_weights_keys = ["qllama.lm_head.weight"]
+    _tied_weights_keys = tied_weights_keys({"qllama.lm_head.weight": "qllama.model.embed_tokens.weight"})
 
     def __init__(self, config: InternVLConfig):
         super().__init__(config)
@@ -408,7 +409,7 @@ class InternVLModel(InternVLPreTrainedBase):
                 and config.max_length == GenerationConfig().max_length):
             generate_kwargs["max_new_tokens"] = DEFAULT_MAX_NEW_TOKENS
         return self.qllama.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                    past_key_values=prefill.past_key_values, generation_config=generation_config,
+                                    **{CACHE_KEY: output_cache(prefill)}, generation_config=generation_config,
                                     **generate_kwargs)
 
 

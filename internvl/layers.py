@@ -2,8 +2,10 @@
 
 One attention function serves all models: flash-attn when it is installed, the
 tensors are on CUDA in fp16/bf16 and no explicit mask is given; otherwise
-``torch.nn.functional.scaled_dot_product_attention``. The choice is logged once
-per backend so a cluster log shows which kernel ran.
+``torch.nn.functional.scaled_dot_product_attention``. RMSNorm uses apex's fused
+kernel on CUDA when apex is installed (as the published InternViT code does), else
+plain PyTorch. Each choice is logged once so a cluster log shows which kernel ran;
+``INTERNVL_ATTN_BACKEND`` and ``INTERNVL_NORM_BACKEND`` force one.
 """
 from __future__ import annotations
 
@@ -27,17 +29,25 @@ try:
 except Exception:  # ImportError, or a broken CUDA build of flash-attn
     _flash_attn_func = None
 
-__all__ = ["attention", "attention_backends", "set_attention_backend", "RMSNorm", "DropPath", "RotaryEmbedding",
-           "apply_rotary"]
+try:
+    from apex.normalization.fused_layer_norm import fused_rms_norm_affine as _apex_rms_norm
+except Exception:  # ImportError, or apex built without its CUDA extensions
+    _apex_rms_norm = None
+
+__all__ = ["attention", "eager_attention", "decoder_mask", "available_kernels", "set_attention_backend", "RMSNorm",
+           "DropPath", "RotaryEmbedding", "apply_rotary"]
 
 _BACKENDS = ("auto", "flash", "sdpa", "eager")
 _backend = os.environ.get("INTERNVL_ATTN_BACKEND", "auto")
-_logged: set[str] = set()
+# "auto": apex's fused RMSNorm on CUDA when apex is installed; "torch": always the PyTorch expression below.
+_norm_backend = os.environ.get("INTERNVL_NORM_BACKEND", "auto")
+_logged: set[tuple[str, str]] = set()
 
 
-def attention_backends() -> dict[str, bool]:
-    """Which attention kernels this process can use."""
-    return {"flash": _flash_attn_func is not None, "sdpa": True, "eager": True}
+def available_kernels() -> dict[str, bool]:
+    """Which attention and norm kernels this process can use."""
+    return {"flash": _flash_attn_func is not None, "sdpa": True, "eager": True,
+            "apex_rms_norm": _apex_rms_norm is not None}
 
 
 def set_attention_backend(name: str) -> None:
@@ -57,14 +67,19 @@ def set_attention_backend(name: str) -> None:
     _backend = name
 
 
-def _log_once(name: str, why: str) -> None:
-    if name not in _logged:
-        _logged.add(name)
-        logger.info("attention backend: %s (%s)", name, why)
+def _log_once(name: str, why: str, what: str = "attention") -> None:
+    if (what, name) not in _logged:
+        _logged.add((what, name))
+        logger.info("%s backend: %s (%s)", what, name, why)
+
+
+def _on_cuda(tensor: torch.Tensor) -> bool:
+    """Where a fused CUDA kernel can run (one place, so the tests can pretend on a CPU)."""
+    return tensor.is_cuda
 
 
 def _flash_applies(q: torch.Tensor, attn_mask: Optional[torch.Tensor]) -> bool:
-    return (_flash_attn_func is not None and q.is_cuda and attn_mask is None
+    return (_flash_attn_func is not None and _on_cuda(q) and attn_mask is None
             and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256)
 
 
@@ -81,7 +96,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
     backend = _backend
     if backend == "eager":
         _log_once("eager", "forced")
-        return _eager_attention(q, k, v, causal=causal, dropout_p=dropout_p, scale=scale, attn_mask=attn_mask)
+        return eager_attention(q, k, v, causal=causal, dropout_p=dropout_p, scale=scale, attn_mask=attn_mask)
     if backend != "sdpa" and allow_flash and _flash_applies(q, attn_mask):
         _log_once("flash", "flash-attn on CUDA")
         # flash-attn wants (batch, seq, heads, head_dim); the transposes are views.
@@ -112,7 +127,13 @@ def _with_causal(attn_mask: Optional[torch.Tensor], q_len: int, k_len: int, devi
     return attn_mask.masked_fill(~keep, float("-inf"))
 
 
-def _eager_attention(q, k, v, *, causal, dropout_p, scale, attn_mask):
+def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
+                    dropout_p: float = 0.0, scale: Optional[float] = None, attn_mask: Optional[torch.Tensor] = None,
+                    return_weights: bool = False):
+    """softmax(QK^T * scale + mask) V written out: the numerical reference of :func:`attention`, and the path
+    that returns the attention probabilities (``output_attentions``). Same arguments as :func:`attention`;
+    the softmax runs in fp32, as the published models' eager code does. With ``return_weights`` the
+    result is ``(output, probabilities)``."""
     if q.shape[1] != k.shape[1]:
         repeat = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
@@ -122,10 +143,45 @@ def _eager_attention(q, k, v, *, causal, dropout_p, scale, attn_mask):
         attn_mask = _with_causal(attn_mask, q.shape[-2], k.shape[-2], q.device)
     if attn_mask is not None:
         scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
-    probs = scores.softmax(dim=-1)
+    probs = scores.float().softmax(dim=-1).to(q.dtype)
     if dropout_p > 0:
         probs = F.dropout(probs, p=dropout_p)
-    return probs @ v
+    out = probs @ v
+    return (out, probs) if return_weights else out
+
+
+def decoder_mask(padding_mask: Optional[torch.Tensor], q_len: int, k_len: int, bidirectional_prefix: int = 0,
+                 ) -> tuple[Optional[torch.Tensor], bool]:
+    """``(attn_mask, causal)`` to pass to :func:`attention` for one decoder forward: the ``q_len`` new
+    positions are the last of ``k_len`` (a cache holds the ``k_len - q_len`` before them).
+
+    Attention is causal, except that the first ``bidirectional_prefix`` positions see each other both ways
+    (QLLaMA's learnable queries); keys where ``padding_mask`` (``(batch, k_len)``, 1 = real token) is 0 are
+    never attended to. A row left with nothing to attend to (a padded query) may see every key instead, so
+    no softmax row is empty (NaN would spread to real positions through ``0 * NaN``); what padded positions
+    compute is never used. The mask is None whenever a kernel's own causal (or no) masking is exact, so
+    flash-attn and SDPA's fused paths run: no padding, and a prefix that is entirely cached or covers all.
+    """
+    past = k_len - q_len
+    keep = None
+    if padding_mask is not None:
+        if padding_mask.dim() != 2 or padding_mask.shape[-1] != k_len:
+            raise ValueError(f"attention_mask must be (batch, past + seq) = (batch, {k_len}) or 4D, got shape "
+                             f"{tuple(padding_mask.shape)}")
+        keep = padding_mask.bool()
+        if bool(keep.all()):
+            keep = None
+    if keep is None:
+        if bidirectional_prefix >= k_len:
+            return None, False
+        if bidirectional_prefix <= past:
+            return None, q_len > 1  # one new token sees every cached key: no mask at all
+    device = padding_mask.device if padding_mask is not None else None
+    q_pos = torch.arange(past, k_len, device=device)[:, None]
+    k_pos = torch.arange(k_len, device=device)[None, :]
+    allowed = (k_pos <= q_pos) | ((q_pos < bidirectional_prefix) & (k_pos < bidirectional_prefix))
+    allowed = allowed[None, None] if keep is None else allowed[None, None] & keep[:, None, None, :]
+    return allowed | ~allowed.any(dim=-1, keepdim=True), False
 
 
 class RMSNorm(nn.Module):
@@ -133,7 +189,9 @@ class RMSNorm(nn.Module):
 
     Statistics are taken in fp32; the normalised value is cast back to the input
     dtype *before* the weight is applied. That order matters for bit-exact
-    agreement with the published models in bf16/fp16.
+    agreement with the published models in bf16/fp16. On CUDA with apex installed,
+    apex's fused kernel runs instead, as in the published InternViT code
+    (``INTERNVL_NORM_BACKEND=torch`` keeps the expression here).
     """
 
     def __init__(self, hidden_size: int, eps: float = 1e-6):
@@ -142,6 +200,9 @@ class RMSNorm(nn.Module):
         self.variance_epsilon = eps
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if _apex_rms_norm is not None and _norm_backend == "auto" and _on_cuda(hidden_states):
+            _log_once("apex", "apex.normalization fused RMSNorm on CUDA", what="RMSNorm")
+            return _apex_rms_norm(hidden_states, self.weight, self.weight.shape, self.variance_epsilon)
         input_dtype = hidden_states.dtype
         hidden_states = hidden_states.to(torch.float32)
         variance = hidden_states.pow(2).mean(-1, keepdim=True)
@@ -175,7 +236,8 @@ class RotaryEmbedding(nn.Module):
         self.dim, self.base, self.max_position_embeddings = dim, float(base), max_position_embeddings
         self.scaling_type = kind
         self.factor = float(scaling["factor"]) if scaling is not None else 1.0
-        self.register_buffer("inv_freq", self._inv_freq(self.base), persistent=False)
+        # No inv_freq buffer: computed per call (dim / 2 numbers), so no loading path (meta-device init,
+        # transformers 5 materialising non-persistent buffers uninitialised) can leave it stale.
 
     def _inv_freq(self, base: float, device=None) -> torch.Tensor:
         return 1.0 / base ** (torch.arange(0, self.dim, 2, dtype=torch.int64, device=device).float() / self.dim)
@@ -183,9 +245,7 @@ class RotaryEmbedding(nn.Module):
     def forward(self, position_ids: torch.Tensor, seq_len: Optional[int] = None,
                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin of shape (*position_ids.shape, dim), computed in fp32 and cast to ``dtype``."""
-        inv_freq = self.inv_freq
-        if inv_freq.device.type == "meta" or inv_freq.device != position_ids.device:
-            inv_freq = self._inv_freq(self.base, position_ids.device)  # e.g. after meta-device init
+        inv_freq = self._inv_freq(self.base, position_ids.device)
         positions = position_ids.float()
         if self.scaling_type == "linear":
             positions = positions / self.factor

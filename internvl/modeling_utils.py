@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
+from .compat import DTYPE_KWARG, add_legacy_rope_keys, dtype_kwargs, is_shape_mismatch_error, pop_dtype_kwarg
+
 WEIGHTS_HELP = "see pretrained/README.md for the published checkpoints and where to put them"
 
 
@@ -33,14 +35,30 @@ def check_checkpoint_dir(path: str | os.PathLike) -> Path:
 
 
 class InternVLConfigBase(PretrainedConfig):
-    """Base class of the suite's configs: ``config.json`` keeps the published key names."""
+    """Base class of the suite's configs: ``config.json`` keeps the published key names, whichever
+    transformers writes it (see :mod:`internvl.compat`)."""
+
+    def __init__(self, **kwargs):
+        if DTYPE_KWARG == "dtype" and "torch_dtype" in kwargs:  # the published key, read without a warning
+            torch_dtype = kwargs.pop("torch_dtype")
+            if kwargs.get("dtype") is None:
+                kwargs["dtype"] = torch_dtype
+        super().__init__(**kwargs)
 
     def to_dict(self) -> dict:
-        out = super().to_dict()
-        if out.get("dtype") is not None:
-            # transformers >= 4.56 writes "dtype"; the published files, and older transformers, use "torch_dtype".
-            out["torch_dtype"] = out["dtype"]
-        return out
+        return published_config_dict(super().to_dict())
+
+
+def published_config_dict(out: dict) -> dict:
+    """A config dict with the keys the published files (and transformers 4.x) read: ``torch_dtype`` beside
+    the newer ``dtype``, and top-level ``rope_theta`` / ``rope_scaling`` beside 5.x's ``rope_parameters``;
+    the same for the nested configs (``vision_config``, ``llm_config``, ``qllama_config``)."""
+    if out.get("dtype") is not None:
+        out["torch_dtype"] = out["dtype"]
+    for nested in ("vision_config", "llm_config", "qllama_config"):
+        if isinstance(out.get(nested), dict):
+            published_config_dict(out[nested])
+    return add_legacy_rope_keys(out)
 
 
 class InternVLPreTrainedBase(PreTrainedModel):
@@ -51,10 +69,12 @@ class InternVLPreTrainedBase(PreTrainedModel):
         name = os.fspath(pretrained_model_name_or_path)
         if os.path.exists(name) or _looks_local(name):
             check_checkpoint_dir(name)
+        # dtype= or torch_dtype=, whichever this transformers wants (no deprecation warning either way)
+        kwargs.update(dtype_kwargs(pop_dtype_kwarg(kwargs)))
         try:
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except RuntimeError as err:
-            if "size mismatch" in str(err) and os.path.isdir(name):
+            if is_shape_mismatch_error(err) and os.path.isdir(name):
                 raise ValueError(_explain_shape_mismatch(cls, name, kwargs.get("config"))) from err
             raise
         except OSError as err:

@@ -33,7 +33,8 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils import logging
 
-from .layers import RMSNorm, RotaryEmbedding, apply_rotary, attention
+from .compat import CACHE_KEY, output_cache, rope_settings, tied_weights_keys
+from .layers import RMSNorm, RotaryEmbedding, apply_rotary, attention, decoder_mask
 from .modeling_utils import InternVLPreTrainedBase, causal_lm_loss, init_decoder_weights
 
 logger = logging.get_logger(__name__)
@@ -57,13 +58,6 @@ def qllama_config(num_query_token: int = 96, cross_attention_frequency: int = 2,
     config.num_query_token = num_query_token
     config.cross_attention_frequency = cross_attention_frequency
     return config
-
-
-def _rope_scaling(config: LlamaConfig) -> Optional[dict]:
-    scaling = getattr(config, "rope_scaling", None)
-    if not scaling or scaling.get("rope_type", scaling.get("type")) == "default":
-        return None
-    return scaling
 
 
 def _head_dim(config: LlamaConfig) -> int:
@@ -171,6 +165,8 @@ class QLLaMAPreTrainedModel(InternVLPreTrainedBase):
     supports_gradient_checkpointing = True
     _no_split_modules = ["QLLaMADecoderLayer"]
     _skip_keys_device_placement = "past_key_values"
+    _supports_cache_class = True  # what transformers < 4.56 asks before it hands generate a Cache
+    _supports_static_cache = False
 
     def _init_weights(self, module: nn.Module) -> None:
         init_decoder_weights(module, self.config.initializer_range)
@@ -194,9 +190,9 @@ class QLLaMAModel(QLLaMAPreTrainedModel):
             QLLaMADecoderLayer(config, i, vision_hidden_size, self.num_query_token > 0 and i % frequency == 0)
             for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.rotary_emb = RotaryEmbedding(_head_dim(config), base=getattr(config, "rope_theta", 10000.0),
-                                          max_position_embeddings=config.max_position_embeddings,
-                                          scaling=_rope_scaling(config))
+        rope_theta, rope_scaling = rope_settings(config)
+        self.rotary_emb = RotaryEmbedding(_head_dim(config), base=rope_theta,
+                                          max_position_embeddings=config.max_position_embeddings, scaling=rope_scaling)
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -215,7 +211,8 @@ class QLLaMAModel(QLLaMAPreTrainedModel):
                 inputs_embeds: Optional[torch.FloatTensor] = None,
                 vision_hidden_states: Optional[torch.FloatTensor] = None, use_cache: Optional[bool] = None,
                 output_hidden_states: Optional[bool] = None, return_dict: Optional[bool] = None,
-                cache_position: Optional[torch.LongTensor] = None, **kwargs) -> Union[tuple, BaseModelOutputWithPast]:
+                cache_position: Optional[torch.LongTensor] = None, cache: Optional[Cache] = None,
+                **kwargs) -> Union[tuple, BaseModelOutputWithPast]:
         """Run the decoder.
 
         Args:
@@ -224,7 +221,8 @@ class QLLaMAModel(QLLaMAPreTrainedModel):
             attention_mask: ``(batch, past + seq)`` with 1 for real tokens and 0 for padding, or a 4D
                 boolean/additive mask ``(batch, 1, seq, past + seq)`` used as given (no causal pattern added).
             position_ids: rotary positions; default ``past, past + 1, ...`` for every row.
-            past_key_values: a ``transformers`` Cache (or the legacy tuple form); with ``use_cache`` one is
+            past_key_values / cache: a ``transformers`` Cache (or the legacy tuple form; transformers 5 calls the
+                argument ``cache``, 4.x ``past_key_values``, either is accepted); with ``use_cache`` one is
                 created when missing and returned.
             vision_hidden_states: ``(batch, tokens, vision_hidden_size)`` image features (the full InternViT
                 output); they make the leading positions queries (see the module docstring).
@@ -240,8 +238,9 @@ class QLLaMAModel(QLLaMAPreTrainedModel):
         if self.gradient_checkpointing and self.training and use_cache:
             logger.warning_once("use_cache=True is incompatible with gradient checkpointing; not caching")
             use_cache = False
+        past_key_values = cache if cache is not None else past_key_values
         if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+            past_key_values = DynamicCache()
         elif isinstance(past_key_values, tuple):
             past_key_values = DynamicCache.from_legacy_cache(past_key_values)
 
@@ -249,8 +248,10 @@ class QLLaMAModel(QLLaMAPreTrainedModel):
         past = past_key_values.get_seq_length() if past_key_values is not None else 0
         num_queries = self._queries_in_input(vision_hidden_states, batch, seq, past)
         query_block = self.num_query_token if vision_hidden_states is not None else 0
-        attn_mask, causal = _self_attention_mask(attention_mask, seq, past, query_block, inputs_embeds.dtype,
-                                                 inputs_embeds.device)
+        if attention_mask is not None and attention_mask.dim() == 4:  # the caller's mask, used as given
+            attn_mask, causal = attention_mask, False
+        else:  # causal, the query block (when it is in this input) bidirectional
+            attn_mask, causal = decoder_mask(attention_mask, seq, past + seq, bidirectional_prefix=query_block)
         if position_ids is None:
             position_ids = torch.arange(past, past + seq, device=inputs_embeds.device).expand(batch, -1)
         cos, sin = self.rotary_emb(position_ids, seq_len=past + seq, dtype=inputs_embeds.dtype)
@@ -272,8 +273,7 @@ class QLLaMAModel(QLLaMAPreTrainedModel):
         cache = past_key_values if use_cache else None
         if not return_dict:
             return tuple(v for v in (hidden_states, cache, all_hidden) if v is not None)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=cache,
-                                       hidden_states=all_hidden)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, hidden_states=all_hidden, **{CACHE_KEY: cache})
 
     def _queries_in_input(self, vision_hidden_states, batch: int, seq: int, past: int) -> int:
         """How many leading positions of this input are queries that cross-attend to the image."""
@@ -293,39 +293,6 @@ class QLLaMAModel(QLLaMAPreTrainedModel):
         return self.num_query_token
 
 
-def _self_attention_mask(attention_mask: Optional[torch.Tensor], seq: int, past: int, query_block: int,
-                         dtype: torch.dtype, device: torch.device) -> tuple[Optional[torch.Tensor], bool]:
-    """``(attn_mask, causal)`` for :func:`internvl.layers.attention`.
-
-    Causal attention, except that the first ``query_block`` positions see each other; padding (0 in a 2D
-    ``attention_mask``) is never attended to. Masked scores get ``finfo.min`` added, as in the reference,
-    so a row with nothing to attend to (a padding position) averages instead of producing NaN. When
-    nothing needs a mask, it is None so the fused kernels (flash-attn, SDPA's causal path) can run.
-    """
-    total = past + seq
-    if attention_mask is not None and attention_mask.dim() == 4:
-        return attention_mask, False
-    if attention_mask is not None:
-        if attention_mask.dim() != 2 or attention_mask.shape[-1] != total:
-            raise ValueError(f"attention_mask must be (batch, past + seq) = (batch, {total}) or 4D, got shape "
-                             f"{tuple(attention_mask.shape)}")
-        keep = attention_mask.bool()
-        if bool(keep.all()):
-            attention_mask = None
-    if attention_mask is None:
-        if query_block >= total:
-            return None, False  # queries only: fully bidirectional
-        if query_block <= past:
-            return None, seq > 1  # plain causal (bottom-right aligned after a cache); one new token sees all
-        keep = None
-    q_pos = torch.arange(past, total, device=device)[:, None]
-    k_pos = torch.arange(total, device=device)[None, :]
-    allowed = (k_pos <= q_pos) | ((q_pos < query_block) & (k_pos < query_block))
-    allowed = allowed[None, None] if keep is None else allowed[None, None] & keep[:, None, None, :]
-    additive = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
-    return additive.masked_fill(~allowed, torch.finfo(dtype).min), False
-
-
 class QLLaMAForCausalLM(QLLaMAPreTrainedModel, GenerationMixin):
     """QLLaMA with its language-model head (``lm_head``, tied to the embeddings when the config says so).
 
@@ -337,7 +304,7 @@ class QLLaMAForCausalLM(QLLaMAPreTrainedModel, GenerationMixin):
     InternVL-C-only model, whose checkpoint has none).
     """
 
-    _tied_weights_keys = ["lm_head.weight"]
+    _tied_weights_keys = tied_weights_keys({"lm_head.weight": "model.embed_tokens.weight"})
 
     def __init__(self, config: LlamaConfig, vision_hidden_size: Optional[int] = None, lm_head: bool = True):
         super().__init__(config)
@@ -369,14 +336,15 @@ class QLLaMAForCausalLM(QLLaMAPreTrainedModel, GenerationMixin):
                 vision_hidden_states: Optional[torch.FloatTensor] = None, labels: Optional[torch.LongTensor] = None,
                 use_cache: Optional[bool] = None, output_hidden_states: Optional[bool] = None,
                 return_dict: Optional[bool] = None, cache_position: Optional[torch.LongTensor] = None,
-                logits_to_keep: Union[int, torch.Tensor] = 0, **kwargs) -> Union[tuple, CausalLMOutputWithPast]:
+                logits_to_keep: Union[int, torch.Tensor] = 0, cache: Optional[Cache] = None,
+                **kwargs) -> Union[tuple, CausalLMOutputWithPast]:
         """Logits over the vocabulary (and, with ``labels``, the next-token cross-entropy: labels are
         shifted inside, ``-100`` is ignored). ``logits_to_keep=n`` computes the last n positions only."""
         if self.lm_head is None:
             raise ValueError("this QLLaMA has no lm_head (an InternVL-C-only model): it cannot produce logits")
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
         outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                             past_key_values=past_key_values, inputs_embeds=inputs_embeds,
+                             past_key_values=cache if cache is not None else past_key_values, inputs_embeds=inputs_embeds,
                              vision_hidden_states=vision_hidden_states, use_cache=use_cache,
                              output_hidden_states=output_hidden_states, return_dict=True)
         hidden_states = outputs.last_hidden_state
@@ -389,19 +357,19 @@ class QLLaMAForCausalLM(QLLaMAPreTrainedModel, GenerationMixin):
         if labels is not None:
             loss = causal_lm_loss(logits, labels)
         if not return_dict:
-            out = (logits,) + tuple(v for v in (outputs.past_key_values, outputs.hidden_states) if v is not None)
+            out = (logits,) + tuple(v for v in (output_cache(outputs), outputs.hidden_states) if v is not None)
             return (loss,) + out if loss is not None else out
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_KEY: output_cache(outputs)},
                                       hidden_states=outputs.hidden_states)
 
-    @staticmethod
-    def _expand_inputs_for_generation(expand_size: int = 1, is_encoder_decoder: bool = False,
+    def _expand_inputs_for_generation(self, expand_size: int = 1, is_encoder_decoder: bool = False,
                                       input_ids: Optional[torch.LongTensor] = None, **model_kwargs):
         # A cache handed to generate (InternVLModel.generate's prefill, computed once per image) is expanded to
-        # the beams / return sequences along with the inputs; transformers expands tensors only.
-        input_ids, model_kwargs = GenerationMixin._expand_inputs_for_generation(
-            expand_size, is_encoder_decoder, input_ids, **model_kwargs)
-        cache = model_kwargs.get("past_key_values")
+        # the beams / return sequences along with the inputs; transformers expands tensors only. (A static
+        # method in transformers 4, a method in 5: called through super() it works as either.)
+        input_ids, model_kwargs = super()._expand_inputs_for_generation(
+            expand_size=expand_size, is_encoder_decoder=is_encoder_decoder, input_ids=input_ids, **model_kwargs)
+        cache = model_kwargs.get(CACHE_KEY)
         if expand_size > 1 and isinstance(cache, Cache):
             cache.batch_repeat_interleave(expand_size)
         return input_ids, model_kwargs

@@ -20,6 +20,8 @@ from typing import Any, Optional
 
 import sentencepiece as spm
 from transformers import PreTrainedTokenizer
+
+from .compat import write_published_tokenizer_files
 from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
@@ -125,6 +127,38 @@ class InternLM2Tokenizer(PreTrainedTokenizer):
         # The reference applies the clean-up here whatever clean_up_tokenization_spaces says.
         return self.clean_up_tokenization(out + self.sp_model.decode(pieces))
 
+    def _decode(self, token_ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces=None,
+                spaces_between_special_tokens: bool = True, **kwargs) -> str:
+        """Ids to text as the reference decodes them (transformers 4's slow-tokenizer rule, kept whatever
+        transformers is installed): added tokens stand apart, joined to the text pieces between them with
+        single spaces (none with ``spaces_between_special_tokens=False``); special tokens are dropped with
+        ``skip_special_tokens``; the pieces in between go through :meth:`convert_tokens_to_string`."""
+        tokens = self.convert_ids_to_tokens(token_ids, skip_special_tokens=skip_special_tokens)
+        if isinstance(tokens, str):
+            tokens = [tokens]
+        specials = set(self.all_special_tokens)
+        # added tokens that stand apart: those beyond the SentencePiece vocabulary (<|im_start|>, <img>, ...)
+        # and any added one that is not special; <s>, </s>, <unk> are pieces of the model itself
+        standalone = {t for t, i in self.added_tokens_encoder.items() if t not in specials or i >= self.vocab_size}
+        parts, pending = [], []
+        for token in tokens:
+            if skip_special_tokens and token in specials:
+                continue
+            if token in standalone:
+                if pending:
+                    text = self.convert_tokens_to_string(pending)
+                    if text:
+                        parts.append(text)
+                    pending = []
+                parts.append(token)
+            else:
+                pending.append(token)
+        if pending:
+            parts.append(self.convert_tokens_to_string(pending))
+        text = (" " if spaces_between_special_tokens else "").join(parts)
+        clean = self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces
+        return self.clean_up_tokenization(text) if clean else text
+
     def build_inputs_with_special_tokens(self, token_ids_0: list[int],
                                          token_ids_1: Optional[list[int]] = None) -> list[int]:
         """``<s> A [B] [</s>]`` (bos and eos as ``add_bos_token`` / ``add_eos_token`` say)."""
@@ -143,6 +177,13 @@ class InternLM2Tokenizer(PreTrainedTokenizer):
     def create_token_type_ids_from_sequences(self, token_ids_0: list[int],
                                              token_ids_1: Optional[list[int]] = None) -> list[int]:
         return [0] * len(self.build_inputs_with_special_tokens(token_ids_0, token_ids_1))
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' ``save_pretrained``, then the published file layout (see
+        :func:`internvl.compat.write_published_tokenizer_files`)."""
+        files = super().save_pretrained(save_directory, *args, **kwargs)
+        write_published_tokenizer_files(save_directory, self)
+        return files
 
     def save_vocabulary(self, save_directory: str, filename_prefix: Optional[str] = None) -> tuple[str]:
         if not os.path.isdir(save_directory):

@@ -1,7 +1,6 @@
 """``python -m internvl_chat.chat``: one-shot and interactive chat on a tiny checkpoint the test writes."""
 import io
 import sys
-import threading
 
 import pytest
 import torch
@@ -77,17 +76,35 @@ def test_interactive_chat_keeps_history_until_cleared(checkpoint):
 
 
 def test_streaming_prints_while_generating(checkpoint, monkeypatch):
+    """With streaming, answer text reaches the screen before the last decoding step runs; without, nothing does.
+
+    The printing thread may lag behind generation, so before the last step the model waits (a few seconds at
+    most) for text to appear: what the screen shows then does not depend on thread scheduling."""
+    import time
+
+    from internvl.internlm2 import InternLM2ForCausalLM
+
     directory = checkpoint[0]
-    seen = []
-    original = threading.Thread.start
+    out, printed_at_step, wait_for_text = io.StringIO(), [], [False]
+    forward = InternLM2ForCausalLM.forward
 
-    def start(self):  # the generation runs in a worker thread while the main thread prints the stream
-        seen.append(self)
-        return original(self)
+    def recording_forward(self, *args, **kwargs):
+        if len(printed_at_step) == 5 and wait_for_text[0]:  # the 6th and last step of 6 new tokens
+            deadline = time.monotonic() + 5
+            while not out.getvalue() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        printed_at_step.append(len(out.getvalue()))
+        return forward(self, *args, **kwargs)
 
-    monkeypatch.setattr(threading.Thread, "start", start)
-    code, _ = run_cli("--model", directory, "--question", "Hi")
-    assert code == 0 and len(seen) == 1
+    monkeypatch.setattr(InternLM2ForCausalLM, "forward", recording_forward)
+    for flags, streamed in (((), True), (("--no-stream",), False)):
+        out.seek(0), out.truncate(), printed_at_step.clear()
+        wait_for_text[0] = streamed
+        argv = ["--model", directory, "--question", "Hi", "--max-new-tokens", "6", *flags]
+        assert main(argv, stdin=io.StringIO(), out=out) == 0
+        assert len(printed_at_step) == 6 and out.getvalue().strip()
+        assert printed_at_step == sorted(printed_at_step)
+        assert (printed_at_step[-1] > 0) is streamed, (flags, printed_at_step, out.getvalue())
 
 
 def test_errors_name_the_problem(checkpoint, tmp_path, capsys, monkeypatch):

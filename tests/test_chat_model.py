@@ -14,6 +14,7 @@ from helpers import read_manifest
 from test_intern_vit import reference_forward as vit_reference_forward
 from transformers import AutoModel, GenerationConfig, LlamaTokenizer, Qwen2Config, TextIteratorStreamer
 
+from internvl.compat import CAN_SAVE_BIN, rope_settings
 from internvl.chat_model import InternVLChatConfig, InternVLChatModel, register_internvl_chat
 from internvl.conversation import image_prefix, video_prefix
 from internvl.internlm2 import InternLM2Config
@@ -95,6 +96,21 @@ def test_config_json_round_trip_keeps_the_published_layout(tmp_path):
     assert again.to_dict() == config.to_dict()
 
 
+def test_config_json_keeps_rope_keys_that_transformers_4_reads(tmp_path):
+    """transformers 5 writes RoPE only as rope_parameters; the published remote code (transformers 4) reads
+    rope_theta / rope_scaling, and would silently fall back to defaults without them."""
+    llm = Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=VOCAB_SIZE, rope_theta=1000000.0,
+                      rope_scaling={"type": "linear", "factor": 2.0})
+    InternVLChatConfig(vision_config=tiny_chat_config().vision_config, llm_config=llm,
+                       template="Hermes-2").save_pretrained(tmp_path)
+    written = json.loads((tmp_path / "config.json").read_text())["llm_config"]
+    assert written["rope_theta"] == 1000000.0
+    assert written["rope_scaling"]["factor"] == 2.0 and written["rope_scaling"]["type"] == "linear"
+    again = InternVLChatConfig.from_pretrained(tmp_path).llm_config
+    assert rope_settings(again) == rope_settings(llm)
+
+
 def test_llm_config_object_without_architectures_is_matched_by_class():
     llm = Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
                       num_key_value_heads=2, vocab_size=VOCAB_SIZE)
@@ -156,7 +172,12 @@ def test_save_and_load_round_trip(checkpoints, llm, tmp_path):
     assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
     for name, tensor in bf16.state_dict().items():
         assert torch.equal(tensor, model.state_dict()[name].to(torch.bfloat16)), name
-    loaded.save_pretrained(tmp_path / "bin", safe_serialization=False)  # pytorch_model.bin, as older releases
+    # pytorch_model.bin, as older releases ship it (transformers 5 only reads that format, so write it by hand)
+    if CAN_SAVE_BIN:
+        loaded.save_pretrained(tmp_path / "bin", safe_serialization=False)
+    else:
+        loaded.config.save_pretrained(tmp_path / "bin")
+        torch.save(loaded.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
     assert (tmp_path / "bin" / "pytorch_model.bin").exists()
     for name, tensor in InternVLChatModel.from_pretrained(tmp_path / "bin").state_dict().items():
         assert torch.equal(tensor, model.state_dict()[name]), name

@@ -8,6 +8,21 @@ from internvl.errors import ConfigError, DataError, MissingFileError, UserError
 from internvl.runtime import setup_logging
 
 
+def _remove_runtime_handlers():
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_internvl_runtime", False)]:
+        root.removeHandler(handler)
+        handler.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_runtime_logging():
+    """Each test starts without setup_logging's handlers (an earlier test may have installed them)."""
+    _remove_runtime_handlers()
+    yield
+    _remove_runtime_handlers()
+
+
 def _raise(err):
     def main():
         raise err
@@ -39,14 +54,8 @@ def test_both_kinds_reach_the_log_file(tmp_path, monkeypatch):
     monkeypatch.delenv(DEBUG_ENV, raising=False)
     log_file = tmp_path / "log_rank0.txt"
     setup_logging(0, log_file=log_file)
-    try:
-        run_main(_raise(MissingFileError("pretrained/x does not exist")))
-        run_main(_raise(KeyError("oops")))
-    finally:
-        for handler in list(logging.getLogger().handlers):
-            if getattr(handler, "_internvl_runtime", False):
-                logging.getLogger().removeHandler(handler)
-                handler.close()
+    run_main(_raise(MissingFileError("pretrained/x does not exist")))
+    run_main(_raise(KeyError("oops")))
     text = log_file.read_text()
     assert "error: pretrained/x does not exist" in text
     assert "Traceback" in text and "KeyError: 'oops'" in text

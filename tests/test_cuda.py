@@ -5,6 +5,7 @@ from helpers import tiny_vit_300m_family, tiny_vit_6b_family
 from test_intern_vit import randomized, rel_err
 
 from internvl import InternVisionModel, layers
+from internvl.compat import enable_activation_checkpointing
 from internvl.layers import attention, set_attention_backend
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -56,7 +57,7 @@ def test_auto_backend_uses_flash_when_installed_else_sdpa_with_equal_results():
 
 def test_bf16_autocast_training_step_with_checkpointing():
     model = randomized(tiny_vit_6b_family(drop_path_rate=0.1)).cuda().train()
-    model.gradient_checkpointing_enable()
+    enable_activation_checkpointing(model)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         loss = model(torch.randn(4, 3, 56, 56, device="cuda")).pooler_output.float().square().mean()
     loss.backward()

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from helpers import read_manifest, tiny_vit_300m_family, tiny_vit_6b_family
 from transformers import AutoModel
 
+from internvl.compat import CAN_SAVE_BIN, enable_activation_checkpointing
 from internvl import InternVisionConfig, InternVisionModel
 from internvl.intern_vit import rename_timm_hf, to_timm_vision_transformer
 
@@ -114,7 +115,8 @@ def test_return_tuple_and_pixel_embeds():
     assert torch.equal(pooled, last[:, 0])
 
 
-@pytest.mark.parametrize("safe, shard", [(True, None), (True, "100KB"), (False, None), (False, "100KB")])
+@pytest.mark.parametrize("safe, shard", [(True, None), (True, "100KB")] + (
+    [(False, None), (False, "100KB")] if CAN_SAVE_BIN else []))  # transformers 5 writes safetensors only
 def test_save_and_load_round_trip(tmp_path, safe, shard):
     model = randomized(tiny_vit_6b_family())
     kwargs = {"safe_serialization": safe} | ({"max_shard_size": shard} if shard else {})
@@ -236,7 +238,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         return {n: p.grad.clone() for n, p in model.named_parameters()}
 
     plain = grads()
-    model.gradient_checkpointing_enable()
+    enable_activation_checkpointing(model)
     assert model.encoder.gradient_checkpointing
     checkpointed = grads()
     for name in plain:
@@ -274,7 +276,8 @@ def test_shape_mismatch_names_the_tensor(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     config["intermediate_size"] = 128
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(Exception, match=r"mlp\.fc1\.weight"):
+    with pytest.raises(ValueError, match=r"does not match its weights \(encoder\.layers\.0\.mlp\.fc1\.weight: "
+                                         r"\(256, 64\) in the checkpoint, \(128, 64\) in the model"):
         InternVisionModel.from_pretrained(tmp_path)
 
 

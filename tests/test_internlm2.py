@@ -11,6 +11,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from internvl.internlm2 import (InternLM2Attention, InternLM2Config, InternLM2ForCausalLM, InternLM2Model,
                                 register_internlm2, to_llama, unfuse_wqkv)
+from internvl.compat import TRANSFORMERS_5, enable_activation_checkpointing, output_cache
 from internvl.layers import set_attention_backend
 from internvl.modeling_utils import checkpoint_shapes
 
@@ -52,7 +53,10 @@ def randomized(config: InternLM2Config) -> InternLM2ForCausalLM:
 def llama_with_rope(model: InternLM2ForCausalLM, rope_theta: float):
     """The converted LLaMA with plain (unscaled) RoPE of base ``rope_theta``."""
     llama = to_llama(model)
-    llama.config.rope_theta, llama.config.rope_scaling = rope_theta, None
+    if TRANSFORMERS_5:  # RoPE settings live in one rope_parameters dict there
+        llama.config.rope_parameters = {"rope_type": "default", "rope_theta": rope_theta}
+    else:
+        llama.config.rope_theta, llama.config.rope_scaling = rope_theta, None
     llama.model.rotary_emb = LlamaRotaryEmbedding(config=llama.config)
     return llama
 
@@ -154,12 +158,14 @@ def test_incremental_decoding_with_cache_equals_full_forward():
     out = model(ids[:, :7], use_cache=True)
     logits = [out.logits]
     for t in range(7, 12):
-        out = model(ids[:, t:t + 1], past_key_values=out.past_key_values, use_cache=True)
+        out = model(ids[:, t:t + 1], past_key_values=output_cache(out), use_cache=True)
         logits.append(out.logits)
     close(torch.cat(logits, 1), full)
-    assert out.past_key_values.get_seq_length() == 12
+    assert output_cache(out).get_seq_length() == 12
+    if TRANSFORMERS_5:  # no legacy tuple caches there
+        return
     # the legacy tuple format (transformers < 4.36 callers) is accepted
-    legacy = model(ids[:, :7], use_cache=True).past_key_values.to_legacy_cache()
+    legacy = output_cache(model(ids[:, :7], use_cache=True)).to_legacy_cache()
     assert isinstance(legacy, tuple) and len(legacy) == 2
     close(model(ids[:, 7:], past_key_values=legacy).logits, full[:, 7:])
 
@@ -300,7 +306,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         return {n: p.grad.clone() for n, p in model.named_parameters()}
 
     plain = grads()
-    model.gradient_checkpointing_enable()
+    enable_activation_checkpointing(model)
     assert model.model.gradient_checkpointing
     checkpointed = grads()
     assert plain.keys() == checkpointed.keys()

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from cg_helpers import randomized_internvl_cg, tiny_internvl_cg_config, write_tiny_internvl_cg
 from helpers import read_manifest
 from test_intern_vit import reference_forward as reference_vit
-from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoModel
 
 from internvl.internvl_cg import (CAPTION_PROMPT, MODES, InternVLConfig, InternVLModel, build_cg_tokenizer,
                                   image_transform, load_internvl_c_pth, register_internvl_cg,
@@ -336,7 +336,8 @@ def test_auto_classes_and_bfloat16(checkpoint, model, texts):
     finally:  # give "internvl" back to transformers' own InternVL3 classes for the rest of the session
         CONFIG_MAPPING._extra_content.pop("internvl", None)
         MODEL_MAPPING._extra_content.pop(InternVLConfig, None)
-    assert type(AutoConfig.for_model("internvl")).__module__.startswith("transformers.")
+    if "internvl" in CONFIG_MAPPING._mapping:  # transformers >= 4.52 has its own "internvl" (InternVL3 -hf)
+        assert type(AutoConfig.for_model("internvl")).__module__.startswith("transformers.")
     bf16 = InternVLModel.from_pretrained(checkpoint, torch_dtype=torch.bfloat16)
     assert all(p.dtype == torch.bfloat16 for p in bf16.parameters())
     image = pixels()
@@ -453,12 +454,12 @@ def test_retrieval_tokenizer_conventions(checkpoint):
     prefix = tok.tokenizer("summarize:", add_special_tokens=False).input_ids
     assert ids[0, 1:1 + len(prefix)].tolist() == prefix
     assert tok.decode(ids[0], skip_special_tokens=True) == "summarize:a red circle"
-    # the model card's recipe gives the same ids
-    upstream = AutoTokenizer.from_pretrained(checkpoint, use_fast=False, add_eos_token=True)
-    upstream.pad_token_id = 0
-    expected = upstream(["summarize:a red circle"], return_tensors="pt", max_length=80, truncation=True,
-                        padding="max_length").input_ids
-    assert torch.equal(ids[:1], expected)
+    # the SentencePiece model itself, as the published (slow, legacy) LLaMA tokenizer applies it
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(checkpoint / "tokenizer.model"))
+    expected = [1] + sp.encode("summarize:a red circle") + [2]
+    assert ids[0].tolist() == expected + [0] * (80 - len(expected))
 
 
 @pytest.mark.parametrize("text", ["一张熊猫的照片", "二匹の猫の写真", "صورة قطتين", "una foto di un panda rosso 🐼"])

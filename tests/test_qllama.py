@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
+from internvl.compat import enable_activation_checkpointing, output_cache
 from internvl.qllama import QLLAMA_7B_CONFIG, QLLaMAForCausalLM, qllama_config
 
 VISION_WIDTH = 48
@@ -126,11 +127,11 @@ def test_kv_cache_steps_equal_full_recomputation():
     full = model(inputs_embeds=embeds_of(model, queries, text), vision_hidden_states=vision, use_cache=False).logits
     out = model(inputs_embeds=embeds_of(model, queries, text[:, :3]), vision_hidden_states=vision, use_cache=True)
     logits = [out.logits]
-    cache = out.past_key_values
+    cache = output_cache(out)
     for t in range(3, 7):  # image features passed again, as generate does: ignored once the queries are cached
         out = model(input_ids=text[:, t:t + 1], past_key_values=cache, vision_hidden_states=vision, use_cache=True)
         logits.append(out.logits)
-        cache = out.past_key_values
+        cache = output_cache(out)
     assert cache.get_seq_length() == q + 7
     assert rel_err(torch.cat(logits, 1), full) < 1e-5
 
@@ -207,7 +208,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     plain = grads()
-    model.gradient_checkpointing_enable()
+    enable_activation_checkpointing(model)
     assert model.model.gradient_checkpointing
     checkpointed = grads()
     assert plain.keys() == checkpointed.keys() and any(".cross_attn." in k for k in plain)

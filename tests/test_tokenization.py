@@ -5,6 +5,7 @@ import pickle
 import pytest
 import sentencepiece as spm
 
+from internvl.compat import TRANSFORMERS_5
 from internvl.datakit import train_sentencepiece
 from internvl.tokenization import InternLM2Tokenizer, load_tokenizer
 
@@ -173,7 +174,7 @@ def test_fast_class_name_auto_map_and_auto_tokenizer_give_this_class(tmp_path):
 
 def test_qwen2_style_directory_goes_through_auto_tokenizer(tmp_path):
     from transformers import Qwen2Tokenizer, Qwen2TokenizerFast
-    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     vocab = {c: i for i, c in enumerate(bytes_to_unicode().values())}
     merges = [("Ġ", "r"), ("e", "d"), ("Ġr", "ed")]
@@ -183,7 +184,7 @@ def test_qwen2_style_directory_goes_through_auto_tokenizer(tmp_path):
     src.mkdir()
     (src / "vocab.json").write_text(json.dumps(vocab))
     (src / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
-    slow = Qwen2Tokenizer(str(src / "vocab.json"), str(src / "merges.txt"))
+    slow = Qwen2Tokenizer.from_pretrained(str(src))  # the class tokenizer_config.json names in the published dirs
     slow.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<IMG_CONTEXT>"]})
     slow.save_pretrained(tmp_path / "qwen2")
     assert json.loads((tmp_path / "qwen2" / "tokenizer_config.json").read_text())["tokenizer_class"] == (
@@ -193,13 +194,17 @@ def test_qwen2_style_directory_goes_through_auto_tokenizer(tmp_path):
     assert isinstance(tok, Qwen2TokenizerFast)
     assert tok.encode("a red") == [vocab["a"], vocab["Ġred"]]
     assert tok.encode("<IMG_CONTEXT>") == [slow.convert_tokens_to_ids("<IMG_CONTEXT>")]
-    assert isinstance(load_tokenizer(tmp_path / "qwen2", use_fast=False), Qwen2Tokenizer)
+    if not TRANSFORMERS_5:  # 5.x has one (tokenizers-based) Qwen2 class
+        assert isinstance(load_tokenizer(tmp_path / "qwen2", use_fast=False), Qwen2Tokenizer)
 
 
 def test_llama_directory_goes_through_auto_tokenizer(ckpt, sp, tmp_path):
     from transformers import LlamaTokenizer, LlamaTokenizerFast
 
-    LlamaTokenizer(str(ckpt / "tokenizer.model"), legacy=False).save_pretrained(tmp_path)
+    (tmp_path / "tokenizer.model").write_bytes((ckpt / "tokenizer.model").read_bytes())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer", "legacy": False,
+                                                                  "add_bos_token": True}))
+    LlamaTokenizer.from_pretrained(tmp_path).save_pretrained(tmp_path)
     tok = load_tokenizer(tmp_path)
     assert isinstance(tok, LlamaTokenizerFast)
     text = "a green triangle on a dotted background"

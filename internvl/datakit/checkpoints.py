@@ -238,7 +238,11 @@ def write_chat_tokenizer(out_dir: str | os.PathLike, llm: str = "internlm2"):
     else:
         from transformers import LlamaTokenizer
 
-        tokenizer = LlamaTokenizer(vocab_file=str(out_dir / "tokenizer.model"), legacy=False)
+        # Through from_pretrained, which builds the tokenizer from tokenizer.model in transformers 4 (slow
+        # class) and 5 (converted to a tokenizers one) alike.
+        _write_json(out_dir / "tokenizer_config.json", {"tokenizer_class": "LlamaTokenizer", "legacy": False,
+                                                            "add_bos_token": True})
+        tokenizer = LlamaTokenizer.from_pretrained(str(out_dir), legacy=False)
         tokenizer.add_special_tokens({"additional_special_tokens": CHAT_SPECIAL_TOKENS})
         tokenizer.pad_token = tokenizer.unk_token
         tokenizer.save_pretrained(out_dir)
