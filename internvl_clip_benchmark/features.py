@@ -69,10 +69,8 @@ class ImageFiles(Dataset):
         entry = f" ({self.where[index]})" if self.where else ""
         try:
             image = open_image(self.paths[index])
-        except FileNotFoundError as e:
-            raise MissingFileError(f"{e}{entry}") from None
-        except ImageDecodeError as e:
-            raise DataError(f"{e}{entry}") from None
+        except (MissingFileError, ImageDecodeError) as e:  # named by open_image; add where it was listed
+            raise type(e)(f"{e}{entry}") from None
         return self.transform(image) if self.transform is not None else image
 
 
