@@ -31,12 +31,12 @@ from pathlib import Path
 
 import torch
 
-# This file is named like LAION's package: take its folder off the path (python puts it first) so that
-# `import clip_benchmark` finds LAION's, and reach benchmarks/timing.py through the repository root.
+from timing import timed  # benchmarks/timing.py, beside this script
+
+# This file is named like LAION's package and python puts its folder first on sys.path: take the folder off
+# again (after importing timing from it), so that `import clip_benchmark` finds LAION's package, not this file.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
-from benchmarks.timing import timed  # noqa: E402
 
 XTD8 = ["en", "es", "fr", "zh", "it", "ko", "ru", "jp"]
 # (width, depth, heads) of both towers; patch 14 at 224 px, as InternViT.

@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from internvl.errors import DataError, MissingFileError, UserError
+from internvl.errors import MissingFileError, UserError
 from internvl.runtime import atomic_save
 from internvl.transforms import ImageDecodeError, open_image
 
