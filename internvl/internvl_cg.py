@@ -235,10 +235,12 @@ class InternVLModel(InternVLPreTrainedBase):
         self.post_init()
         if config.force_image_size and config.force_image_size != config.vision_config.image_size:
             self.vision_model.resize_pos_embeddings(config.force_image_size)
+        # As the published model: alpha = 2 * rank, what the training scripts wrap with, so a saved LoRA
+        # fine-tune reloads with the scale it was trained at.
         if config.use_backbone_lora:
-            self.wrap_backbone_lora(r=config.use_backbone_lora)
+            self.wrap_backbone_lora(r=config.use_backbone_lora, lora_alpha=2 * config.use_backbone_lora)
         if config.use_qllama_lora:
-            self.wrap_qllama_lora(r=config.use_qllama_lora)
+            self.wrap_qllama_lora(r=config.use_qllama_lora, lora_alpha=2 * config.use_qllama_lora)
 
     @property
     def has_generative_part(self) -> bool:

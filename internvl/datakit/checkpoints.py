@@ -29,7 +29,7 @@ from torch import nn
 from .tokenizer import train_sentencepiece
 
 __all__ = ["CHAT_SPECIAL_TOKENS", "CHAT_VOCAB_SIZE", "CHAT_LLMS", "tiny_vision_config", "randomize_weights", "tiny_internvl_cg_config",
-           "write_tiny_internvl_cg", "tiny_chat_config", "write_chat_tokenizer", "write_tiny_internvl_chat"]
+           "write_tiny_internvl_cg", "write_tiny_internvl_c_pth", "tiny_chat_config", "write_chat_tokenizer", "write_tiny_internvl_chat"]
 
 # The added tokens of OpenGVLab/InternVL2-2B's tokenizer, in the order of their ids (92538 ... 92552).
 CHAT_SPECIAL_TOKENS = ["<|plugin|>", "<|interpreter|>", "<|action_end|>", "<|action_start|>", "<|im_end|>",
@@ -149,6 +149,43 @@ def write_tiny_internvl_cg(out_dir: str | os.PathLike, seed: int = 0, **config_o
         "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": list(IMAGENET_MEAN),
         "image_std": list(IMAGENET_STD), "resample": 3, "size": config.image_size})
     return out_dir
+
+
+def write_tiny_internvl_c_pth(path: str | os.PathLike, model=None, seed: int = 0, **config_overrides) -> Path:
+    """Write an InternVL-C checkpoint laid out as the original ``internvl_c_13b_224px.pth``: one state dict
+    under its names (timm ``vision_model`` blocks, ``transformer.*``, ``text_projection``, ``logit_scale``,
+    ``clip_projector.*``), nothing else -- no config, no tokenizer.
+
+    ``model``: an :class:`InternVLModel` whose InternVL-C part (InternViT, the text decoder without its
+    cross-attention, ``text_projection``, ``logit_scale``, ``clip_projector``) is written, so a tiny
+    C/G directory and this file hold the same InternVL-C weights. Without it a random tiny model of
+    :func:`tiny_internvl_cg_config` (``num_query_token=0``, ``config_overrides`` applied) is written.
+    """
+    import torch
+
+    from ..internvl_cg import InternVLConfig, InternVLModel, rename_internvl_c_pth
+
+    if model is None:
+        config = tiny_internvl_cg_config(**{**config_overrides, "num_query_token": 0})
+        model = randomize_weights(InternVLModel(config), seed, embedding_std=1.0, fill={"logit_scale": 2.0})
+    elif config_overrides:
+        raise ValueError("config_overrides apply to a new random model only, not to a given model")
+    c = model.config
+    c_only = InternVLConfig(vision_config=c.vision_config.to_dict(), qllama_config=c.qllama_config.to_dict(),
+                            clip_embed_dim=c.clip_embed_dim, attn_pool_num_heads=c.attn_pool_num_heads,
+                            num_query_token=0, cross_attention_frequency=c.cross_attention_frequency,
+                            force_image_size=c.force_image_size)
+    with torch.device("meta"):
+        keep = set(InternVLModel(c_only).state_dict())
+    weights = model.state_dict()
+    if keep - set(weights):
+        raise ValueError(f"the model lacks InternVL-C tensors {sorted(keep - set(weights))[:3]} (LoRA-wrapped? merge "
+                         "the adapters first)")
+    state = {rename_internvl_c_pth(k, to_hf=False): weights[k].detach().clone() for k in keep}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
 
 
 # -------------------------------------------------------------------------------------------- InternVL-Chat

@@ -1,0 +1,45 @@
+"""``flickr30k``: Flickr30K (``--language en``), Flickr30K-CN (``cn``) and CLIP Benchmark's machine-translated
+Chinese captions (``zh``), 1000 test images with 5 captions each, in upstream's layout::
+
+    <root>/Images/<image id>.jpg                 (CLIP Benchmark's flat layout, <root>/<image id>.jpg, also works)
+    <root>/flickr30k_test_karpathy.txt           en
+    <root>/flickr30k_cn_test.txt                 cn (upstream ships it: clip_benchmark/data/flickr30k/)
+    <root>/flickr30k_test_zh.txt                 zh
+
+The caption files are the Flickr30K format of :mod:`internvl.retrieval_data` (``image,caption`` header,
+``<id>.jpg,<caption>`` lines); ``--split`` picks ``test`` / ``val`` / ``train`` in the names and
+``--annotation_file`` replaces the file. Captions are cleaned with upstream's ``pre_caption``, every language.
+The synthetic writer is :func:`internvl.retrieval_data.write_flickr30k` (en, cn), shared with the
+retrieval fine-tuning that trains on the same files.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from internvl.errors import MissingFileError
+from internvl.retrieval_data import pre_caption, read_flickr_captions, write_flickr30k
+
+from .common import DATA_HELP, CaptionedImages, check_images_exist
+
+__all__ = ["CAPTION_FILES", "LAYOUT", "build", "write_flickr30k"]
+
+CAPTION_FILES = {"en": "flickr30k_{split}_karpathy.txt", "cn": "flickr30k_cn_{split}.txt", "zh": "flickr30k_{split}_zh.txt"}
+LAYOUT = "Images/<id>.jpg and flickr30k_<split>_karpathy.txt (en) / flickr30k_cn_<split>.txt (cn) / flickr30k_<split>_zh.txt (zh)"
+
+
+def build(root: Path, transform, split: str = "test", language: str = "en",
+          annotation_file: Optional[str] = None, **_) -> CaptionedImages:
+    caption_file = Path(annotation_file) if annotation_file else root / CAPTION_FILES[language].format(split=split)
+    if not caption_file.is_file():
+        raise MissingFileError(f"{caption_file} not found: flickr30k --language {language} --split {split} reads it; "
+                               f"{DATA_HELP}")
+    image_dir = root / "Images" if (root / "Images").is_dir() else root
+    captions: dict[str, list[str]] = {}
+    where: dict[str, str] = {}
+    for row in read_flickr_captions(caption_file):
+        captions.setdefault(row.image, []).append(pre_caption(row.caption))
+        where.setdefault(row.image, f"{caption_file}:{row.line}")
+    paths = [str(image_dir / image) for image in captions]
+    check_images_exist(paths, list(where.values()), caption_file)
+    return CaptionedImages(paths, list(captions.values()), transform, list(where.values()))

@@ -1,0 +1,290 @@
+"""One CLIP Benchmark evaluation (a model, a dataset, a language), CLIP Benchmark's ``run`` with three changes:
+
+* zero-shot classification and retrieval go through the feature store (:mod:`.features`): a model stays
+  loaded from one run to the next, the image features of a dataset are computed once per model and
+  transform, and LAION's metric code runs over them;
+* the result is appended to ``--output`` as one JSON line (upstream's behaviour: its XTD scripts write
+  eight languages into one file), and ``--skip_existing`` skips a run whose line is already there;
+* datasets come from :func:`.datasets.build_dataset` (CLIP Benchmark's and the InternVL additions).
+
+Other tasks (``linear_probe``, ``captioning``, ``image_caption_selection``) run CLIP Benchmark's own code,
+their result appended the same way.
+"""
+from __future__ import annotations
+
+import copy
+import gc
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from torch.utils.data import DataLoader
+
+from internvl.errors import ConfigError, DataError
+
+from .datasets import build_dataset
+from .features import FeatureDataset, FeatureModel, FeatureStore, encode_images, files_digest, image_view
+from .models import load_internvl, weight_files
+
+__all__ = ["ZERO_SHOT_TASKS", "Session", "run", "output_path", "append_result", "read_results", "classification_metrics",
+           "topk_accuracy"]
+
+ZERO_SHOT_TASKS = ("zeroshot_classification", "zeroshot_retrieval")
+_RECORD_FIELDS = ("dataset", "model", "pretrained", "task", "language")
+
+
+@dataclass
+class Loaded:
+    key: tuple
+    model: Any
+    transform: Any
+    tokenizer: Any
+    weights: Optional[list]  # the files the features depend on (None: not fingerprintable, no disk cache)
+    fingerprint: Optional[str] = field(default=None)
+
+
+class Session:
+    """What lives across the runs of one command: the loaded model and the feature store."""
+
+    def __init__(self, feature_cache_dir: Optional[str] = None, tokenizer_dir: Optional[str] = None,
+                 verbose: bool = True):
+        self.store = FeatureStore(feature_cache_dir, verbose=verbose)
+        self.tokenizer_dir = tokenizer_dir
+        self.verbose = verbose
+        self.loads = 0
+        self._loaded: Optional[Loaded] = None
+
+    def load(self, args) -> Loaded:
+        key = (args.model_type, args.model, args.pretrained, str(args.device), self.tokenizer_dir)
+        if self._loaded is not None and self._loaded.key == key:
+            return self._loaded
+        self._loaded = None
+        self.store.forget()  # in-memory features belong to the model they came from
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if args.model_type == "internvl":
+            model, transform, tokenizer = load_internvl(args.model, args.pretrained, args.model_cache_dir,
+                                                        args.device, tokenizer_dir=self.tokenizer_dir)
+            weights = weight_files(args.model, args.pretrained, self.tokenizer_dir)
+        else:
+            from clip_benchmark.models import load_clip
+
+            model, transform, tokenizer = load_clip(model_type=args.model_type, model_name=args.model,
+                                                    pretrained=args.pretrained, cache_dir=args.model_cache_dir,
+                                                    device=args.device)
+            weights = [Path(args.pretrained)] if os.path.isfile(args.pretrained) else None
+        model.eval()
+        self.loads += 1
+        self._loaded = Loaded(key, model, transform, tokenizer, weights)
+        return self._loaded
+
+    def encoder_identity(self, loaded: Loaded, args) -> Optional[dict]:
+        """The model's name on disk: the content of its weight files (None: no disk cache for it)."""
+        if self.store.cache_dir is None or loaded.weights is None:
+            return None
+        if loaded.fingerprint is None:
+            loaded.fingerprint = self.store.model_fingerprint(loaded.weights)
+        dtype = next((p.dtype for p in loaded.model.parameters()), None)
+        return {"model_type": args.model_type, "model": args.model, "weights": loaded.fingerprint, "dtype": str(dtype)}
+
+
+def _device(args) -> str:
+    """CLIP Benchmark's choice of device. Under --distributed the process's GPU becomes the current one and
+    the device is called "cuda": its metric code passes the device to torch.autocast, which rejects "cuda:N"."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    if args.distributed:
+        from clip_benchmark.cli import world_info_from_env
+
+        torch.cuda.set_device(world_info_from_env()[0])
+    return "cuda"
+
+
+def output_path(args, task: str, dataset_name: str) -> str:
+    """``--output`` with CLIP Benchmark's placeholders filled in."""
+    is_file = os.path.isfile(args.pretrained)
+    return args.output.format(
+        model=args.model, pretrained=os.path.basename(args.pretrained) if is_file else args.pretrained,
+        pretrained_full_path=args.pretrained.replace("/", "_") if is_file else args.pretrained,
+        task=task, dataset=dataset_name.replace("/", "_"), language=args.language)
+
+
+def read_results(path: os.PathLike) -> list[dict]:
+    """The results in ``path``: JSON lines (this CLI, upstream's) or one JSON document (CLIP Benchmark's)."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        whole = json.loads(text)
+        return whole if isinstance(whole, list) else [whole]
+    except ValueError:
+        pass
+    results = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                results.append(json.loads(line))
+            except ValueError as e:
+                raise DataError(f"{path}:{number}: not a JSON result line ({e})") from None
+    return results
+
+
+def append_result(path: os.PathLike, dump: dict) -> None:
+    """Append ``dump`` as one line with one ``write`` (O_APPEND), so concurrent runs never interleave."""
+    path = Path(path)
+    if path.parent != Path(""):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, (json.dumps(dump) + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def _already_recorded(output: str, record: dict) -> bool:
+    if not os.path.isfile(output):
+        return False
+    return any(all(result.get(k) == record[k] for k in _RECORD_FIELDS) for result in read_results(output))
+
+
+def _run_laion_task(args, output: str) -> int:
+    """A task without the feature path: CLIP Benchmark's own ``run``, its result appended as a line."""
+    from clip_benchmark import cli as laion_cli
+
+    laion_run = getattr(laion_cli.run, "laion_run", laion_cli.run)
+    with tempfile.TemporaryDirectory() as tmp:
+        delegated = copy.copy(args)
+        delegated.output, delegated.skip_existing = os.path.join(tmp, "result.json"), False
+        laion_run(delegated)
+        for dump in read_results(delegated.output):
+            append_result(output, dump)
+    return 0
+
+
+def _laion_loader(args, dataset, task: str) -> DataLoader:
+    from clip_benchmark.datasets.builder import get_dataset_collate_fn
+
+    if args.dataset.startswith("wds/"):
+        return DataLoader(dataset.batched(args.batch_size), batch_size=None, shuffle=False,
+                          num_workers=args.num_workers)
+    return DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers,
+                      collate_fn=get_dataset_collate_fn(args.dataset))
+
+
+def _zero_shot(args, task: str, dataset, loaded: Loaded, session: Session) -> dict:
+    from clip_benchmark.datasets.builder import image_captions_collate_fn
+    from clip_benchmark.metrics import zeroshot_retrieval
+    from torch.utils.data import default_collate
+
+    classes, templates = getattr(dataset, "classes", None), getattr(dataset, "templates", None)
+    if task == "zeroshot_classification" and (not classes or not templates):
+        raise ConfigError(f"{args.dataset} has no class names / templates: it is not a classification dataset; "
+                          "use --task zeroshot_retrieval")
+    view = None if args.dataset.startswith("wds/") else image_view(dataset)
+    if view is None:
+        if args.verbose:
+            print(f"image features: {type(dataset).__name__} lists no image files, so they are computed in CLIP "
+                  "Benchmark's loop and not reused", flush=True)
+        model, loader = loaded.model, _laion_loader(args, dataset, task)
+    else:
+        if task == "zeroshot_retrieval" and max(args.recall_k) > len(view.paths):
+            raise ConfigError(f"--recall_k {max(args.recall_k)} needs at least that many images; {args.dataset} has "
+                              f"{len(view.paths)}")
+        device_type = torch.device(args.device).type
+        key = {"transform": repr(loaded.transform), "images": files_digest(view.paths), "device": device_type,
+               "amp": bool(args.amp)}
+        identity = session.encoder_identity(loaded, args)
+        features = session.store.get(key, None if identity is None else {**key, "encoder": identity},
+                                     lambda: encode_images(loaded.model, view.images, args.batch_size,
+                                                           args.num_workers, args.device, args.amp, args.verbose))
+        model = FeatureModel(loaded.model)
+        collate = image_captions_collate_fn if task == "zeroshot_retrieval" else default_collate
+        loader = DataLoader(FeatureDataset(features, view.targets, classes), batch_size=args.batch_size,
+                            shuffle=False, collate_fn=collate)
+    if task == "zeroshot_classification":
+        return classification_metrics(model, loader, loaded.tokenizer, classes, templates, args.device, args.amp,
+                                      save_clf=args.save_clf, load_clfs=args.load_clfs)
+    return zeroshot_retrieval.evaluate(model, loader, loaded.tokenizer, recall_k_list=args.recall_k,
+                                       device=args.device, amp=args.amp)
+
+
+def topk_accuracy(logits: torch.Tensor, target: torch.Tensor, k: int) -> float:
+    """Fraction of rows whose target is among the ``k`` highest logits."""
+    top = logits.topk(k, dim=1).indices
+    return (top == target.view(-1, 1)).any(dim=1).float().mean().item()
+
+
+def classification_metrics(model, loader, tokenizer, classes, templates, device: str, amp: bool,
+                           save_clf: Optional[str] = None, load_clfs: Sequence[str] = ()) -> dict:
+    """CLIP Benchmark's zero-shot classification metrics, on its classifier and logits code: ``acc1``,
+    ``acc5`` (NaN below 5 classes) and ``mean_per_class_recall``, or ``mean_average_precision`` for a
+    multi-label set. (Its own ``accuracy`` fails on NumPy >= 2.4, LAION-AI/CLIP_benchmark#147.)"""
+    from clip_benchmark.metrics.zeroshot_classification import (average_precision_per_class, run_classification,
+                                                                 zero_shot_classifier)
+    from sklearn.metrics import balanced_accuracy_score
+
+    if load_clfs:
+        classifier = sum(torch.load(path, map_location="cpu") for path in load_clfs) / len(load_clfs)
+        classifier = classifier.to(device)
+    else:
+        classifier = zero_shot_classifier(model, tokenizer, classes, templates, device, amp=amp)
+    if save_clf:
+        torch.save(classifier, save_clf)
+    logits, target = run_classification(model, classifier, loader, device, amp=amp)
+    if target.ndim == 2:  # several labels per image
+        return {"mean_average_precision": average_precision_per_class(logits, target).mean().item()}
+    return {"acc1": topk_accuracy(logits, target, 1),
+            "acc5": topk_accuracy(logits, target, 5) if len(classes) >= 5 else float("nan"),
+            "mean_per_class_recall": balanced_accuracy_score(target, logits.argmax(dim=1))}
+
+
+def run(args, session: Session) -> int:
+    """One (model, dataset, language) of ``clip_benchmark eval``: CLIP Benchmark's ``run`` for this CLI."""
+    from clip_benchmark.datasets.builder import get_dataset_default_task
+
+    args.device = _device(args)
+    torch.manual_seed(args.seed)
+    dataset_name = args.dataset[len("wds/"):] if args.dataset.startswith("wds/") else args.dataset
+    task = get_dataset_default_task(dataset_name) if args.task == "auto" else args.task
+    output = output_path(args, task, dataset_name)
+    record = {"dataset": args.dataset, "model": args.model, "pretrained": args.pretrained, "task": task,
+              "language": args.language}
+    if args.skip_existing and _already_recorded(output, record):
+        if args.verbose:
+            print(f"Skip {record}: already in {output}")
+        return 0
+    if task not in ZERO_SHOT_TASKS:
+        return _run_laion_task(args, output)
+    if args.verbose:
+        print(f"Running '{task}' on '{dataset_name}' with the model '{args.pretrained}' on language "
+              f"'{args.language}'", flush=True)
+    loaded = session.load(args)
+    if "nllb-clip" in args.model:
+        from clip_benchmark.models.nllb_clip import set_language
+
+        set_language(loaded.tokenizer, args.language)
+    dataset_root = args.dataset_root.format(dataset=dataset_name, dataset_cleaned=dataset_name.replace("/", "-"))
+    dataset = build_dataset(dataset_name=args.dataset, root=dataset_root, transform=loaded.transform, split=args.split,
+                            annotation_file=args.annotation_file, download=True, language=args.language, task=task,
+                            custom_template_file=args.custom_template_file,
+                            custom_classname_file=args.custom_classname_file, wds_cache_dir=args.wds_cache_dir)
+    if args.verbose:
+        try:
+            print(f"Dataset size: {len(dataset)}, split: {args.split}")
+        except TypeError:
+            print(f"Dataset split: {args.split} (an iterable dataset: no size)")
+        print(f"Transform: {loaded.transform}", flush=True)
+    metrics = _zero_shot(args, task, dataset, loaded, session)
+    dump = {**record, "metrics": metrics}
+    dump = {k: dump[k] for k in ("dataset", "model", "pretrained", "task", "metrics", "language")}
+    if args.dump_classnames and getattr(dataset, "classes", None):
+        dump["classnames"] = dataset.classes
+    if args.dump_templates and getattr(dataset, "templates", None):
+        dump["templates"] = dataset.templates
+    if args.verbose:
+        print(f"Dump results to: {output}")
+    append_result(output, dump)
+    return 0

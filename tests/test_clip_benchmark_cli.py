@@ -1,0 +1,255 @@
+"""clip_benchmark end to end through the CLI: every model name on both tasks, feature reuse and the on-disk cache,
+LAION's metrics on a hand-computed case, JSON-lines results and `build`, the three entry points and the scripts,
+and every bad input as one error line."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from internvl.cli import run_main
+from internvl.datakit import SyntheticImages
+from internvl.datakit.checkpoints import write_tiny_internvl_cg
+from internvl.retrieval_data import write_flickr30k
+from internvl_clip_benchmark.cli import main
+from internvl_clip_benchmark.datasets import build_dataset
+from internvl_clip_benchmark.datasets.webdataset import write_wds_classification
+from internvl_clip_benchmark.demo import XTD_LANGUAGES, write_demo
+from internvl_clip_benchmark.evaluate import Session, topk_accuracy
+from internvl_clip_benchmark.features import FeatureDataset, FeatureModel
+from internvl_clip_benchmark.models import MODELS, load_internvl
+
+REPO = Path(__file__).resolve().parents[1]
+KIT = SyntheticImages(num_classes=4, image_size=64)
+XTD8 = list(XTD_LANGUAGES)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The README's try-out layout: tiny checkpoints in pretrained/, synthetic datasets in data/."""
+    return write_demo(tmp_path_factory.mktemp("demo"), images=12)
+
+
+@pytest.fixture(scope="module")
+def pretrained(demo):
+    return demo / "pretrained"
+
+
+@pytest.fixture(scope="module")
+def data(demo):
+    return demo / "data"
+
+
+def _source(pretrained, name):
+    return pretrained / ("internvl_c_13b_224px.pth" if MODELS[name].source == "pth" else "InternVL-14B-224px")
+
+
+def _eval(pretrained, data, output, name, dataset, *flags, session=None):
+    roots = {"imagenet1k": "imagenet-1k", "flickr30k": "flickr30k", "multilingual_mscoco_captions": "mscoco_captions"}
+    argv = ["eval", "--model_type", "internvl", "--model", name, "--pretrained", str(_source(pretrained, name)),
+            "--dataset", dataset, "--dataset_root", str(data / roots[dataset]), "--output", str(output),
+            "--num_workers", "0", "--batch_size", "8", "--no_amp", "--quiet", *flags]
+    if dataset == "imagenet1k":
+        argv += ["--custom_classname_file", str(data / "imagenet-1k" / "classnames.json")]
+    return main(argv, session=session)
+
+
+def _lines(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_model_name_runs_both_tasks_through_the_cli(pretrained, data, tmp_path, name):
+    output = tmp_path / "result.json"
+    _eval(pretrained, data, output, name, "imagenet1k", "--task", "zeroshot_classification")
+    _eval(pretrained, data, output, name, "flickr30k", "--task", "zeroshot_retrieval", "--language", "en", "cn")
+    classification, *retrieval = _lines(output)  # appended, one line per run
+    assert classification["task"] == "zeroshot_classification" and classification["model"] == name
+    assert set(classification["metrics"]) == {"acc1", "acc5", "mean_per_class_recall"}
+    assert [r["language"] for r in retrieval] == ["en", "cn"]
+    assert set(retrieval[0]["metrics"]) == {f"{kind}_retrieval_recall@{k}" for kind in ("image", "text")
+                                            for k in (1, 5, 10)}  # upstream's default recall_k for internvl
+    assert all(0 <= v <= 1 for r in retrieval for v in r["metrics"].values())
+
+
+def test_feature_reuse_across_languages_gives_clip_benchmarks_image_path_numbers(pretrained, data, tmp_path):
+    """XTD in 8 languages: one model load, the images encoded once, and each language's numbers are those
+    of CLIP Benchmark's own loop over the images."""
+    from clip_benchmark.datasets.builder import get_dataset_collate_fn
+    from clip_benchmark.metrics import zeroshot_retrieval
+
+    session = Session(verbose=False)
+    output = tmp_path / "xtd.json"
+    _eval(pretrained, data, output, "internvl_g_retrieval_hf", "multilingual_mscoco_captions", "--language", *XTD8,
+          session=session)
+    assert session.loads == 1 and session.store.stats == {"computed": 1, "memory": 7, "disk": 0}
+    results = _lines(output)
+    assert [r["language"] for r in results] == XTD8
+    model, transform, tokenizer = load_internvl("internvl_g_retrieval_hf", pretrained / "InternVL-14B-224px")
+    for result in (results[0], results[5]):
+        dataset = build_dataset("multilingual_mscoco_captions", root=str(data / "mscoco_captions"), transform=transform,
+                                language=result["language"], task="zeroshot_retrieval")
+        loader = torch.utils.data.DataLoader(dataset, batch_size=8, collate_fn=get_dataset_collate_fn(
+            "multilingual_mscoco_captions"))
+        reference = zeroshot_retrieval.evaluate(model, loader, tokenizer, "cpu", amp=False, recall_k_list=[1, 5, 10])
+        assert result["metrics"] == pytest.approx(reference, abs=1e-6)
+
+
+def test_feature_cache_on_disk_is_reused_and_invalidated(pretrained, data, tmp_path):
+    cache = tmp_path / "features"
+    directory = write_tiny_internvl_cg(tmp_path / "ckpt", seed=1)
+    flags = ("--feature_cache_dir", str(cache), "--task", "zeroshot_retrieval")
+
+    def run(name, *extra, cached=True):
+        session = Session(cache if cached else None, verbose=False)
+        output = tmp_path / f"out{len(list(tmp_path.glob('out*')))}.json"
+        main(["eval", "--model_type", "internvl", "--model", name, "--pretrained", str(directory), "--dataset",
+              "flickr30k", "--dataset_root", str(data / "flickr30k"), "--output", str(output), "--num_workers", "0",
+              "--no_amp", "--quiet", *flags, *extra], session=session)
+        return _lines(output)[0]["metrics"], session.store.stats
+
+    first, stats = run("internvl_g_retrieval_hf")
+    assert stats["computed"] == 1 and len(list(cache.glob("*.pt"))) == 1
+    again, stats = run("internvl_g_retrieval_hf", "--language", "cn")
+    assert stats == {"computed": 0, "memory": 0, "disk": 1}
+    assert again == run("internvl_g_retrieval_hf", "--language", "cn", cached=False)[0]  # identical metrics
+    assert first == run("internvl_g_retrieval_hf", cached=False)[0]
+    # Retrained weights at the same path: a new key, never the stale features.
+    write_tiny_internvl_cg(tmp_path / "ckpt2", seed=2)
+    for f in ("model.safetensors", "config.json"):
+        os.replace(tmp_path / "ckpt2" / f, directory / f)
+    retrained, stats = run("internvl_g_retrieval_hf")
+    assert stats["computed"] == 1 and len(list(cache.glob("*.pt"))) == 2
+    assert retrained == run("internvl_g_retrieval_hf", cached=False)[0] != first
+    # Another transform of the same weights and images (classification crops): another entry.
+    _, stats = run("internvl_g_classification_hf")
+    assert stats["computed"] == 1 and len(list(cache.glob("*.pt"))) == 3
+    memo = json.loads((cache / "fingerprints.json").read_text())
+    assert str(directory / "model.safetensors") in memo
+
+
+def test_recall_at_k_on_a_hand_computed_similarity_matrix():
+    from clip_benchmark.datasets.builder import image_captions_collate_fn
+    from clip_benchmark.metrics import zeroshot_retrieval
+
+    images = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    texts = {"a": [1.0, 0.0], "b": [0.0, 1.0], "c": [0.6, 0.8], "d": [0.8, 0.6], "e": [-1.0, 0.0]}
+    captions = [["a", "b"], ["c"], ["d", "e"]]
+
+    class Words(torch.nn.Module):
+        def encode_text(self, ids):
+            return torch.tensor([list(texts.values())[i] for i in ids.tolist()])
+
+    tokenizer = lambda batch: torch.tensor([list(texts).index(t) for t in batch])  # noqa: E731
+    loader = torch.utils.data.DataLoader(FeatureDataset(images, captions), batch_size=2,
+                                         collate_fn=image_captions_collate_fn)
+    metrics = zeroshot_retrieval.evaluate(FeatureModel(Words()), loader, tokenizer, "cpu", amp=False,
+                                          recall_k_list=[1, 2, 3])
+    # text -> image: a, d first; c, e second; b third. image -> text: image 0 finds a first; image 1 finds c
+    # second (after b); image 2 finds d second (after c).
+    assert metrics == pytest.approx({"image_retrieval_recall@1": 2 / 5, "image_retrieval_recall@2": 4 / 5,
+                                     "image_retrieval_recall@3": 1.0, "text_retrieval_recall@1": 1 / 3,
+                                     "text_retrieval_recall@2": 1.0, "text_retrieval_recall@3": 1.0})
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.5, 0.3, 0.2], [0.2, 0.3, 0.5], [0.0, 0.4, 0.6]])
+    target = torch.tensor([1, 1, 2, 0])
+    assert (topk_accuracy(logits, target, 1), topk_accuracy(logits, target, 2)) == (0.5, 0.75)
+
+
+def test_json_lines_skip_existing_and_build(pretrained, data, tmp_path):
+    output = tmp_path / "result.json"
+    for _ in range(2):
+        _eval(pretrained, data, output, "internvl_c_retrieval_hf", "flickr30k", "--language", "en", "cn",
+              "--skip_existing")
+    assert [r["language"] for r in _lines(output)] == ["en", "cn"]
+    laion = tmp_path / "laion.json"  # CLIP Benchmark's own format: one JSON document
+    laion.write_text(json.dumps({"dataset": "cifar10", "model": "ViT-B-32", "pretrained": "openai",
+                                 "task": "zeroshot_classification", "metrics": {"acc1": 0.9}, "language": "en"},
+                                indent=2))
+    table = tmp_path / "benchmark.csv"
+    assert main(["build", str(output), str(laion), "--output", str(table)]) == 0
+    rows = list(csv.DictReader(table.open()))
+    assert [(r["dataset"], r["language"]) for r in rows] == [("flickr30k", "en"), ("flickr30k", "cn"), ("cifar10", "en")]
+    assert rows[2]["acc1"] == "0.9" and rows[0]["image_retrieval_recall@5"]
+
+
+def test_webdataset_shards_run_through_clip_benchmarks_loop(pretrained, tmp_path):
+    root = write_wds_classification(tmp_path / "wds_synthetic", 12, kit=KIT)
+    assert sorted(p.name for p in root.iterdir()) == ["classnames.txt", "test", "zeroshot_classification_templates.txt"]
+    output = tmp_path / "wds.json"
+    main(["eval", "--model_type", "internvl", "--model", "internvl_c_classification_hf", "--pretrained",
+          str(pretrained / "InternVL-14B-224px"), "--dataset", "wds/synthetic", "--dataset_root", str(root),
+          "--output", str(output), "--num_workers", "0", "--batch_size", "4", "--no_amp", "--quiet"])
+    (result,) = _lines(output)
+    assert result["dataset"] == "wds/synthetic" and set(result["metrics"]) == {"acc1", "acc5", "mean_per_class_recall"}
+
+
+@pytest.mark.parametrize("case, message", [
+    ("model", "error: --model 'internvl_c' is not an InternVL model name; with --model_type internvl use one of: "
+              "internvl_c_classification, internvl_c_retrieval,"),
+    ("format", "error: --model internvl_c_retrieval reads the PyTorch file internvl_c_13b_224px.pth, but --pretrained "),
+    ("root", "error: --dataset_root "),
+    ("language", "error: --language pl is not available for flickr30k; it has: en, cn, zh"),
+    ("line", "flickr30k_test_karpathy.txt:4: malformed line 'no separator here'"),
+    ("image", "cannot decode image "),
+])
+def test_bad_input_is_one_error_line(pretrained, tmp_path, capsys, case, message):
+    root = write_flickr30k(tmp_path / "flickr30k", 10, kit=KIT)
+    captions = root / "flickr30k_test_karpathy.txt"
+    args = {"model": "internvl_c_retrieval", "pretrained": str(pretrained / "internvl_c_13b_224px.pth"),
+            "root": str(root), "language": "en"}
+    if case == "model":
+        args["model"] = "internvl_c"
+    elif case == "format":
+        args["pretrained"] = str(pretrained / "InternVL-14B-224px")
+    elif case == "root":
+        args["root"] = str(tmp_path / "missing")
+    elif case == "language":
+        args["language"] = "pl"
+    elif case == "line":
+        lines = captions.read_text().splitlines()
+        captions.write_text("\n".join(lines[:3] + ["no separator here"] + lines[3:]) + "\n")
+    else:
+        (root / "Images" / "000003.jpg").write_bytes(b"\xff\xd8 truncated")
+    status = run_main(main, ["eval", "--model_type", "internvl", "--model", args["model"], "--pretrained",
+                             args["pretrained"], "--dataset", "flickr30k", "--dataset_root", args["root"], "--language",
+                             args["language"], "--output", str(tmp_path / "r.json"), "--num_workers", "0", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    if case == "image":
+        assert str(root / "Images" / "000003.jpg") in err[0]
+
+
+def test_console_script_and_module_entry_points(capsys, monkeypatch):
+    import runpy
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["clip_benchmark"] == "internvl_clip_benchmark.cli:console_main"
+    from internvl_clip_benchmark.cli import console_main
+
+    monkeypatch.setattr(sys, "argv", ["clip_benchmark", "eval", "--model_type", "internvl", "--model", "x"])
+    assert console_main() == 1
+    assert "error: --model 'x' is not an InternVL model name" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["internvl_clip_benchmark", "eval", "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("internvl_clip_benchmark", run_name="__main__")
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and "internvl" in out.split("--model_type")[1]
+    assert "--feature_cache_dir" in out and "1 5 10" in out
+
+
+def test_upstream_script_from_the_subproject_folder(pretrained, data, tmp_path):
+    """test_internvl_c_xtd.sh runs clip_benchmark/clip_benchmark/cli.py through shell/launch.sh, here with
+    upstream's PYTHONPATH=$(pwd) from clip_benchmark/: our folders must not shadow LAION's clip_benchmark."""
+    output = tmp_path / "result.json"
+    folder = REPO / "clip_benchmark"
+    env = {**os.environ, "GPUS": "0", "DATA": str(data), "MODEL": str(pretrained / "internvl_c_13b_224px.pth"),
+           "OUTPUT": str(output), "PYTHON": sys.executable, "PYTHONPATH": str(folder)}
+    run = subprocess.run(["bash", "test_internvl_c_xtd.sh", "--num_workers", "0", "--quiet"], env=env,
+                         capture_output=True, text=True, cwd=folder)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert [r["language"] for r in _lines(output)] == XTD8
