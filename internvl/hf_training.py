@@ -1,0 +1,210 @@
+"""What every training entry point on the Hugging Face ``Trainer`` shares (``internvl_g``'s retrieval fine-tune,
+``internvl_chat``'s fine-tunes): upstream's command lines on transformers 4 and 5, resuming, DeepSpeed checks.
+
+* :func:`parse_args`: ``HfArgumentParser`` over the entry point's dataclasses and :class:`TrainingArguments`,
+  from ``argv`` or from one ``.json`` file (upstream's two ways). Upstream's scripts pass flags that transformers
+  has since renamed or removed; they are accepted here, the one place that knows about them:
+  ``--evaluation_strategy`` (now ``--eval_strategy``) and ``--overwrite_output_dir`` (gone in 5.x; kept as a
+  field of :class:`TrainingArguments`, see :func:`resume_checkpoint` for what it means). transformers 5 renamed
+  ``--gradient_checkpointing(_kwargs)`` to ``--activation_checkpointing(_kwargs)`` (the old names still work):
+  an entry point's ``defaults`` may use either name.
+* :func:`resume_checkpoint` and :class:`CheckpointCompleteCallback`: a run killed at any moment resumes with the
+  same command from the newest checkpoint that was written completely.
+* :func:`read_deepspeed_config`: a DeepSpeed JSON checked before the Trainer reads it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import transformers
+from transformers import TrainerCallback
+
+from .errors import ConfigError, MissingFileError
+
+__all__ = ["TrainingArguments", "LEGACY_FLAGS", "parse_args", "resume_checkpoint", "CheckpointCompleteCallback",
+           "COMPLETE_MARKER", "read_deepspeed_config"]
+
+logger = logging.getLogger(__name__)
+
+# Upstream spelling -> current spelling, for flags transformers renamed.
+LEGACY_FLAGS = {"evaluation_strategy": "eval_strategy"}
+# Two spellings of one setting (transformers 5's name second); the old one is the only one in 4.x.
+_ALIASES = (("gradient_checkpointing", "activation_checkpointing"),
+            ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"))
+COMPLETE_MARKER = "checkpoint_complete.json"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class TrainingArguments(transformers.TrainingArguments):
+    """``transformers.TrainingArguments`` with the flags upstream's scripts pass that transformers 5 removed."""
+
+    overwrite_output_dir: bool = field(default=False, metadata={"help": (
+        "Allow an --output_dir that holds files but no checkpoint. A run resumes from the newest complete "
+        "checkpoint in --output_dir either way; to start over, use a new --output_dir.")})
+
+
+def _rename_legacy(argv: Sequence[str]) -> list[str]:
+    out = []
+    for arg in argv:
+        flag, eq, value = arg.partition("=")
+        if flag.startswith("--") and flag[2:] in LEGACY_FLAGS:
+            arg = f"--{LEGACY_FLAGS[flag[2:]]}{eq}{value}"
+        out.append(arg)
+    return out
+
+
+def _spellings(name: str) -> set:
+    return next((set(pair) for pair in _ALIASES if name in pair), {name})
+
+
+def _current_spelling(name: str, fields: set) -> str:
+    """transformers 5's name of a renamed argument when this transformers has it (no deprecation warning)."""
+    for old, new in _ALIASES:
+        if name in (old, new):
+            return new if new in fields else old
+    return name
+
+
+def _given(argv: Sequence[str]) -> set:
+    return {arg[2:].partition("=")[0] for arg in argv if arg.startswith("--")}
+
+
+def parse_args(dataclass_types: Sequence[type], argv: Optional[Sequence[str]] = None,
+               defaults: Optional[dict] = None) -> tuple:
+    """Parse ``argv`` (default ``sys.argv[1:]``), or the single ``.json`` file it names, into instances of
+    ``dataclass_types`` (include :class:`TrainingArguments` or a subclass). Unknown flags and keys are errors
+    that name them. ``defaults``: values of the entry point for arguments the command line does not give
+    (under any of their spellings), e.g. ``{"gradient_checkpointing": True}``."""
+    from transformers import HfArgumentParser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(tuple(dataclass_types))
+    fields = {f.name for t in dataclass_types for f in dataclasses.fields(t)}
+    json_file = len(argv) == 1 and argv[0].endswith(".json")
+    given = _given(_rename_legacy(argv)) if not json_file else set()
+    injected = {}
+    for name, value in (defaults or {}).items():
+        spellings = _spellings(name)
+        if not spellings & given:
+            injected[_current_spelling(name, fields)] = value
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        path = Path(argv[0])
+        if not path.is_file():
+            raise MissingFileError(f"arguments file not found: {path}")
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path} is not valid JSON: {e}") from None
+        values = {LEGACY_FLAGS.get(k, k): v for k, v in values.items()}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ConfigError(f"{path}: unknown argument(s) {', '.join(unknown)}; see --help")
+        for name, value in injected.items():
+            if not _spellings(name) & set(values):
+                values[name] = value
+        return _user_errors(parser.parse_dict, values)
+    prefix = [item for name, value in injected.items()
+              for item in (f"--{name}", json.dumps(value) if isinstance(value, dict) else str(value))]
+    return _user_errors(parser.parse_args_into_dataclasses, args=prefix + _rename_legacy(argv))
+
+
+def _user_errors(parse, *args, **kwargs):
+    # TrainingArguments checks its flags in __post_init__ and raises ValueError ("--bf16 needs a GPU or
+    # --use_cpu", "--deepspeed <json> has no zero_optimization", ...): messages about the flags, for the user.
+    try:
+        return parse(*args, **kwargs)
+    except ValueError as e:
+        raise ConfigError(f"invalid training arguments: {e}") from e
+
+
+def _checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    found = [(int(m[1]), p) for p in output_dir.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))]
+    return sorted(found)
+
+
+def resume_checkpoint(args, is_main: bool = True) -> Optional[str]:
+    """The checkpoint a run continues from, or None to start from the beginning.
+
+    ``args.resume_from_checkpoint`` when given (it must exist); else the newest ``checkpoint-<step>`` in
+    ``args.output_dir`` that :class:`CheckpointCompleteCallback` marked complete, so the command that was
+    interrupted resumes when run again. Newer checkpoints left incomplete by the interruption are deleted (by the
+    main process; they would be mistaken for complete ones by the Trainer's rotation), each with a log line.
+    An ``output_dir`` with files but no complete checkpoint is an error unless ``args.overwrite_output_dir``.
+    """
+    if args.resume_from_checkpoint:
+        path = Path(args.resume_from_checkpoint)
+        if not path.is_dir():
+            raise MissingFileError(f"--resume_from_checkpoint {path}: no such directory")
+        return str(path)
+    output_dir = Path(args.output_dir)
+    if not output_dir.is_dir():
+        return None
+    complete = None
+    for step, path in reversed(_checkpoints(output_dir)):
+        if (path / COMPLETE_MARKER).is_file():
+            complete = path
+            break
+        if is_main:
+            logger.warning("deleting %s: the run that wrote it stopped before it was complete", path)
+            shutil.rmtree(path)
+    if complete is not None:
+        return str(complete)
+    if not args.overwrite_output_dir and is_main and any(p for p in output_dir.iterdir()
+                                                         if not _CHECKPOINT.match(p.name)):
+        raise ConfigError(f"--output_dir {output_dir} already exists, holds files and no complete checkpoint to "
+                          "resume from; pass --overwrite_output_dir True to write into it anyway, or choose a new one")
+    return None
+
+
+class CheckpointCompleteCallback(TrainerCallback):
+    """After every process has finished writing ``checkpoint-<step>``, the main process adds
+    :data:`COMPLETE_MARKER` to it: a checkpoint without it was interrupted and is never resumed from."""
+
+    def on_save(self, args, state, control, **kwargs):
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+        if state.is_world_process_zero:
+            directory = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if directory.is_dir():
+                temporary = directory / f".{COMPLETE_MARKER}.tmp"
+                temporary.write_text(json.dumps({"global_step": state.global_step}) + "\n")
+                os.replace(temporary, directory / COMPLETE_MARKER)
+        return control
+
+
+def read_deepspeed_config(path: str, keep_optimizer_groups: bool = False) -> dict:
+    """The DeepSpeed JSON at ``path``, checked: it must exist and parse. With ``keep_optimizer_groups`` (the
+    Trainer builds parameter groups with their own learning rates), an ``optimizer`` or ``scheduler`` block is an
+    error: DeepSpeed would build its own optimizer, or its WarmupLR / WarmupDecayLR would write one learning rate
+    into every group, silently undoing the per-group rates. Without it, a ``scheduler`` block is logged: it
+    replaces ``--lr_scheduler_type``."""
+    config_path = Path(path)
+    if not config_path.is_file():
+        raise MissingFileError(f"--deepspeed {config_path}: file not found")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--deepspeed {config_path} is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"--deepspeed {config_path}: expected a JSON object")
+    for block in ("optimizer", "scheduler"):
+        if block in config and keep_optimizer_groups:
+            raise ConfigError(f"--deepspeed {config_path} has a '{block}' block, which would override the per-group "
+                              f"learning rates (layer-wise decay); remove it so the Trainer's optimizer and "
+                              "--lr_scheduler_type are used")
+    if "scheduler" in config:
+        logger.warning("--deepspeed %s: its 'scheduler' block (%s) replaces --lr_scheduler_type", config_path,
+                       config["scheduler"].get("type"))
+    return config

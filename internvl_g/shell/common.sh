@@ -1,0 +1,50 @@
+# internvl_g/shell/common.sh: what the fine-tuning scripts share (sourced by them, not run).
+#
+# `finetune DEEPSPEED_JSON FLAGS...` runs `python -m internvl_g.finetune` through shell/launch.sh with the flags
+# every upstream script passes, then the script's own, then the script's arguments ("$@": any flag given to a
+# script overrides the one it sets). Paths are upstream's, relative to the current directory (run from the
+# repository root or from internvl_g/, where data/ and pretrained/ link to the repository's).
+#
+#   MODEL       the checkpoint to fine-tune (default: ./pretrained/InternVL-14B-224px)
+#   OUTPUT_DIR  where checkpoints and the model go (default: each script's ./work_dirs/<script name>)
+#   GPUS        processes (default: each script's); GPUS=0 runs one CPU process, without DeepSpeed (ZeRO needs
+#               CUDA) and with --use_cpu True
+# plus the launcher's variables (PARTITION for SLURM, GPUS_PER_NODE, QUOTA_TYPE, MASTER_PORT, ...; shell/README.md).
+# A killed run resumes from its last complete checkpoint when the same command is run again.
+
+INTERNVL_G_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$INTERNVL_G_DIR/../shell/launch.sh"
+set -euo pipefail
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
+
+finetune() {
+    local deepspeed_json=$1
+    shift
+    local -a device
+    if [[ ${GPUS:-} == 0 ]]; then
+        device=(--use_cpu True)
+    else
+        device=(--deepspeed "$INTERNVL_G_DIR/$deepspeed_json")
+    fi
+    launch -m internvl_g.finetune \
+        --model_name_or_path "${MODEL:-./pretrained/InternVL-14B-224px}" \
+        --overwrite_output_dir True \
+        --dataloader_num_workers 2 \
+        --pad_to_max_length True \
+        --bf16 True \
+        --gradient_accumulation_steps 1 \
+        --evaluation_strategy "no" \
+        --save_strategy "steps" \
+        --save_steps 100 \
+        --save_total_limit 5 \
+        --learning_rate 1e-6 \
+        --weight_decay 0.05 \
+        --warmup_steps 100 \
+        --lr_scheduler_type "cosine" \
+        --logging_steps 1 \
+        --max_seq_length 80 \
+        --do_train True \
+        --optim adamw_torch \
+        --report_to "tensorboard" \
+        "${device[@]}" "$@"
+}
