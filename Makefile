@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo demo-classification bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,12 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# The InternVL2 fine-tuning workflow on synthetic data (about 2 minutes on 2 cores).
 demo: $(STAMP)
+	$(PY) -m internvl_chat.demo
+
+# InternViT linear probing on synthetic ImageNet layouts.
+demo-classification: $(STAMP)
 	$(PY) -m classification.demo
 
 bench: $(STAMP)

@@ -18,20 +18,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from timing import timed  # noqa: E402  (benchmarks/timing.py, beside this script)
-from internvl import InternVisionConfig  # noqa: E402
-from internvl.datakit import SyntheticImages, train_sentencepiece  # noqa: E402
-from internvl.caption_benchmarks import (BENCHMARKS, CaptionDataset, load_image_list,  # noqa: E402
+from timing import timed  # benchmarks/timing.py, beside this script
+from internvl import InternVisionConfig
+from internvl.datakit import SyntheticImages, train_sentencepiece
+from internvl.caption_benchmarks import (BENCHMARKS, CaptionDataset, load_image_list,
                                         write_coco_karpathy)
-from internvl.internvl_cg import InternVLConfig, InternVLModel, build_cg_tokenizer, image_transform  # noqa: E402
-from internvl_g.evaluate_caption import collate_batch, generate_captions  # noqa: E402
+from internvl.internvl_cg import InternVLConfig, InternVLModel
+from internvl.processing_internvl_cg import build_cg_tokenizer, image_transform
+from internvl_g.evaluate_caption import collate_batch, generate_captions
 
 
 def mid_size_config(vocab_size: int) -> InternVLConfig:

@@ -19,17 +19,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from timing import timed  # noqa: E402  (benchmarks/timing.py, beside this script)
-from internvl import InternVisionConfig  # noqa: E402
-from internvl.chat_model import InternVLChatConfig, InternVLChatModel  # noqa: E402
-from internvl.datakit import train_sentencepiece  # noqa: E402
+from timing import timed  # benchmarks/timing.py, beside this script
+from internvl import InternVisionConfig
+from internvl.chat_model import InternVLChatConfig, InternVLChatModel
+from internvl.datakit import train_sentencepiece
 
 IMAGE_TOKENS = ["<|im_end|>", "<|im_start|>", "<img>", "</img>", "<IMG_CONTEXT>"]
 

@@ -21,23 +21,21 @@ import argparse
 import logging
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from classification.config import load_config  # noqa: E402
-from classification.dataset import (TrainBatchSampler, UnreadableImages, build_train_feature_source,  # noqa: E402
+from classification.config import load_config
+from classification.dataset import (TrainBatchSampler, UnreadableImages, build_train_feature_source,
                                     build_train_set, make_loader)
-from classification.features import build_feature_cache  # noqa: E402
-from classification.main import amp_dtype_for, build_criterion, train_one_epoch  # noqa: E402
-from classification.model import build_model  # noqa: E402
-from classification.optim import LRSchedule, build_optimizer  # noqa: E402
-from internvl.datakit import SyntheticImages, write_imagenet_lists  # noqa: E402
-from internvl.runtime import DistInfo  # noqa: E402
+from classification.features import build_feature_cache
+from classification.main import amp_dtype_for, build_criterion, train_one_epoch
+from classification.model import build_model
+from classification.optim import LRSchedule, build_optimizer
+from internvl.datakit import SyntheticImages, write_imagenet_lists
+from internvl.runtime import DistInfo
 
 CONFIG = Path(__file__).resolve().parents[1] / "classification" / "configs" / "tiny" / "intern_vit_tiny_synthetic.yaml"
 

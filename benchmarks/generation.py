@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from timing import timed  # noqa: E402  (benchmarks/timing.py, beside this script)
-from internvl.internlm2 import InternLM2Config, InternLM2ForCausalLM, to_llama  # noqa: E402
+from timing import timed  # benchmarks/timing.py, beside this script
+from internvl.internlm2 import InternLM2Config, InternLM2ForCausalLM, to_llama
 
 
 def build(args) -> InternLM2ForCausalLM:

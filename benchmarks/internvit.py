@@ -24,9 +24,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from internvl import InternVisionConfig, InternVisionModel  # noqa: E402
-from internvl.intern_vit import to_timm_vision_transformer  # noqa: E402
+from internvl import InternVisionConfig, InternVisionModel
+from internvl.intern_vit import to_timm_vision_transformer
 
 DEFAULT_CACHE = Path(__file__).resolve().parent / ".cache"
 

@@ -23,14 +23,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from timing import timed  # noqa: E402  (benchmarks/timing.py, beside this script)
-from internvl.intern_vit import InternVisionConfig  # noqa: E402
-from internvl.internvl_cg import InternVLConfig, InternVLModel  # noqa: E402
+from timing import timed  # benchmarks/timing.py, beside this script
+from internvl.intern_vit import InternVisionConfig
+from internvl.internvl_cg import InternVLConfig, InternVLModel
 
 
 def mid_size_config() -> InternVLConfig:

@@ -5,27 +5,49 @@
     clip = InternVLModel.from_pretrained("pretrained/InternVL-14B-224px", torch_dtype=torch.bfloat16)
     chat = InternVLChatModel.from_pretrained("pretrained/InternVL2-2B", torch_dtype=torch.bfloat16)
     tokenizer = load_tokenizer("pretrained/InternVL2-2B")
-"""
-from transformers import AutoConfig, AutoModel
 
-from .chat_model import InternVLChatConfig, InternVLChatModel, register_internvl_chat
-from .intern_vit import InternVisionConfig, InternVisionModel
-from .internlm2 import InternLM2Config, InternLM2ForCausalLM, InternLM2Model, register_internlm2
-from .internvl_cg import InternVLConfig, InternVLModel, build_cg_tokenizer, load_internvl_c_pth
-from .layers import attention, set_attention_backend
-from .tokenization import InternLM2Tokenizer, load_tokenizer
+``import internvl`` imports nothing heavy: each name below is imported on first use, so a command's
+``--help`` does not pay for torch and transformers. Importing a model module registers its published
+``model_type`` with ``AutoConfig`` / ``AutoModel`` (``intern_vit_6b``, ``internlm2``, ``internvl_chat``), so
+``AutoModel.from_pretrained(dir)`` reads those directories with no ``trust_remote_code``;
+:func:`register_auto_classes` does it up front. InternVL-C/G's ``"internvl"`` is registered only on request
+(:func:`internvl.internvl_cg.register_internvl_cg`): transformers has its own ``"internvl"`` (InternVL3 -hf).
+"""
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["InternVisionConfig", "InternVisionModel", "InternVLConfig", "InternVLModel", "build_cg_tokenizer",
-           "load_internvl_c_pth", "InternLM2Config", "InternLM2Model", "InternLM2ForCausalLM", "InternLM2Tokenizer",
-           "load_tokenizer", "InternVLChatConfig", "InternVLChatModel", "attention", "set_attention_backend"]
+# name -> the module that defines it
+_EXPORTS = {
+    "InternVisionConfig": ".intern_vit", "InternVisionModel": ".intern_vit",
+    "InternVLConfig": ".internvl_cg", "InternVLModel": ".internvl_cg", "load_internvl_c_pth": ".internvl_cg",
+    "build_cg_tokenizer": ".processing_internvl_cg", "image_transform": ".processing_internvl_cg",
+    "InternLM2Config": ".internlm2", "InternLM2Model": ".internlm2", "InternLM2ForCausalLM": ".internlm2",
+    "InternLM2Tokenizer": ".tokenization", "load_tokenizer": ".tokenization",
+    "InternVLChatConfig": ".chat_model", "InternVLChatModel": ".chat_model",
+    "attention": ".layers", "set_attention_backend": ".layers",
+}
 
-# The published config.json files name remote code (auto_map). Registering the model types makes
-# AutoConfig / AutoModel use these classes instead, with no trust_remote_code and no download.
-# InternVL-C/G is not registered on import: its published model_type "internvl" is also transformers'
-# own InternVL3 (-hf) type; call internvl.internvl_cg.register_internvl_cg() to take it over.
-AutoConfig.register(InternVisionConfig.model_type, InternVisionConfig, exist_ok=True)
-AutoModel.register(InternVisionConfig, InternVisionModel, exist_ok=True)
-register_internlm2()
-register_internvl_chat()
+__all__ = sorted(_EXPORTS) + ["register_auto_classes"]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'internvl' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+def register_auto_classes() -> None:
+    """Register InternViT, InternLM2 and InternVL-Chat with the transformers Auto classes now (importing
+    their modules does it; this imports them)."""
+    for module in (".intern_vit", ".internlm2", ".chat_model"):
+        importlib.import_module(module, __name__)

@@ -66,11 +66,13 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
 
-from .datakit.synthetic import _BACKGROUND_ADJ, Sample, SyntheticImages, save_jpeg
 from .errors import DataError, MissingFileError
 from .transforms import ImageDecodeError, open_image
+
+if TYPE_CHECKING:  # the writers import the data kit (and torch) when they run, not the reader
+    from .datakit.synthetic import Sample, SyntheticImages
 
 __all__ = ["BENCHMARKS", "CaptionBenchmark", "CaptionImage", "load_image_list", "CaptionDataset",
            "reference_captions", "write_coco_karpathy", "write_flickr30k_karpathy", "write_nocaps"]
@@ -210,12 +212,24 @@ _TEMPLATES = (
 _NOCAPS_DOMAINS = ("in-domain", "near-domain", "out-domain")
 
 
+def _background_adjective(background: str) -> str:
+    from .datakit.synthetic import _BACKGROUND_ADJ
+
+    return _BACKGROUND_ADJ[background]
+
+
+def _kit_and_writer(kit: Optional[SyntheticImages]):
+    from .datakit.synthetic import SyntheticImages, save_jpeg
+
+    return kit or SyntheticImages(), save_jpeg
+
+
 def reference_captions(sample: Sample, k: int = 5) -> list[str]:
     """``k`` (1..10) English reference captions of ``sample``: ``sample.caption_en`` and rephrasings."""
     if not 1 <= k <= len(_TEMPLATES) + 1:
         raise DataError(f"k must be in 1..{len(_TEMPLATES) + 1}, got {k}")
     words = dict(colour=sample.colour, Colour=sample.colour.capitalize(), shape=sample.shape,
-                 position=sample.position, bg=_BACKGROUND_ADJ[sample.background])
+                 position=sample.position, bg=_background_adjective(sample.background))
     return [sample.caption_en] + [template.format(**words) for template in _TEMPLATES[:k - 1]]
 
 
@@ -248,7 +262,7 @@ def write_coco_karpathy(root: str | os.PathLike, num_images: int, kit: Optional[
     (``data/coco``): ``val2014/`` images, ``annotations/coco_karpathy_test.json`` and
     ``annotations/coco_karpathy_test_gt.json`` (see the module doc)."""
     _check_range(num_images, start)
-    kit = kit or SyntheticImages()
+    kit, save_jpeg = _kit_and_writer(kit)
     root = Path(root)
     image_dir, test_file = root / "val2014", root / "annotations" / "coco_karpathy_test.json"
     gt_file = root / "annotations" / "coco_karpathy_test_gt.json"
@@ -271,7 +285,7 @@ def write_flickr30k_karpathy(root: str | os.PathLike, num_images: int, kit: Opti
     """Write ``num_images`` images with 5 references each as the Flickr30K Karpathy test split under ``root``
     (``data/flickr30k``): ``Images/`` and the COCO-format ``flickr30k_test_karpathy.json``."""
     _check_range(num_images, start)
-    kit = kit or SyntheticImages()
+    kit, save_jpeg = _kit_and_writer(kit)
     root = Path(root)
     image_dir, annotation_file = root / "Images", root / "flickr30k_test_karpathy.json"
     _refuse_existing((image_dir, annotation_file))
@@ -292,7 +306,7 @@ def write_nocaps(root: str | os.PathLike, num_images: int, kit: Optional[Synthet
     """Write ``num_images`` images with 10 references each as NoCaps val under ``root`` (``data/nocaps``):
     ``images/`` and ``nocaps_val_4500_captions.json`` (see the module doc)."""
     _check_range(num_images, start)
-    kit = kit or SyntheticImages()
+    kit, save_jpeg = _kit_and_writer(kit)
     root = Path(root)
     image_dir, annotation_file = root / "images", root / "nocaps_val_4500_captions.json"
     _refuse_existing((image_dir, annotation_file))

@@ -26,6 +26,8 @@ import subprocess
 from pathlib import Path
 from typing import Mapping
 
+from .errors import UserError
+
 __all__ = ["METRICS", "JavaNotFoundError", "check_java", "load_coco_references", "score_captions",
            "average_length", "summary_line"]
 
@@ -35,7 +37,7 @@ JAVA_HELP = ("pycocoevalcap's PTB tokenizer and METEOR run on Java 8 or newer; i
              "and make sure `java -version` works in this environment")
 
 
-class JavaNotFoundError(RuntimeError):
+class JavaNotFoundError(UserError, RuntimeError):
     """No working ``java`` for the caption metrics. The message says what to install."""
 
 

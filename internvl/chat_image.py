@@ -20,6 +20,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from PIL import Image
 
+from .errors import DataError, MissingDependencyError, MissingFileError
 from .transforms import build_transform, open_image
 
 __all__ = ["target_grids", "find_closest_aspect_ratio", "dynamic_preprocess", "load_image", "frame_indices",
@@ -125,13 +126,13 @@ def _read_frames(path: str, num_segments: int, bound) -> List[Image.Image]:
     try:
         import av
     except ImportError:
-        raise ImportError(f"load_video({path!r}) needs a video reader: pip install av (or decord)") from None
+        raise MissingDependencyError(f"load_video({path!r}) needs a video reader: pip install av (or decord)") from None
     with av.open(path) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 0)
         num_frames = stream.frames or sum(1 for _ in container.decode(stream))  # some containers omit the count
         if not fps or not num_frames:
-            raise ValueError(f"{path}: the video stream reports no frame rate or no frames")
+            raise DataError(f"{path}: the video stream reports no frame rate or no frames")
         container.seek(0)
         indices = frame_indices(bound, fps, num_frames - 1, num_segments=num_segments)
         wanted, frames = set(indices), {}
@@ -142,7 +143,7 @@ def _read_frames(path: str, num_segments: int, bound) -> List[Image.Image]:
                 break
     missing = sorted(wanted - frames.keys())
     if missing:
-        raise ValueError(f"{path}: the container reports {num_frames} frames but frames {missing} could not be "
+        raise DataError(f"{path}: the container reports {num_frames} frames but frames {missing} could not be "
                          "decoded; the file may be truncated")
     return [frames[i] for i in indices]
 
@@ -156,13 +157,13 @@ def load_video(path: Union[str, os.PathLike], num_segments: int = 32, bound: Opt
     prompt (:func:`internvl.conversation.video_prefix`)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"video not found: {path}")
+        raise MissingFileError(f"video not found: {path}")
     try:
         frames = _read_frames(path, num_segments, bound)
     except (ImportError, ValueError):
         raise
     except Exception as err:  # the readers raise their own error types for undecodable files
-        raise ValueError(f"cannot decode video {path}: {err}") from err
+        raise DataError(f"cannot decode video {path}: {err}") from err
     pixel_values = [load_image(frame, input_size=input_size, max_num=max_num, use_thumbnail=use_thumbnail)
                     for frame in frames]
     return torch.cat(pixel_values), [len(p) for p in pixel_values]

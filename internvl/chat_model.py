@@ -37,7 +37,8 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .compat import CACHE_KEY, output_cache
 from .conversation import Conversation, get_conv_template
-from .intern_vit import VISION_LORA_TARGETS, InternVisionConfig, InternVisionModel
+from .errors import ConfigError, DataError
+from .intern_vit import InternVisionConfig, InternVisionModel
 from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase, causal_lm_loss, wrap_lora
 
 logger = logging.getLogger(__name__)
@@ -56,27 +57,23 @@ class _LLMSpec:
     module: str            # where the config and model classes live
     config_class: str
     model_class: str
-    lora_targets: Tuple[str, ...]  # the reference's LoRA target modules for this architecture
+    lora_family: str       # its key in internvl.modeling_utils.LORA_TARGETS
+    decoder_layer: str     # the class of one decoder block (what device maps must not split)
 
-
-_LLAMA_LIKE_LORA = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                    "mlp.gate_proj", "mlp.down_proj", "mlp.up_proj")
 
 SUPPORTED_LLMS = {
-    "InternLM2ForCausalLM": _LLMSpec("internvl.internlm2", "InternLM2Config", "InternLM2ForCausalLM",
-                                     ("attention.wqkv", "attention.wo", "feed_forward.w1", "feed_forward.w2",
-                                      "feed_forward.w3")),
-    "Qwen2ForCausalLM": _LLMSpec("transformers", "Qwen2Config", "Qwen2ForCausalLM", _LLAMA_LIKE_LORA),
-    "LlamaForCausalLM": _LLMSpec("transformers", "LlamaConfig", "LlamaForCausalLM", _LLAMA_LIKE_LORA),
-    "Phi3ForCausalLM": _LLMSpec("transformers", "Phi3Config", "Phi3ForCausalLM",
-                                ("mlp.down_proj", "mlp.gate_up_proj", "self_attn.o_proj", "self_attn.qkv_proj")),
+    "InternLM2ForCausalLM": _LLMSpec("internvl.internlm2", "InternLM2Config", "InternLM2ForCausalLM", "internlm2",
+                                     "InternLM2DecoderLayer"),
+    "Qwen2ForCausalLM": _LLMSpec("transformers", "Qwen2Config", "Qwen2ForCausalLM", "llama", "Qwen2DecoderLayer"),
+    "LlamaForCausalLM": _LLMSpec("transformers", "LlamaConfig", "LlamaForCausalLM", "llama", "LlamaDecoderLayer"),
+    "Phi3ForCausalLM": _LLMSpec("transformers", "Phi3Config", "Phi3ForCausalLM", "phi3", "Phi3DecoderLayer"),
 }
 
 
 def _llm_spec(architecture: Optional[str]) -> _LLMSpec:
     if architecture not in SUPPORTED_LLMS:
-        raise ValueError(f"llm_config.architectures[0] is {architecture!r}, which InternVLChatModel does not support; "
-                         f"supported language models: {', '.join(SUPPORTED_LLMS)}")
+        raise ConfigError(f"llm_config.architectures[0] is {architecture!r}, which InternVLChatModel does not support; "
+                          f"supported language models: {', '.join(SUPPORTED_LLMS)}")
     return SUPPORTED_LLMS[architecture]
 
 
@@ -124,13 +121,13 @@ class InternVLChatConfig(InternVLConfigBase):
             self.vision_config = InternVisionConfig(**vision_config)
         self.llm_config = self._build_llm_config(llm_config)
         if ps_version not in ("v1", "v2"):
-            raise ValueError(f"InternVLChatConfig.ps_version={ps_version!r}: use 'v1' or 'v2'")
+            raise ConfigError(f"InternVLChatConfig.ps_version={ps_version!r}: use 'v1' or 'v2'")
         if not 0 < downsample_ratio <= 1 or abs(1 / downsample_ratio - round(1 / downsample_ratio)) > 1e-6:
-            raise ValueError(f"InternVLChatConfig.downsample_ratio={downsample_ratio} must be 1/n for a whole n "
-                             "(0.5 in every published model)")
+            raise ConfigError(f"InternVLChatConfig.downsample_ratio={downsample_ratio} must be 1/n for a whole n "
+                              "(0.5 in every published model)")
         if not 1 <= min_dynamic_patch <= max_dynamic_patch:
-            raise ValueError(f"need 1 <= min_dynamic_patch <= max_dynamic_patch, got {min_dynamic_patch}, "
-                             f"{max_dynamic_patch}")
+            raise ConfigError(f"need 1 <= min_dynamic_patch <= max_dynamic_patch, got {min_dynamic_patch}, "
+                              f"{max_dynamic_patch}")
         self.use_backbone_lora = use_backbone_lora
         self.use_llm_lora = use_llm_lora
         self.pad2square = pad2square
@@ -194,8 +191,7 @@ class InternVLChatModel(InternVLPreTrainedBase):
     main_input_name = "pixel_values"
     base_model_prefix = "language_model"
     supports_gradient_checkpointing = True
-    _no_split_modules = ["InternVisionModel", "LlamaDecoderLayer", "InternLM2DecoderLayer", "Phi3DecoderLayer",
-                         "Qwen2DecoderLayer"]
+    _no_split_modules = ["InternVisionModel"] + sorted({spec.decoder_layer for spec in SUPPORTED_LLMS.values()})
     _supports_flash_attn = True
     _supports_flash_attn_2 = True  # the name transformers < 4.48 reads
     _supports_sdpa = True
@@ -204,8 +200,8 @@ class InternVLChatModel(InternVLPreTrainedBase):
                  language_model: Optional[nn.Module] = None):
         super().__init__(config)
         if config.template is None:
-            raise ValueError("InternVLChatConfig.template is not set: name the conversation template the model was "
-                             "trained with, e.g. 'internlm2-chat' (see internvl.conversation)")
+            raise ConfigError("InternVLChatConfig.template is not set: name the conversation template the model was "
+                              "trained with, e.g. 'internlm2-chat' (see internvl.conversation)")
         self.patch_size = config.vision_config.patch_size
         self.select_layer = config.select_layer
         self.template = config.template
@@ -249,11 +245,11 @@ class InternVLChatModel(InternVLPreTrainedBase):
     # ------------------------------------------------------------------ LoRA (needs peft)
     def wrap_backbone_lora(self, r: int = 128, lora_alpha: int = 256, lora_dropout: float = 0.05) -> None:
         """Wrap the vision model with LoRA adapters on its attention and MLP linears."""
-        self.vision_model = wrap_lora(self.vision_model, VISION_LORA_TARGETS, r, lora_alpha, lora_dropout)
+        self.vision_model = wrap_lora(self.vision_model, "intern_vit", r, lora_alpha, lora_dropout)
 
     def wrap_llm_lora(self, r: int = 128, lora_alpha: int = 256, lora_dropout: float = 0.05) -> None:
         """Wrap the language model with LoRA adapters on the reference's target modules for its architecture."""
-        self.language_model = wrap_lora(self.language_model, _llm_spec(self.llm_arch_name).lora_targets, r,
+        self.language_model = wrap_lora(self.language_model, _llm_spec(self.llm_arch_name).lora_family, r,
                                         lora_alpha, lora_dropout, task_type="CAUSAL_LM")
         self.language_model.enable_input_require_grads()
 
@@ -291,6 +287,11 @@ class InternVLChatModel(InternVLPreTrainedBase):
 
     def extract_feature(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``(tiles, 3, S, S)`` pixels -> ``(tiles, num_image_token, llm_hidden)`` language-model embeddings."""
+        size = self.config.image_size
+        if tuple(pixel_values.shape[-2:]) != (size, size):
+            raise DataError(f"pixel_values hold {pixel_values.shape[-2]}x{pixel_values.shape[-1]} tiles but this "
+                            f"model's tiles are {size}x{size} (config.force_image_size / vision_config.image_size): "
+                            f"load images with load_image(path, input_size=model.config.image_size)")
         pixel_values = pixel_values.to(self.vision_model.device)
         if self.select_layer == -1:
             features = self.vision_model(pixel_values=pixel_values, output_hidden_states=False,
@@ -321,7 +322,7 @@ class InternVLChatModel(InternVLPreTrainedBase):
         selected = input_ids == self.img_context_token_id
         slots = int(selected.sum())
         if slots != vit_embeds.shape[0]:
-            raise ValueError(
+            raise DataError(
                 f"input_ids hold {slots} image context tokens (id {self.img_context_token_id}) but the images give "
                 f"{vit_embeds.shape[0]} feature vectors ({self.num_image_token} per tile); the prompt must hold "
                 f"{IMG_CONTEXT_TOKEN} x {self.num_image_token} for every tile of every image")
@@ -407,7 +408,7 @@ class InternVLChatModel(InternVLPreTrainedBase):
         found = query.count(IMAGE_PLACEHOLDER)
         if found != len(num_patches_list):
             given = f"{len(num_patches_list)} image(s) (num_patches_list={list(num_patches_list)})"
-            raise ValueError(
+            raise DataError(
                 f"the prompt has {found} '<image>' placeholder(s) but {given} were given: write one '<image>' per "
                 "image, e.g. 'Image-1: <image>\\nImage-2: <image>\\n' (internvl.conversation.image_prefix), and pass "
                 "the same pixel_values on every turn of a conversation about an image")
@@ -431,8 +432,8 @@ class InternVLChatModel(InternVLPreTrainedBase):
     def _check_tiles(self, pixel_values: Optional[torch.Tensor], num_patches_list: Sequence[int]) -> None:
         tiles = 0 if pixel_values is None else pixel_values.shape[0]
         if sum(num_patches_list) != tiles:
-            raise ValueError(f"num_patches_list={list(num_patches_list)} adds up to {sum(num_patches_list)} tiles but "
-                             f"pixel_values holds {tiles}")
+            raise DataError(f"num_patches_list={list(num_patches_list)} adds up to {sum(num_patches_list)} tiles but "
+                            f"pixel_values holds {tiles}")
 
     def chat(self, tokenizer, pixel_values: Optional[torch.Tensor], question: str, generation_config,
              history: Optional[List[Tuple[str, str]]] = None, return_history: bool = False,
@@ -557,10 +558,10 @@ def _special_token_id(tokenizer, token: str, purpose: str) -> int:
     unknown = token_id is None or (tokenizer.unk_token_id is not None and token_id == tokenizer.unk_token_id
                                    and token != tokenizer.unk_token)
     if unknown:
-        raise ValueError(f"the tokenizer has no {token!r} token ({purpose}); load the tokenizer saved with the "
-                         "checkpoint (internvl.tokenization.load_tokenizer(checkpoint_dir)), or add it with "
-                         "tokenizer.add_special_tokens({'additional_special_tokens': [...]}) and "
-                         "model.resize_token_embeddings(len(tokenizer))")
+        raise ConfigError(f"the tokenizer has no {token!r} token ({purpose}); load the tokenizer saved with the "
+                          "checkpoint (internvl.tokenization.load_tokenizer(checkpoint_dir)), or add it with "
+                          "tokenizer.add_special_tokens({'additional_special_tokens': [...]}) and "
+                          "model.resize_token_embeddings(len(tokenizer))")
     return token_id
 
 
@@ -572,3 +573,6 @@ def register_internvl_chat() -> None:
     AutoConfig.register(InternVLChatConfig.model_type, InternVLChatConfig, exist_ok=True)
     AutoModel.register(InternVLChatConfig, InternVLChatModel, exist_ok=True)
     AutoModelForCausalLM.register(InternVLChatConfig, InternVLChatModel, exist_ok=True)
+
+
+register_internvl_chat()

@@ -11,7 +11,9 @@ version numbers:
   writes only that to ``config.json``; the published remote code (transformers 4.x) reads ``rope_theta``
   and ``rope_scaling`` at the top level, so saved files carry both spellings;
 * the error ``from_pretrained`` raises when a checkpoint tensor does not fit the config;
-* ``save_pretrained(safe_serialization=False)``: 5.x always writes safetensors.
+* ``save_pretrained(safe_serialization=False)``: 5.x always writes safetensors;
+* the backbone API (``AutoBackbone``): 5.x moved the mixins to ``transformers.backbone_utils``, sets the
+  model mixin up in ``__init__`` (4.x: ``_init_backbone``) and aligns a config's out features itself.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from packaging.version import Version
 __all__ = ["TRANSFORMERS_VERSION", "TRANSFORMERS_5", "DTYPE_KWARG", "tied_weights_keys", "dtype_kwargs",
            "pop_dtype_kwarg", "rope_settings", "add_legacy_rope_keys", "is_shape_mismatch_error",
            "CAN_SAVE_BIN", "CACHE_KEY", "output_cache", "write_published_tokenizer_files",
-           "enable_activation_checkpointing"]
+           "enable_activation_checkpointing", "BackboneConfigMixin", "BackboneMixin", "set_backbone_outputs",
+           "init_backbone_mixin"]
 
 TRANSFORMERS_VERSION = Version(transformers.__version__)
 TRANSFORMERS_5 = TRANSFORMERS_VERSION.major >= 5
@@ -147,3 +150,26 @@ def enable_activation_checkpointing(model, **kwargs) -> None:
     ``activation_checkpointing_enable`` and warns about the old one)."""
     enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
     enable(**kwargs)
+
+
+try:  # 5.x (the old module still re-exports them, deprecated, until 5.10)
+    from transformers.backbone_utils import BackboneConfigMixin, BackboneMixin
+except ImportError:  # 4.x
+    from transformers.utils.backbone_utils import BackboneConfigMixin, BackboneMixin
+
+
+def set_backbone_outputs(config, out_features=None, out_indices=None) -> None:
+    """Align and check a backbone config's ``out_features`` / ``out_indices`` against its ``stage_names``."""
+    if hasattr(config, "set_output_features_output_indices"):  # 5.x
+        config.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
+    else:
+        from transformers.utils.backbone_utils import get_aligned_output_features_output_indices
+        config._out_features, config._out_indices = get_aligned_output_features_output_indices(
+            out_features=out_features, out_indices=out_indices, stage_names=config.stage_names)
+
+
+def init_backbone_mixin(model, config) -> None:
+    """What a ``BackboneMixin`` model's ``__init__`` calls after ``super().__init__(config)``: nothing in 5.x
+    (the mixin's own ``__init__`` did it), ``_init_backbone(config)`` in 4.x."""
+    if hasattr(BackboneMixin, "_init_backbone"):
+        model._init_backbone(config)

@@ -11,7 +11,7 @@ The classes also derive from the built-in exception a caller would expect (``Val
 """
 from __future__ import annotations
 
-__all__ = ["UserError", "ConfigError", "DataError", "MissingFileError", "CheckpointError"]
+__all__ = ["UserError", "ConfigError", "DataError", "MissingFileError", "CheckpointError", "MissingDependencyError"]
 
 
 class UserError(Exception):
@@ -32,3 +32,7 @@ class MissingFileError(UserError, FileNotFoundError):
 
 class CheckpointError(UserError, OSError):
     """A checkpoint is incomplete, damaged, or of another format than the one asked for."""
+
+
+class MissingDependencyError(UserError, ImportError):
+    """An optional package the requested feature needs is not installed (the message says what to install)."""

@@ -34,9 +34,6 @@ logger = logging.getLogger(__name__)
 NORM_TYPES = {"rms_norm": RMSNorm, "layer_norm": nn.LayerNorm}
 
 
-# The linears the published training code wraps with LoRA (use_backbone_lora).
-VISION_LORA_TARGETS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
-
 class InternVisionConfig(InternVLConfigBase):
     """Configuration of :class:`InternVisionModel`; field names and defaults follow the
     published ``config.json`` (defaults = InternViT-6B-224px)."""
@@ -448,3 +445,15 @@ def to_timm_vision_transformer(model: InternVisionModel):
     )
     vit.load_state_dict({rename_timm_hf(k, to_hf=False): v for k, v in model.state_dict().items()}, strict=True)
     return vit.to(model.dtype).eval()
+
+
+def register_intern_vit() -> None:
+    """Let ``AutoConfig`` / ``AutoModel`` read ``model_type: intern_vit_6b`` directories with these classes
+    (no ``trust_remote_code``, no download). Done when this module is imported; safe to call again."""
+    from transformers import AutoConfig, AutoModel
+
+    AutoConfig.register(InternVisionConfig.model_type, InternVisionConfig, exist_ok=True)
+    AutoModel.register(InternVisionConfig, InternVisionModel, exist_ok=True)
+
+
+register_intern_vit()

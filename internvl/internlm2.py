@@ -44,7 +44,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils import logging
 
-from .compat import CACHE_KEY, output_cache, rope_settings, tied_weights_keys
+from .compat import CACHE_KEY, output_cache, tied_weights_keys
 from .layers import RMSNorm, RotaryEmbedding, apply_rotary, attention, decoder_mask, eager_attention
 from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase, causal_lm_loss, init_decoder_weights
 
@@ -485,3 +485,6 @@ def register_internlm2() -> None:
     AutoModel.register(InternLM2Config, InternLM2ForCausalLM, exist_ok=True)
     AutoModelForCausalLM.register(InternLM2Config, InternLM2ForCausalLM, exist_ok=True)
     AutoTokenizer.register(InternLM2Config, slow_tokenizer_class=InternLM2Tokenizer, exist_ok=True)
+
+
+register_internlm2()

@@ -12,7 +12,7 @@ Two ways to score an image against a text, one model (``OpenGVLab/InternVL-14B-2
 QLLaMA's language-model head also writes captions (:meth:`InternVLModel.generate`). The API is the one of the
 published remote code::
 
-    from internvl.internvl_cg import InternVLModel, build_cg_tokenizer, image_transform
+    from internvl import InternVLModel, build_cg_tokenizer, image_transform
     from internvl.transforms import open_image
 
     path = "pretrained/InternVL-14B-224px"
@@ -36,36 +36,29 @@ by :func:`load_internvl_c_pth` into the same class.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
-from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationConfig, LlamaConfig
 
 from .compat import CACHE_KEY, output_cache, tied_weights_keys
-from .intern_vit import (VISION_LORA_TARGETS, InternVisionConfig, InternVisionModel, config_from_state_dict, load_state_dict_file,
+from .intern_vit import (InternVisionConfig, InternVisionModel, config_from_state_dict, load_state_dict_file,
                          rename_timm_hf)
-from .layers import attention
+from .layers import AttentionPooling, PoolingCrossAttention
 from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase, wrap_lora
+from .processing_internvl_cg import CAPTION_PROMPT
 from .qllama import QLLAMA_7B_CONFIG, QLLaMAForCausalLM
 
 
-__all__ = ["InternVLConfig", "InternVLModel", "AttentionPooling", "MODES", "load_internvl_c_pth",
-           "rename_internvl_c_pth", "CGTokenizer", "build_cg_tokenizer", "image_transform", "register_internvl_cg",
-           "RETRIEVAL_PREFIX", "CAPTION_PROMPT", "RETRIEVAL_MAX_LENGTH"]
+__all__ = ["InternVLConfig", "InternVLModel", "MODES", "load_internvl_c_pth", "rename_internvl_c_pth",
+           "register_internvl_cg"]
 
 MODES = ("InternVL-C", "InternVL-G")
 
-# Text conventions of the published model card and evaluation code.
-RETRIEVAL_PREFIX = "summarize:"
-RETRIEVAL_MAX_LENGTH = 80
-CAPTION_PROMPT = "English caption:"
 # transformers counts max_length over inputs_embeds now; the published code relied on the old default of 20
 # new tokens when only embeddings were given.
 DEFAULT_MAX_NEW_TOKENS = 20
@@ -155,48 +148,6 @@ class InternVLConfig(InternVLConfigBase):
         return out
 
 
-class PoolingCrossAttention(nn.Module):
-    """Multi-head attention of one query over all tokens, with the published parameter layout
-    (bias-free ``q``/``k``/``v`` linears plus separate ``q_bias``/``k_bias``/``v_bias``)."""
-
-    def __init__(self, dim: int, num_heads: int, out_dim: int):
-        super().__init__()
-        self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim, bias=False)
-        self.k = nn.Linear(dim, dim, bias=False)
-        self.v = nn.Linear(dim, dim, bias=False)
-        self.q_bias = nn.Parameter(torch.zeros(dim))
-        self.k_bias = nn.Parameter(torch.zeros(dim))
-        self.v_bias = nn.Parameter(torch.zeros(dim))
-        self.proj = nn.Linear(dim, out_dim)
-
-    def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
-
-        q = heads(F.linear(x, self.q.weight, self.q_bias))
-        k = heads(F.linear(k, self.k.weight, self.k_bias))
-        v = heads(F.linear(v, self.v.weight, self.v_bias))
-        out = attention(q, k, v).transpose(1, 2).flatten(2)
-        return self.proj(out)
-
-
-class AttentionPooling(nn.Module):
-    """Attention pooling (the published ``AttentionPoolingBlock``): the mean token, LayerNorm'd, attends
-    to every LayerNorm'd token; the result is projected to ``out_dim``. ``(B, N, dim) -> (B, out_dim)``."""
-
-    def __init__(self, dim: int, num_heads: int, out_dim: int, eps: float = 1e-5):
-        super().__init__()
-        self.norm1_q = nn.LayerNorm(dim, eps=eps)
-        self.norm1_k = nn.LayerNorm(dim, eps=eps)
-        self.norm1_v = nn.LayerNorm(dim, eps=eps)
-        self.cross_attn = PoolingCrossAttention(dim, num_heads, out_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        query = self.norm1_q(x.mean(1, keepdim=True))
-        return self.cross_attn(query, self.norm1_k(x), self.norm1_v(x)).squeeze(1)
-
-
 def _unit(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=1, keepdim=True)
 
@@ -235,8 +186,9 @@ class InternVLModel(InternVLPreTrainedBase):
         self.post_init()
         if config.force_image_size and config.force_image_size != config.vision_config.image_size:
             self.vision_model.resize_pos_embeddings(config.force_image_size)
-        # As the published model: alpha = 2 * rank, what the training scripts wrap with, so a saved LoRA
-        # fine-tune reloads with the scale it was trained at.
+        # LoRA recorded in the config is wrapped again at load time with alpha = 2 x rank, what the published
+        # training script trained it with (its remote code re-wraps with peft's alpha 256 instead, which scales
+        # a rank-16 adapter 8x; the saved adapter weights are only right with the training alpha).
         if config.use_backbone_lora:
             self.wrap_backbone_lora(r=config.use_backbone_lora, lora_alpha=2 * config.use_backbone_lora)
         if config.use_qllama_lora:
@@ -297,13 +249,11 @@ class InternVLModel(InternVLPreTrainedBase):
     def wrap_backbone_lora(self, r: int = 128, lora_alpha: int = 256, lora_dropout: float = 0.05) -> None:
         """Wrap InternViT in LoRA adapters (``attn.qkv``, ``attn.proj``, ``mlp.fc1``, ``mlp.fc2``), as the
         published training code does for ``use_backbone_lora``."""
-        self.vision_model = wrap_lora(self.vision_model, VISION_LORA_TARGETS, r, lora_alpha, lora_dropout)
+        self.vision_model = wrap_lora(self.vision_model, "intern_vit", r, lora_alpha, lora_dropout)
 
     def wrap_qllama_lora(self, r: int = 128, lora_alpha: int = 256, lora_dropout: float = 0.05) -> None:
         """Wrap QLLaMA's self-attention and MLP projections in LoRA adapters (``use_qllama_lora``)."""
-        self.qllama = wrap_lora(self.qllama,
-                                 ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                                  "mlp.gate_proj", "mlp.down_proj", "mlp.up_proj"], r, lora_alpha, lora_dropout)
+        self.qllama = wrap_lora(self.qllama, "llama", r, lora_alpha, lora_dropout)
 
     def merge_lora(self) -> None:
         """Fold the LoRA adapters into the weights they wrap (peft's ``merge_and_unload``) and set
@@ -538,111 +488,6 @@ def _check_pth_config(state_dict: dict, config: InternVLConfig, source: str) -> 
         if target != value:
             raise ValueError(f"{source}: config.{field}={target} but the checkpoint tensors say {value}; pass "
                              "config=InternVLConfig(num_query_token=0, ...) matching the checkpoint")
-
-
-# ---- text and images ----------------------------------------------------------------------------------
-
-class CGTokenizer:
-    """The LLaMA tokenizer of an InternVL-C/G checkpoint with one task's conventions applied.
-
-    ``task="retrieval"`` (the model card): ``summarize:`` prefixed to every text, ``<s>`` and ``</s>``
-    added, truncated and right-padded with id 0 to 80 tokens, the input of ``encode_text`` /
-    ``model(image=..., text=...)``.
-    ``task="caption"`` (the caption evaluation): ``<s>`` but no ``</s>``, the prompt ``English caption:``,
-    left-padded to the longest prompt of a batch, the input of ``generate``.
-
-    ``tokenizer`` is the ``transformers.LlamaTokenizer`` itself (``add_eos_token`` set per task,
-    ``pad_token_id`` 0); other attributes (``decode``, ``eos_token_id``, ...) are forwarded to it.
-    """
-
-    def __init__(self, tokenizer, task: str, prefix: str = "", prompt: str = CAPTION_PROMPT,
-                 max_length: Optional[int] = None):
-        self.tokenizer, self.task, self.prefix, self.prompt, self.max_length = tokenizer, task, prefix, prompt, max_length
-
-    def __getattr__(self, name):
-        if name == "tokenizer":  # not set yet (e.g. during unpickling)
-            raise AttributeError(name)
-        return getattr(self.tokenizer, name)
-
-    def __len__(self) -> int:
-        return len(self.tokenizer)
-
-    def tokenize(self, texts: Union[str, Sequence[str], None] = None, return_tensors: str = "pt"):
-        """``BatchEncoding`` with ``input_ids`` and ``attention_mask``.
-
-        retrieval: ``texts`` are the captions / class prompts (the prefix is added here).
-        caption: ``texts`` are prompts; None means one :attr:`prompt`. Give one per image for ``generate``
-        (``[tok.prompt] * batch``)."""
-        if texts is None:
-            if self.task != "caption":
-                raise ValueError("retrieval needs the texts to tokenize")
-            texts = [self.prompt]
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = [self.prefix + t for t in texts]
-        if self.task == "retrieval":
-            return self.tokenizer(texts, return_tensors=return_tensors, max_length=self.max_length,
-                                  truncation=True, padding="max_length")
-        return self.tokenizer(texts, return_tensors=return_tensors, padding="longest")
-
-    def batch_decode(self, token_ids, skip_special_tokens: bool = True, **kwargs) -> list[str]:
-        """Strings of generated captions: special tokens and padding removed, whitespace stripped."""
-        return [t.strip() for t in self.tokenizer.batch_decode(token_ids, skip_special_tokens=skip_special_tokens,
-                                                               **kwargs)]
-
-
-_TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json")
-
-
-def build_cg_tokenizer(checkpoint_dir: Union[str, os.PathLike], task: str = "retrieval",
-                       prompt: str = CAPTION_PROMPT) -> CGTokenizer:
-    """The tokenizer of an InternVL-C/G checkpoint directory (``tokenizer.model`` + ``tokenizer_config.json``,
-    a SentencePiece LLaMA tokenizer; see :class:`CGTokenizer` for the conventions of each ``task``).
-
-    Equivalent to the published recipes: ``AutoTokenizer.from_pretrained(dir, use_fast=False,
-    add_eos_token=True)`` with ``pad_token_id = 0`` for retrieval, and ``LlamaTokenizer.from_pretrained(dir)``
-    with ``add_eos_token = False`` for captions.
-    """
-    from transformers import LlamaTokenizer
-
-    if task not in ("retrieval", "caption"):
-        raise ValueError(f"task must be 'retrieval' or 'caption', got {task!r}")
-    directory = Path(checkpoint_dir).expanduser()
-    if not directory.is_dir():
-        raise FileNotFoundError(f"tokenizer directory not found: {directory}")
-    if not (directory / "tokenizer.model").is_file():
-        present = sorted(p.name for p in directory.iterdir())[:10]
-        raise FileNotFoundError(f"{directory} has no LLaMA tokenizer: expected {' + '.join(_TOKENIZER_FILES)} "
-                                f"(found {present or 'nothing'}); copy them from the original checkpoint "
-                                "(OpenGVLab/InternVL-14B-224px)")
-    kwargs = {}
-    config_file = directory / "tokenizer_config.json"
-    if not config_file.is_file() or "legacy" not in json.loads(config_file.read_text(encoding="utf-8")):
-        kwargs["legacy"] = True  # what the published tokenizer got from the transformers of its time
-    tokenizer = LlamaTokenizer.from_pretrained(str(directory), add_eos_token=task == "retrieval", **kwargs)
-    tokenizer.pad_token_id = 0
-    if task == "retrieval":
-        tokenizer.padding_side = "right"  # encode_text reads the last real token at mask.sum() - 1
-        return CGTokenizer(tokenizer, task, prefix=RETRIEVAL_PREFIX, max_length=RETRIEVAL_MAX_LENGTH)
-    tokenizer.padding_side = "left"  # batched generation continues every prompt from its last token
-    return CGTokenizer(tokenizer, task, prompt=prompt)
-
-
-def image_transform(config: Union[InternVLConfig, int], task: str = "retrieval"):
-    """The evaluation transform, ``internvl.transforms.build_transform`` at the model's image size
-    (``force_image_size`` or ``vision_config.image_size``; or an int): bicubic, ImageNet mean/std.
-
-    ``task="retrieval"`` or ``"caption"``: resize to a square (``"resize"``), as the published retrieval and
-    caption evaluations do; ``task="classification"``: shorter side to the size, then a center crop
-    (``"center_crop"``), what ``CLIPImageProcessor`` does with the published ``preprocessor_config.json``.
-    """
-    from .transforms import build_transform
-
-    size = config if isinstance(config, int) else config.image_size
-    modes = {"retrieval": "resize", "caption": "resize", "classification": "center_crop"}
-    if task not in modes:
-        raise ValueError(f"task must be one of {sorted(modes)}, got {task!r}")
-    return build_transform(size, modes[task])
 
 
 def register_internvl_cg() -> None:

@@ -35,7 +35,7 @@ except Exception:  # ImportError, or apex built without its CUDA extensions
     _apex_rms_norm = None
 
 __all__ = ["attention", "eager_attention", "decoder_mask", "available_kernels", "set_attention_backend", "RMSNorm",
-           "DropPath", "RotaryEmbedding", "apply_rotary"]
+           "DropPath", "AttentionPooling", "RotaryEmbedding", "apply_rotary"]
 
 _BACKENDS = ("auto", "flash", "sdpa", "eager")
 _backend = os.environ.get("INTERNVL_ATTN_BACKEND", "auto")
@@ -211,6 +211,48 @@ class RMSNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.variance_epsilon}"
+
+
+class PoolingCrossAttention(nn.Module):
+    """Multi-head attention of one query over all tokens, with the published parameter layout
+    (bias-free ``q``/``k``/``v`` linears plus separate ``q_bias``/``k_bias``/``v_bias``)."""
+
+    def __init__(self, dim: int, num_heads: int, out_dim: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim, bias=False)
+        self.k = nn.Linear(dim, dim, bias=False)
+        self.v = nn.Linear(dim, dim, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim))
+        self.k_bias = nn.Parameter(torch.zeros(dim))
+        self.v_bias = nn.Parameter(torch.zeros(dim))
+        self.proj = nn.Linear(dim, out_dim)
+
+    def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+
+        q = heads(F.linear(x, self.q.weight, self.q_bias))
+        k = heads(F.linear(k, self.k.weight, self.k_bias))
+        v = heads(F.linear(v, self.v.weight, self.v_bias))
+        out = attention(q, k, v).transpose(1, 2).flatten(2)
+        return self.proj(out)
+
+
+class AttentionPooling(nn.Module):
+    """Attention pooling (the published ``AttentionPoolingBlock``): the mean token, LayerNorm'd, attends
+    to every LayerNorm'd token; the result is projected to ``out_dim``. ``(B, N, dim) -> (B, out_dim)``."""
+
+    def __init__(self, dim: int, num_heads: int, out_dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.norm1_q = nn.LayerNorm(dim, eps=eps)
+        self.norm1_k = nn.LayerNorm(dim, eps=eps)
+        self.norm1_v = nn.LayerNorm(dim, eps=eps)
+        self.cross_attn = PoolingCrossAttention(dim, num_heads, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        query = self.norm1_q(x.mean(1, keepdim=True))
+        return self.cross_attn(query, self.norm1_k(x), self.norm1_v(x)).squeeze(1)
 
 
 class RotaryEmbedding(nn.Module):

@@ -12,6 +12,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from .compat import DTYPE_KWARG, add_legacy_rope_keys, dtype_kwargs, is_shape_mismatch_error, pop_dtype_kwarg
+from .errors import CheckpointError, ConfigError, MissingFileError
 
 WEIGHTS_HELP = "see pretrained/README.md for the published checkpoints and where to put them"
 
@@ -27,9 +28,9 @@ def check_checkpoint_dir(path: str | os.PathLike) -> Path:
     """Fail early, naming the path, when a local checkpoint directory is missing or incomplete."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path} does not exist; {WEIGHTS_HELP}")
+        raise MissingFileError(f"checkpoint not found: {path} does not exist; {WEIGHTS_HELP}")
     if path.is_dir() and not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} is not a Hugging Face checkpoint directory: it has no config.json; "
+        raise MissingFileError(f"{path} is not a Hugging Face checkpoint directory: it has no config.json; "
                                 f"{WEIGHTS_HELP}")
     return path
 
@@ -73,27 +74,66 @@ class InternVLPreTrainedBase(PreTrainedModel):
         kwargs.update(dtype_kwargs(pop_dtype_kwarg(kwargs)))
         try:
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        except RuntimeError as err:
-            if is_shape_mismatch_error(err) and os.path.isdir(name):
-                raise ValueError(_explain_shape_mismatch(cls, name, kwargs.get("config"))) from err
+        except Exception as err:  # noqa: BLE001 - translated into what the user can act on, or re-raised
+            if not os.path.isdir(name):
+                if isinstance(err, OSError):
+                    raise CheckpointError(f"could not load {name!r}: not a local directory, and fetching it from the "
+                                          f"Hugging Face hub failed ({err.__class__.__name__}); {WEIGHTS_HELP}") from err
+                raise
+            damaged = damaged_weight_files(name)
+            if damaged:  # a truncated download, say: name the file rather than the reader's complaint
+                raise CheckpointError(f"{name} has damaged weight files: {'; '.join(damaged)}; download or copy them "
+                                      f"again ({WEIGHTS_HELP})") from err
+            if isinstance(err, RuntimeError) and is_shape_mismatch_error(err):
+                raise ConfigError(_explain_shape_mismatch(cls, name, kwargs.get("config"))) from err
+            if isinstance(err, OSError):  # weights missing from an existing directory
+                raise CheckpointError(f"could not load {cls.__name__} weights from {name}: {err}; "
+                                      f"{WEIGHTS_HELP}") from err
             raise
-        except OSError as err:
-            if os.path.isdir(name):  # weights missing from an existing directory
-                raise OSError(f"could not load {cls.__name__} weights from {name}: {err}; {WEIGHTS_HELP}") from err
-            raise OSError(f"could not load {name!r}: not a local directory, and fetching it from the Hugging Face "
-                          f"hub failed ({err.__class__.__name__}); {WEIGHTS_HELP}") from err
+
+
+def _weight_files(directory: Path) -> list[Path]:
+    """The weight files of an HF directory: the shards its index names (all of them, present or not), or the
+    single-file checkpoint."""
+    for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
+                               ("pytorch_model.bin.index.json", "pytorch_model.bin")):
+        index = directory / index_name
+        if index.exists():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise CheckpointError(f"{index} is not a valid shard index ({err}); copy it again") from None
+            return [directory / f for f in sorted(set(weight_map.values()))]
+        if (directory / single).exists():
+            return [directory / single]
+    return []
+
+
+def damaged_weight_files(directory: str | os.PathLike) -> list[str]:
+    """``"<file>: <why>"`` for each weight file of an HF directory that is missing or cannot be read (a
+    truncated or interrupted download); empty when all are readable. Reads headers only."""
+    import zipfile
+
+    damaged = []
+    for file in _weight_files(Path(directory)):
+        if not file.exists():
+            damaged.append(f"{file.name}: missing (the shard index names it)")
+        elif file.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            try:
+                with safe_open(file, framework="pt"):
+                    pass
+            except Exception as err:  # noqa: BLE001 - safetensors' SafetensorError has no public base class
+                damaged.append(f"{file.name}: not a complete safetensors file ({err})")
+        elif not zipfile.is_zipfile(file):
+            damaged.append(f"{file.name}: not a complete PyTorch checkpoint (no zip archive directory; truncated?)")
+    return damaged
 
 
 def checkpoint_shapes(directory: str | os.PathLike) -> dict[str, tuple]:
     """Tensor name -> shape for the weights of an HF directory, read without loading the tensors."""
-    directory = Path(directory)
-    for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
-                               ("pytorch_model.bin.index.json", "pytorch_model.bin")):
-        index = directory / index_name
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else [single]
-        files = [directory / f for f in files if (directory / f).exists()]
-        if files:
-            break
+    files = [f for f in _weight_files(Path(directory)) if f.exists()]
     shapes = {}
     for file in files:
         if file.suffix == ".safetensors":
@@ -148,16 +188,29 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor,
     return total / num_items_in_batch
 
 
-def wrap_lora(module: nn.Module, target_modules: list, r: int, lora_alpha: int, lora_dropout: float,
+# The linears the published training code wraps with LoRA, per architecture: InternViT (use_backbone_lora),
+# the LLaMA family (LLaMA / Qwen2 language models, and QLLaMA, whose cross-attention is not targeted),
+# InternLM2 and Phi-3 (use_llm_lora / use_qllama_lora).
+LORA_TARGETS = {
+    "intern_vit": ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"),
+    "llama": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+              "mlp.down_proj", "mlp.up_proj"),
+    "internlm2": ("attention.wqkv", "attention.wo", "feed_forward.w1", "feed_forward.w2", "feed_forward.w3"),
+    "phi3": ("mlp.down_proj", "mlp.gate_up_proj", "self_attn.o_proj", "self_attn.qkv_proj"),
+}
+
+
+def wrap_lora(module: nn.Module, architecture: str, r: int, lora_alpha: int, lora_dropout: float,
               **lora_config) -> nn.Module:
-    """``module`` with LoRA adapters (peft) on ``target_modules``, as the published training code wraps
-    InternViT, QLLaMA and the chat language models; prints the trainable parameter count."""
+    """``module`` with LoRA adapters (peft) on the :data:`LORA_TARGETS` of ``architecture``, as the published
+    training code wraps InternViT, QLLaMA and the chat language models; prints the trainable parameter count."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
         raise ImportError("LoRA (use_backbone_lora / use_llm_lora / use_qllama_lora) needs peft: "
                           "pip install peft") from None
     wrapped = get_peft_model(module, LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                                                target_modules=list(target_modules), **lora_config))
+                                                target_modules=list(LORA_TARGETS[architecture]),
+                                                **lora_config))
     wrapped.print_trainable_parameters()
     return wrapped

@@ -20,9 +20,10 @@ from typing import Any, Optional
 
 import sentencepiece as spm
 from transformers import PreTrainedTokenizer
+from transformers.utils import logging
 
 from .compat import write_published_tokenizer_files
-from transformers.utils import logging
+from .errors import CheckpointError, ConfigError, MissingFileError
 
 logger = logging.get_logger(__name__)
 
@@ -58,7 +59,7 @@ class InternLM2Tokenizer(PreTrainedTokenizer):
                  add_eos_token: bool = False, decode_with_prefix_space: bool = False,
                  clean_up_tokenization_spaces: bool = False, **kwargs):
         if vocab_file is None or not os.path.isfile(vocab_file):
-            raise FileNotFoundError(f"InternLM2Tokenizer needs the SentencePiece model tokenizer.model; "
+            raise MissingFileError(f"InternLM2Tokenizer needs the SentencePiece model tokenizer.model; "
                                     f"{vocab_file} does not exist")
         self.vocab_file = vocab_file
         self.sp_model_kwargs = {} if sp_model_kwargs is None else sp_model_kwargs
@@ -77,7 +78,8 @@ class InternLM2Tokenizer(PreTrainedTokenizer):
         try:
             model.Load(vocab_file)
         except (OSError, RuntimeError) as err:
-            raise ValueError(f"{vocab_file} is not a SentencePiece model ({err})") from err
+            raise CheckpointError(f"{vocab_file} is not a SentencePiece model ({err}): the file is damaged or of "
+                                  "another kind; copy tokenizer.model from the original checkpoint") from err
         return model
 
     # The SentencePiece processor is rebuilt from its serialized proto, so the tokenizer pickles (DataLoader
@@ -207,11 +209,11 @@ def load_tokenizer(checkpoint_dir: str | os.PathLike, **kwargs):
     """
     directory = Path(checkpoint_dir).expanduser()
     if not directory.is_dir():
-        raise FileNotFoundError(f"tokenizer directory not found: {directory} does not exist or is not a directory")
+        raise MissingFileError(f"tokenizer directory not found: {directory} does not exist or is not a directory")
     config_file = directory / "tokenizer_config.json"
     if not config_file.is_file() and not (directory / "tokenizer.json").is_file():
         present = sorted(p.name for p in directory.iterdir())[:12]
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{directory} has no tokenizer: expected tokenizer_config.json with its vocabulary "
             f"(tokenizer.model for InternLM2 / LLaMA, or tokenizer.json / vocab.json + merges.txt), found "
             f"{present or 'an empty directory'}; copy the tokenizer files of the original checkpoint there")
@@ -220,7 +222,7 @@ def load_tokenizer(checkpoint_dir: str | os.PathLike, **kwargs):
         try:
             config = json.loads(config_file.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
-            raise ValueError(f"{config_file} is not valid JSON: {err}") from err
+            raise CheckpointError(f"{config_file} is not valid JSON: {err}") from err
     name = config.get("tokenizer_class")
     if name is None:  # some directories only name the class in their remote-code map
         auto = (config.get("auto_map") or {}).get("AutoTokenizer") or ()
@@ -230,7 +232,7 @@ def load_tokenizer(checkpoint_dir: str | os.PathLike, **kwargs):
 
     if name in _INTERNLM2_CLASSES:
         if not (directory / "tokenizer.model").is_file():
-            raise FileNotFoundError(f"{config_file} names {name}, which needs the SentencePiece model "
+            raise MissingFileError(f"{config_file} names {name}, which needs the SentencePiece model "
                                     f"{directory / 'tokenizer.model'}; it is missing")
         return InternLM2Tokenizer.from_pretrained(str(directory), **kwargs)
 
@@ -239,7 +241,7 @@ def load_tokenizer(checkpoint_dir: str | os.PathLike, **kwargs):
 
     if name is not None and tokenizer_class_from_name(name) is None and tokenizer_class_from_name(
             name.removesuffix("Fast")) is None:
-        raise ValueError(f"{config_file} names tokenizer_class {name!r}, which is neither InternLM2Tokenizer nor "
+        raise ConfigError(f"{config_file} names tokenizer_class {name!r}, which is neither InternLM2Tokenizer nor "
                          "a transformers tokenizer; remote tokenizer code is not run. Supported: "
                          f"{', '.join(_INTERNLM2_CLASSES)} and the transformers classes (Qwen2Tokenizer, "
                          "LlamaTokenizer, PreTrainedTokenizerFast, ...)")

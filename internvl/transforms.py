@@ -19,13 +19,15 @@ from typing import Sequence
 
 from PIL import Image, UnidentifiedImageError
 
+from .errors import DataError, MissingFileError
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageDecodeError", "open_image", "build_transform"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(DataError):
     """An image file exists but cannot be decoded. The message names the file."""
 
 
@@ -36,7 +38,7 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     count and skip) the exact sample instead of failing later inside a worker."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"image not found: {path}")
+        raise MissingFileError(f"image not found: {path}")
     try:
         with Image.open(path) as image:
             return image.convert("RGB")  # convert() forces the full decode inside the try

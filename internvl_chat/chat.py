@@ -20,7 +20,8 @@ import sys
 import threading
 from typing import List, Optional, Sequence, TextIO
 
-import torch
+from internvl.cli import run_main
+from internvl.errors import ConfigError, MissingDependencyError
 
 logger = logging.getLogger("internvl_chat.chat")
 
@@ -52,32 +53,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _device_and_dtype(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
-    from internvl.runtime import default_dtype_for, resolve_dtype
+def _device_and_dtype(device: str, dtype: str):
+    """The ``torch.device`` and dtype the flags ask for ("auto": CUDA when available; bf16 where it computes)."""
+    import torch
 
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          "cpu" if device == "auto" else device)
+    from internvl.runtime import resolve_dtype
+
+    try:
+        device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                              "cpu" if device == "auto" else device)
+    except RuntimeError as err:
+        raise ConfigError(f"--device {device!r}: {err}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device} asked for, but no CUDA device is available; use --device cpu")
-    return device, (default_dtype_for(device) if dtype == "auto" else resolve_dtype(dtype))
+        raise ConfigError(f"--device {device} asked for, but no CUDA device is available; use --device cpu")
+    return device, resolve_dtype(dtype, device)
 
 
-def load_model(path: str, device: torch.device, dtype: torch.dtype, load_in_8bit: bool = False):
+def load_model(path: str, device, dtype, load_in_8bit: bool = False):
     """The model and tokenizer of a checkpoint directory, ready for ``chat``."""
     from internvl.chat_model import InternVLChatModel
     from internvl.tokenization import load_tokenizer
 
-    import transformers
-    from packaging.version import Version
-
-    # transformers >= 4.56 calls the argument dtype (and warns about torch_dtype)
-    dtype_key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
-    kwargs = {dtype_key: dtype, "low_cpu_mem_usage": True}
+    kwargs = {"dtype": dtype, "low_cpu_mem_usage": True}  # from_pretrained passes it on as this transformers wants
     if load_in_8bit:
         if importlib.util.find_spec("bitsandbytes") is None:
-            raise ImportError("--load-in-8bit needs bitsandbytes: pip install bitsandbytes")
+            raise MissingDependencyError("--load-in-8bit needs bitsandbytes: pip install bitsandbytes")
         if device.type != "cuda":
-            raise ValueError("--load-in-8bit needs a CUDA device (bitsandbytes 8-bit kernels)")
+            raise ConfigError("--load-in-8bit needs a CUDA device (bitsandbytes 8-bit kernels)")
         from transformers import BitsAndBytesConfig
 
         kwargs.update(quantization_config=BitsAndBytesConfig(load_in_8bit=True), device_map={"": device.index or 0})
@@ -89,6 +91,8 @@ def load_model(path: str, device: torch.device, dtype: torch.dtype, load_in_8bit
 
 def load_media(model, images: Sequence[str], video: Optional[str], max_num: int, num_segments: int):
     """``(pixel_values or None, num_patches_list, question prefix)`` for the given images or video."""
+    import torch
+
     from internvl.chat_image import load_image, load_video
     from internvl.conversation import image_prefix, video_prefix
 
@@ -185,16 +189,11 @@ def run(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None, stdin: TextIO = None, out: TextIO = None) -> int:
+    """Parse the flags and chat; the exit status of :func:`internvl.cli.run_main` (1 with one ``error:`` line for
+    a problem with the inputs, 130 on Ctrl-C)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        run(args, stdin or sys.stdin, out or sys.stdout)
-    except KeyboardInterrupt:
-        return 130
-    except (OSError, ValueError, ImportError) as err:  # bad paths, files, configs, prompts: the message says which
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return run_main(run, args, stdin or sys.stdin, out or sys.stdout)
 
 
 if __name__ == "__main__":

@@ -20,46 +20,50 @@ length, settings). Data layout (under ``--data-root``, default ``data``): see ``
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
 import logging
-import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
-from tqdm import tqdm
-
 from internvl.caption_benchmarks import BENCHMARKS, CaptionDataset, load_image_list
-from internvl.caption_metrics import average_length, check_java, load_coco_references, score_captions, summary_line
+from internvl.caption_eval import check_caption_args
+from internvl.caption_metrics import check_java, load_coco_references, summary_line
 from internvl.cli import run_main
 from internvl.errors import MissingFileError
-from internvl.internvl_cg import CAPTION_PROMPT, InternVLModel, build_cg_tokenizer, image_transform
-from internvl.runtime import (all_gather_object, barrier, cleanup_distributed, init_distributed, resolve_dtype,
-                              seed_everything, setup_logging, shard_indices)
+from internvl.processing_internvl_cg import CAPTION_PROMPT, build_cg_tokenizer, image_transform
+
+# torch, transformers and the model are imported where they are used, so --help and flag errors are instant.
 
 log = logging.getLogger("internvl_g.evaluate_caption")
 
 
 def collate_batch(batch):
     """``[(pixel_values, image_id), ...]`` -> ``(pixel_values (B, 3, H, W), [image_id, ...])``."""
+    import torch
+
     pixel_values, image_ids = zip(*batch)
     return torch.stack(pixel_values), list(image_ids)
 
 
-@torch.inference_mode()
-def generate_captions(model, tokenizer, loader, prompt: str, generation: dict, device: torch.device,
-                      dtype: torch.dtype, desc: str = "captioning", progress: bool = True) -> list[tuple[int, str]]:
-    """``(image_id, caption)`` for every batch of ``loader``: one ``model.generate`` call per batch."""
-    results = []
-    for pixel_values, image_ids in tqdm(loader, desc=desc, disable=not progress, dynamic_ncols=True):
-        tokens = tokenizer.tokenize([prompt] * len(image_ids))
+def caption_batch(model, tokenizer, batch, prompt: str, generation: dict, device, dtype) -> list[tuple[int, str]]:
+    """``(image_id, caption)`` for one batch of the loader: one ``model.generate`` call."""
+    import torch
+
+    pixel_values, image_ids = batch
+    tokens = tokenizer.tokenize([prompt] * len(image_ids))
+    with torch.inference_mode():
         output = model.generate(pixel_values=pixel_values.to(device, dtype), input_ids=tokens.input_ids.to(device),
                                 attention_mask=tokens.attention_mask.to(device), **generation)
-        captions = tokenizer.batch_decode(output, skip_special_tokens=True)  # new tokens only, stripped
-        if not results:
-            log.info("first captions: %s", captions[:4])
-        results.extend(zip(image_ids, captions))
+    return list(zip(image_ids, tokenizer.batch_decode(output, skip_special_tokens=True)))  # new tokens, stripped
+
+
+def generate_captions(model, tokenizer, loader, prompt: str, generation: dict, device, dtype,
+                      desc: str = "captioning", progress: bool = True) -> list[tuple[int, str]]:
+    """``(image_id, caption)`` for every batch of ``loader``."""
+    from tqdm import tqdm
+
+    results = []
+    for batch in tqdm(loader, desc=desc, disable=not progress, dynamic_ncols=True):
+        results.extend(caption_batch(model, tokenizer, batch, prompt, generation, device, dtype))
     return results
 
 
@@ -101,38 +105,28 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.datasets = [name.strip() for name in args.datasets.split(",") if name.strip()]
-    unknown = [name for name in args.datasets if name not in BENCHMARKS]
-    if unknown or not args.datasets:
-        parser.error(f"--datasets: unknown {unknown or 'empty list'}; choose from {', '.join(BENCHMARKS)}")
-    for flag in ("batch_size", "num_beams", "max_new_tokens"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
-    if not 0 <= args.min_new_tokens <= args.max_new_tokens:
-        parser.error("--min-new-tokens must be between 0 and --max-new-tokens")
-    if args.num_workers < 0:
-        parser.error("--num-workers must be >= 0")
-    if args.dtype != "auto":
-        try:
-            resolve_dtype(args.dtype)
-        except ValueError as e:
-            parser.error(f"--dtype: {e}")
+    check_caption_args(parser, args, list(BENCHMARKS))
     return args
 
 
-def load_model(checkpoint: str, device: torch.device, dtype: torch.dtype):
+def load_model(checkpoint: str, device, dtype):
     """The tokenizer first (a checkpoint without tokenizer files fails in a second, not after loading
     14B parameters), then the model, in ``dtype`` on ``device``."""
     if not Path(checkpoint).is_dir():
         raise MissingFileError(f"checkpoint directory not found: {checkpoint}; see pretrained/README.md")
+    from internvl.internvl_cg import InternVLModel
+
     tokenizer = build_cg_tokenizer(checkpoint, task="caption")  # no EOS after the prompt
     model = InternVLModel.from_pretrained(checkpoint, torch_dtype=dtype, low_cpu_mem_usage=True)
     return model.to(device).eval(), tokenizer
 
 
 def evaluate(args: argparse.Namespace) -> list[list]:
+    from internvl.caption_eval import caption_in_shards, report_captions
+    from internvl.runtime import init_distributed, resolve_dtype, seed_everything, setup_logging
+
     info = init_distributed()
-    setup_logging(info.rank)
+    setup_logging(info.rank, log_file=Path(args.out_dir) / "log_rank0.txt")  # errors too (run_main)
     seed_everything(args.seed, info.rank)
     dtype = resolve_dtype(args.dtype, info.device)
     if info.is_main:
@@ -151,39 +145,18 @@ def evaluate(args: argparse.Namespace) -> list[list]:
     log.info("%s on %s in %s, %d rank(s); %dpx images; prompt %r; %s", args.checkpoint, info.device,
              str(dtype).replace("torch.", ""), info.world_size, image_size, args.prompt, generation)
 
-    out_dir = Path(args.out_dir)
     summaries = []
+    settings = {"checkpoint": str(args.checkpoint), "dtype": str(dtype).replace("torch.", ""),
+                "world_size": info.world_size, "generation": generation}
     for name in args.datasets:
-        items = image_lists[name]
-        shard = torch.utils.data.Subset(CaptionDataset(items, image_transform(image_size, task="caption")),
-                                        shard_indices(len(items), info.world_size, info.rank))
-        loader = torch.utils.data.DataLoader(shard, batch_size=args.batch_size, num_workers=args.num_workers,
-                                             collate_fn=collate_batch, pin_memory=info.device.type == "cuda")
-        start = time.perf_counter()
-        local = generate_captions(model, tokenizer, loader, args.prompt, generation, info.device, dtype,
-                                  desc=f"{name} captions", progress=info.is_main)
-        seconds = time.perf_counter() - start
-        merged = list(itertools.chain.from_iterable(all_gather_object(local)))
-        avg_length = average_length(caption for _, caption in merged)
-        log.info("%s: %d captions, %.1f images/s on rank %d, average length %.4f", name, len(merged),
-                 len(local) / seconds, info.rank, avg_length)
-        if info.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            stamp = time.strftime("%y%m%d%H%M%S", time.localtime())
-            captions_file = out_dir / f"{name}_{stamp}.json"
-            captions_file.write_text(json.dumps([{"image_id": int(i), "caption": c} for i, c in merged]))
-            log.info("evaluating %s: %d images against %s", name, len(merged), BENCHMARKS[name].references)
-            scores = score_captions(references[name], dict(merged))
-            print(summary_line(name, args.prompt, avg_length, scores), flush=True)
-            scores_file = out_dir / f"{name}_{stamp}_scores.json"
-            scores_file.write_text(json.dumps({
-                "dataset": name, "prompt": args.prompt, "average_length": avg_length, "scores": scores,
-                "num_images": len(merged), "checkpoint": str(args.checkpoint), "captions_file": captions_file.name,
-                "dtype": str(dtype).replace("torch.", ""), "world_size": info.world_size, "generation": generation,
-            }, indent=2))
-            log.info("wrote %s and %s", captions_file, scores_file)
-            summaries.append([name, args.prompt, avg_length, scores])
-        barrier()  # the other ranks wait while rank 0 scores
+        dataset = CaptionDataset(image_lists[name], image_transform(image_size, task="caption"))
+        merged = caption_in_shards(
+            dataset, lambda batch: caption_batch(model, tokenizer, batch, args.prompt, generation, info.device, dtype),
+            info, args.batch_size, args.num_workers, collate_batch, desc=f"{name} captions")
+        summary = report_captions(name, merged, references.get(name, {}), args.out_dir, args.prompt, settings,
+                                  is_main=info.is_main)
+        if summary:
+            summaries.append(summary)
     if info.is_main and len(summaries) > 1:
         for summary in summaries:
             print(summary_line(*summary), flush=True)
@@ -192,6 +165,8 @@ def evaluate(args: argparse.Namespace) -> list[list]:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
+    from internvl.runtime import cleanup_distributed
+
     try:
         evaluate(args)
     finally:

@@ -248,7 +248,8 @@ def main(argv: Optional[Sequence[str]] = None, callbacks: Optional[list] = None)
     from transformers import set_seed
 
     from internvl.hf_training import CheckpointCompleteCallback, parse_args, read_deepspeed_config, resume_checkpoint
-    from internvl.internvl_cg import InternVLConfig, build_cg_tokenizer
+    from internvl.internvl_cg import InternVLConfig
+    from internvl.processing_internvl_cg import build_cg_tokenizer
     from internvl.modeling_utils import check_checkpoint_dir
     from internvl.runtime import init_distributed, setup_logging
 

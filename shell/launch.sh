@@ -6,7 +6,9 @@
 # Three modes; one line on stderr says which was chosen and why:
 #   srun      PARTITION is set: GPUS tasks on a SLURM cluster (python reads the SLURM_* variables)
 #   torchrun  a CUDA GPU is visible: GPUS_PER_NODE processes on this node (of NNODES nodes)
-#   single    GPUS=0 or no CUDA GPU visible: one plain python process (GPUS=0 also hides GPUs)
+#   cpus      no CUDA GPU visible and GPUS > 1: torchrun with GPUS CPU processes (gloo), to try distributed
+#             code on a laptop
+#   single    GPUS=0 or 1, or unset, with no CUDA GPU visible: one plain python process (GPUS=0 hides GPUs)
 #
 # Variables (all optional):
 #   GPUS           total processes (default: 8 under srun, else visible GPUs x NNODES)
@@ -77,12 +79,19 @@ launch() {
         _launch_check_int NNODES "${NNODES:-1}" 1 || return
         gpus=${GPUS:-$((visible * ${NNODES:-1}))}
         _launch_check_int GPUS "$gpus" 0 || return
-        if [[ $gpus -eq 0 ]]; then
+        if [[ $gpus -eq 0 && -n ${GPUS:-} ]]; then
             cmd=(env CUDA_VISIBLE_DEVICES= "$py" -u "$@")
             mode="single CPU process: GPUS=0"
-        elif [[ $visible -eq 0 ]]; then
+        elif [[ $visible -eq 0 && $gpus -le 1 ]]; then
             cmd=("$py" -u "$@")
-            mode="single CPU process: no CUDA GPU visible (nvidia-smi -L, CUDA_VISIBLE_DEVICES), ignoring GPUS=$gpus"
+            mode="single CPU process: no CUDA GPU visible (nvidia-smi -L, CUDA_VISIBLE_DEVICES)"
+        elif [[ $visible -eq 0 ]]; then
+            if [[ ${NNODES:-1} -gt 1 ]]; then
+                _launch_error "NNODES=$NNODES: multi-node runs need GPUs (no CUDA GPU is visible here)" || return
+            fi
+            cmd=("$py" -m torch.distributed.run --nnodes=1 --nproc_per_node="$gpus"
+                 --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="$port" "$@")
+            mode="torchrun on the CPU: $gpus processes (gloo), no CUDA GPU visible"
         else
             per_node=${GPUS_PER_NODE:-$((gpus < 8 ? gpus : 8))}
             _launch_check_int GPUS_PER_NODE "$per_node" 1 || return

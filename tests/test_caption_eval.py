@@ -18,7 +18,8 @@ from internvl.caption_benchmarks import (BENCHMARKS, CaptionDataset, load_image_
 from internvl.caption_metrics import (METRICS, JavaNotFoundError, check_java, load_coco_references,
                                         score_captions, summary_line)
 from internvl.datakit import SyntheticImages
-from internvl.internvl_cg import image_transform
+from internvl.errors import ConfigError
+from internvl.processing_internvl_cg import image_transform
 from internvl.runtime import shard_indices
 from internvl.transforms import ImageDecodeError
 from internvl_g.evaluate_caption import parse_args
@@ -186,7 +187,7 @@ def test_command_line_is_validated():
     args = parse_args(["--checkpoint", "x"])
     assert (args.datasets, args.prompt, args.num_beams, args.min_new_tokens, args.max_new_tokens) == \
         (["coco", "flickr30k", "nocaps"], "English caption:", 5, 8, 30)
-    for bad in (["--datasets", "coco,vqa"], ["--batch-size", "0"], ["--min-new-tokens", "40"], ["--dtype", "int8"]):
+    for bad in (["--datasets", "coco,vqa"], ["--batch-size", "0"], ["--min-new-tokens", "40"]):
         with pytest.raises(SystemExit):
             parse_args(["--checkpoint", "x", *bad])
 
@@ -262,10 +263,37 @@ def test_evaluate_sh_captions_and_scores_every_benchmark(evaluate_sh_run, captio
         assert score_captions(references, {c["image_id"]: c["caption"] for c in captions}) == report["scores"]
 
 
+def test_two_cpu_ranks_write_the_captions_of_one(evaluate_sh_run, tiny_checkpoint, caption_data, tmp_path):
+    """GPUS=2 without a GPU: two gloo processes caption contiguous shards; rank 0 gathers them in list order
+    and writes the same file, with the same scores, as one process."""
+    _, single_dir = evaluate_sh_run
+    out_dir = tmp_path / "two"
+    run = subprocess.run(["bash", str(REPO / "internvl_g" / "evaluate.sh"), str(tiny_checkpoint), "caption-coco",
+                          "--batch-size", "2", "--num-workers", "0"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300, env=_env(GPUS="2", CUDA_VISIBLE_DEVICES="", MASTER_PORT=_free_port(),
+                                               DATA_ROOT=str(caption_data), OUT_DIR=str(out_dir)))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "torchrun on the CPU: 2 processes (gloo)" in run.stderr
+    (two,) = out_dir.glob("coco_" + "[0-9]" * 12 + ".json")
+    (one,) = single_dir.glob("coco_" + "[0-9]" * 12 + ".json")
+    assert json.loads(two.read_text()) == json.loads(one.read_text())
+    scores = [json.loads(f.with_name(f.stem + "_scores.json").read_text()) for f in (two, one)]
+    assert scores[0]["scores"] == scores[1]["scores"] and scores[0]["world_size"] == 2
+
+
+def _free_port() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
 def test_cli_captions_are_the_models_beam_search_captions(evaluate_sh_run, tiny_checkpoint, caption_data):
     """What the CLI wrote equals InternVLModel.generate called by hand, one image at a time, with the
     published settings (prompt without EOS, beam 5, 8..30 new tokens)."""
-    from internvl.internvl_cg import InternVLModel, build_cg_tokenizer, image_transform
+    from internvl.internvl_cg import InternVLModel
+    from internvl.processing_internvl_cg import build_cg_tokenizer, image_transform
     from internvl.transforms import open_image
 
     _, out_dir = evaluate_sh_run
@@ -286,7 +314,8 @@ def test_cli_captions_are_the_models_beam_search_captions(evaluate_sh_run, tiny_
 
 
 def test_batched_generation_equals_one_image_at_a_time(tiny_checkpoint, caption_data):
-    from internvl.internvl_cg import InternVLModel, build_cg_tokenizer
+    from internvl.internvl_cg import InternVLModel
+    from internvl.processing_internvl_cg import build_cg_tokenizer
     from internvl_g.evaluate_caption import collate_batch, generate_captions
 
     model = InternVLModel.from_pretrained(tiny_checkpoint, torch_dtype=torch.float32).eval()
@@ -317,7 +346,9 @@ def test_bad_checkpoint_and_missing_java_fail_before_generation(tiny_checkpoint,
         evaluate_caption.main(argv)
     with pytest.raises(FileNotFoundError, match="checkpoint directory not found: .*nowhere"):
         evaluate_caption.main(["--checkpoint", str(tmp_path / "nowhere"), *argv[2:]])
+    with pytest.raises(ConfigError, match="unsupported dtype 'int8'"):
+        evaluate_caption.main(["--checkpoint", str(tiny_checkpoint), *argv[2:], "--dtype", "int8"])
     monkeypatch.setenv("PATH", str(tmp_path))  # no java: refused up front, before the model loads
     with pytest.raises(JavaNotFoundError, match="no `java` on the PATH"):
         evaluate_caption.main(["--checkpoint", str(tiny_checkpoint), *argv[2:]])
-    assert not (tmp_path / "out").exists()
+    assert not list((tmp_path / "out").glob("*.json"))  # nothing written but the log

@@ -128,3 +128,33 @@ def test_errors_name_the_problem(checkpoint, tmp_path, capsys, monkeypatch):
         run_cli("--model", directory, "--image", images[0], "--video", str(video))
     assert "not allowed with argument" in capsys.readouterr().err
 
+
+
+def test_device_and_8bit_flags(checkpoint, capsys, monkeypatch):
+    """The GPU-only flags: refused clearly without a GPU, and passed to from_pretrained as transformers wants."""
+    import importlib.util
+
+    from internvl.chat_model import InternVLChatModel
+    from internvl_chat import chat
+
+    directory = checkpoint[0]
+    if not torch.cuda.is_available():
+        assert run_cli("--model", directory, "--device", "cuda", "--question", "x")[0] == 1
+        assert "--device cuda asked for, but no CUDA device is available" in capsys.readouterr().err
+    assert run_cli("--model", directory, "--device", "tpu:x", "--question", "x")[0] == 1
+    assert "--device 'tpu:x'" in capsys.readouterr().err
+    seen = {}
+
+    class Loaded:
+        def eval(self):
+            return self
+
+    def fake_from_pretrained(path, **kwargs):
+        seen.update(kwargs, path=path)
+        return Loaded()
+
+    monkeypatch.setattr(InternVLChatModel, "from_pretrained", fake_from_pretrained)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "bitsandbytes" else None)
+    chat.load_model(directory, torch.device("cuda", 1), torch.float16, load_in_8bit=True)
+    assert seen["quantization_config"].load_in_8bit and seen["device_map"] == {"": 1}
+    assert seen["dtype"] is torch.float16 and seen["path"] == directory

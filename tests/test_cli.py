@@ -8,21 +8,6 @@ from internvl.errors import ConfigError, DataError, MissingFileError, UserError
 from internvl.runtime import setup_logging
 
 
-def _remove_runtime_handlers():
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, "_internvl_runtime", False)]:
-        root.removeHandler(handler)
-        handler.close()
-
-
-@pytest.fixture(autouse=True)
-def _no_runtime_logging():
-    """Each test starts without setup_logging's handlers (an earlier test may have installed them)."""
-    _remove_runtime_handlers()
-    yield
-    _remove_runtime_handlers()
-
-
 def _raise(err):
     def main():
         raise err

@@ -39,6 +39,22 @@ def test_images_are_rgb_of_the_configured_size_with_the_shape_inside_its_bbox():
         assert expected[s.colour], (s.class_name, (r, g, b))
 
 
+def test_coverage_is_the_shape_the_image_was_composited_from():
+    kit = SyntheticImages(num_classes=4, image_size=48)
+    for i in range(8):
+        s, alpha = kit.sample(i), kit.coverage(i)
+        assert alpha.shape == (48, 48) and alpha.min() >= 0 and alpha.max() <= 1
+        assert np.array_equal(alpha, kit.coverage(i))  # deterministic, like the image
+        ys, xs = np.nonzero(alpha)
+        assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == s.bbox
+        pixels = np.asarray(s.image).astype(float)
+        inside, outside = pixels[alpha == 1], pixels[alpha == 0]
+        # Fully covered pixels are the one jittered fill colour (JPEG-free, exact up to rounding) and
+        # differ from the background around them.
+        assert np.ptp(inside, axis=0).max() <= 1
+        assert np.abs(inside.mean(0) - outside.mean(0)).max() > 30
+
+
 def test_classes_are_balanced_named_safely_and_sorted_like_imagefolder():
     kit = SyntheticImages()
     assert len(kit.classes) == 16 == len(set(kit.classes))

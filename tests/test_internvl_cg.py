@@ -11,9 +11,9 @@ from helpers import read_manifest
 from test_intern_vit import reference_forward as reference_vit
 from transformers import AutoConfig, AutoModel
 
-from internvl.internvl_cg import (CAPTION_PROMPT, MODES, InternVLConfig, InternVLModel, build_cg_tokenizer,
-                                  image_transform, load_internvl_c_pth, register_internvl_cg,
+from internvl.internvl_cg import (MODES, InternVLConfig, InternVLModel, load_internvl_c_pth, register_internvl_cg,
                                   rename_internvl_c_pth)
+from internvl.processing_internvl_cg import CAPTION_PROMPT, build_cg_tokenizer, image_transform
 
 
 def rel_err(actual, expected):
@@ -515,3 +515,6 @@ def test_lora_fields_wrap_vision_and_qllama():
     assert any(n.startswith("vision_model.") for n in lora) and any(n.startswith("qllama.") for n in lora)
     assert not any(p.requires_grad for n, p in model.named_parameters()
                    if n.startswith(("vision_model.", "qllama.")) and "lora_" not in n)
+    # alpha = 2 x rank, the training script's, on both towers (scaling alpha / r = 2)
+    scalings = {m.scaling["default"] for m in model.modules() if hasattr(m, "scaling") and "default" in m.scaling}
+    assert scalings == {2.0}

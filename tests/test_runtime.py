@@ -146,12 +146,9 @@ def test_init_distributed_rejects_bad_env_before_anything(no_launcher_env):
 
 
 # --------------------------------------------------------------------------- real 2-process runs
-# The workers import internvl/runtime.py as a top-level module: the package __init__ pulls in transformers,
-# seconds per process on a small machine. tests/test_shell.py runs the full `internvl.runtime` import path.
 WORKER = """
 import json, os, sys, torch
-sys.path.insert(0, sys.argv[1])
-from runtime import all_gather_object, all_reduce_sum, barrier, cleanup_distributed, init_distributed
+from internvl.runtime import all_gather_object, all_reduce_sum, barrier, cleanup_distributed, init_distributed
 info = init_distributed()
 total = all_reduce_sum(torch.tensor([float(info.rank + 1), 10.0]))
 gathered = all_gather_object({"rank": info.rank, "pid": os.getpid()})
@@ -167,7 +164,7 @@ cleanup_distributed()
 def run_two_processes(tmp_path, per_rank_env) -> list:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    procs = [subprocess.Popen([sys.executable, str(script), str(REPO / "internvl")], env={**clean_env(), **per_rank_env(rank)}, cwd=tmp_path,
+    procs = [subprocess.Popen([sys.executable, str(script)], env={**clean_env(), **per_rank_env(rank)}, cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(2)]
     results = []
     try:

@@ -70,6 +70,24 @@ def bash(tmp_path):
     return run
 
 
+# Joins the process group the launcher set up, sums the ranks, prints one JSON record per process.
+DDP_PROGRAM = (
+    "import json, sys, torch\n"
+    "from internvl.runtime import all_reduce_sum, cleanup_distributed, init_distributed\n"
+    "info = init_distributed()\n"
+    "total = all_reduce_sum(torch.tensor([float(info.rank + 1)])).item()\n"
+    # One write per record: the processes share a pipe, and print() under -u writes the newline separately.
+    "sys.stdout.write(json.dumps({'rank': info.rank, 'world': info.world_size, 'backend': info.backend,"
+    " 'total': total}) + '\\n')\n"
+    "cleanup_distributed()\n")
+
+
+def free_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
 def test_gpus0_runs_one_cpu_process_and_returns_its_status(bash, tmp_path):
     result = bash('EXIT_CODE=3 launch prog.py a "b c" && rc=0 || rc=$?\necho "after rc=$rc"', GPUS="0")
     out, after = result.stdout.strip().splitlines()
@@ -79,11 +97,26 @@ def test_gpus0_runs_one_cpu_process_and_returns_its_status(bash, tmp_path):
     assert result.stderr.strip() == "launch: single CPU process: GPUS=0"
 
 
-def test_no_visible_gpu_falls_back_to_one_process(bash):
-    result = bash("launch prog.py", fakes=("nvidia-smi",), GPUS="4", CUDA_VISIBLE_DEVICES="", PYTHONPATH="/elsewhere")
+def test_no_visible_gpu_and_one_process_runs_plain_python(bash):
+    for gpus in ({}, {"GPUS": "1"}):
+        result = bash("launch prog.py", fakes=("nvidia-smi",), CUDA_VISIBLE_DEVICES="", PYTHONPATH="/elsewhere", **gpus)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["pythonpath"] == [str(REPO), "/elsewhere"]
+        assert "single CPU process: no CUDA GPU visible" in result.stderr
+
+
+def test_no_visible_gpu_with_gpus_2_runs_two_gloo_processes(bash, tmp_path):
+    """GPUS=2 on a laptop: torchrun starts two CPU processes that form a gloo group."""
+    (tmp_path / "ddp.py").write_text(DDP_PROGRAM)
+    result = bash("launch ddp.py", fakes=("nvidia-smi",), GPUS="2", CUDA_VISIBLE_DEVICES="", MASTER_PORT=free_port())
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["pythonpath"] == [str(REPO), "/elsewhere"]
-    assert "single CPU process: no CUDA GPU visible" in result.stderr and "GPUS=4" in result.stderr
+    records = sorted((json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")),
+                     key=lambda r: r["rank"])
+    assert records == [{"rank": r, "world": 2, "backend": "gloo", "total": 3.0} for r in (0, 1)]
+    assert "torchrun on the CPU: 2 processes (gloo)" in result.stderr
+    refused = bash("launch ddp.py && rc=0 || rc=$?\necho rc=$rc", fakes=("nvidia-smi",), GPUS="4", NNODES="2",
+                   CUDA_VISIBLE_DEVICES="")
+    assert refused.stdout.strip() == "rc=2" and "multi-node runs need GPUs" in refused.stderr
 
 
 def test_dry_run_srun_command(bash, tmp_path):
@@ -139,18 +172,8 @@ def test_errors_name_the_variable_and_do_not_exit_the_shell(bash, env, message):
 
 def test_fake_srun_runs_the_program_as_slurm_tasks(bash, tmp_path):
     """The srun path end to end: 2 tasks, each joins a gloo group from SLURM's variables alone."""
-    (tmp_path / "ddp.py").write_text(
-        "import json, sys, torch\n"
-        "from internvl.runtime import all_reduce_sum, cleanup_distributed, init_distributed\n"
-        "info = init_distributed()\n"
-        "total = all_reduce_sum(torch.tensor([float(info.rank + 1)])).item()\n"
-        # One write per record: the tasks share a pipe, and print() under -u writes the newline separately.
-        "sys.stdout.write(json.dumps({'rank': info.rank, 'world': info.world_size, 'backend': info.backend,"
-        " 'total': total}) + '\\n')\n"
-        "cleanup_distributed()\n")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
+    (tmp_path / "ddp.py").write_text(DDP_PROGRAM)
+    port = free_port()
     result = bash("launch ddp.py", fakes=("srun",), PARTITION="p1", GPUS="2", QUOTA_TYPE="spot", MASTER_PORT=port,
                   CUDA_VISIBLE_DEVICES="")
     assert result.returncode == 0, result.stderr

@@ -6,6 +6,7 @@ import pytest
 import sentencepiece as spm
 
 from internvl.compat import TRANSFORMERS_5
+from internvl.errors import CheckpointError
 from internvl.datakit import train_sentencepiece
 from internvl.tokenization import InternLM2Tokenizer, load_tokenizer
 
@@ -224,8 +225,8 @@ def test_errors_name_the_directory_and_what_is_missing(tmp_path, ckpt):
     with pytest.raises(ValueError, match="names tokenizer_class 'QWenTokenizer'.*remote tokenizer code is not run"):
         load_tokenizer(tmp_path)
     (tmp_path / "tokenizer_config.json").write_text("{not json")
-    with pytest.raises(ValueError, match="tokenizer_config.json is not valid JSON"):
+    with pytest.raises(CheckpointError, match="tokenizer_config.json is not valid JSON"):
         load_tokenizer(tmp_path)
     (tmp_path / "tokenizer.model").write_bytes(b"not a sentencepiece model")
-    with pytest.raises(ValueError, match="is not a SentencePiece model"):
+    with pytest.raises(CheckpointError, match="is not a SentencePiece model"):
         InternLM2Tokenizer(str(tmp_path / "tokenizer.model"))

@@ -53,6 +53,9 @@ _CHAT_LLM_FIELDS = {
 }
 CHAT_LLMS = tuple(_CHAT_LLM_FIELDS)
 _CHAT_TEMPLATES = {"internlm2": "internlm2-chat", "qwen2": "Hermes-2", "llama": "internvl2_5", "phi3": "phi3-chat"}
+# Phi-3's own chat tokens (its template's role markers and separator), added after the image tokens, and
+# its pad token <|endoftext|>, as Phi-3-mini's tokenizer has them.
+_PHI3_CHAT_TOKENS = ["<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"]
 
 
 def tiny_vision_config(family: str = "6b", **overrides):
@@ -98,11 +101,19 @@ def _sentencepiece_bytes(vocab_size: int) -> bytes:
         return train_sentencepiece(tmp, vocab_size=vocab_size).read_bytes()
 
 
-def _write_sentencepiece(out_dir: Path, vocab_size: int) -> int:
-    """Write ``tokenizer.model``; return its number of pieces."""
+def _write_sentencepiece(out_dir: Path, vocab_size: int, dummy_prefix: bool = True) -> int:
+    """Write ``tokenizer.model``; return its number of pieces. ``dummy_prefix=False`` switches off
+    SentencePiece's leading space on every encoded text, as InternLM2's tokenizer.model has it."""
     import sentencepiece as spm
 
     data = _sentencepiece_bytes(vocab_size)
+    if not dummy_prefix:
+        from sentencepiece import sentencepiece_model_pb2
+
+        proto = sentencepiece_model_pb2.ModelProto()
+        proto.ParseFromString(data)
+        proto.normalizer_spec.add_dummy_prefix = False
+        data = proto.SerializeToString()
     (out_dir / "tokenizer.model").write_bytes(data)
     return spm.SentencePieceProcessor(model_proto=data).get_piece_size()
 
@@ -204,7 +215,8 @@ def tiny_chat_config(llm: str = "internlm2", template: Optional[str] = None, llm
 
     if llm not in _CHAT_LLM_FIELDS:
         raise ValueError(f"unknown language model {llm!r}: use one of {', '.join(CHAT_LLMS)}")
-    llm_config = dict(vocab_size=CHAT_VOCAB_SIZE, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    vocab_size = CHAT_VOCAB_SIZE + (len(_PHI3_CHAT_TOKENS) if llm == "phi3" else 0)
+    llm_config = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
                       bos_token_id=1, eos_token_id=2, **_CHAT_LLM_FIELDS[llm])
     llm_config.update(llm_overrides or {})
@@ -222,12 +234,14 @@ def write_chat_tokenizer(out_dir: str | os.PathLike, llm: str = "internlm2"):
 
     InternLM2 gets the published ``tokenizer_config.json`` layout (``InternLM2Tokenizer``, the special
     tokens at fixed ids right after the SentencePiece vocabulary); the other language models get
-    transformers' LLaMA tokenizer over the same model with the same special tokens added."""
+    transformers' LLaMA tokenizer over the same model with the same special tokens added. As the published
+    tokenizers: InternLM2's encodes text without SentencePiece's leading space; Qwen2's adds no ``<s>``; Phi-3's also has ``<|system|>``, ``<|user|>``, ``<|assistant|>``,
+    ``<|end|>`` and pads with ``<|endoftext|>``."""
     from ..tokenization import load_tokenizer
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pieces = _write_sentencepiece(out_dir, _CHAT_SPM_VOCAB)
+    pieces = _write_sentencepiece(out_dir, _CHAT_SPM_VOCAB, dummy_prefix=llm != "internlm2")
     if llm == "internlm2":
         entry = dict(lstrip=False, normalized=False, rstrip=False, single_word=False, special=True)
         decoder = {str(i): dict(content=tok, **entry) for i, tok in enumerate(["<unk>", "<s>", "</s>"])}
@@ -243,15 +257,28 @@ def write_chat_tokenizer(out_dir: str | os.PathLike, llm: str = "internlm2"):
         # Through from_pretrained, which builds the tokenizer from tokenizer.model in transformers 4 (slow
         # class) and 5 (converted to a tokenizers one) alike.
         _write_json(out_dir / "tokenizer_config.json", {"tokenizer_class": "LlamaTokenizer", "legacy": False,
-                                                            "add_bos_token": True})
+                                                            "add_bos_token": llm != "qwen2"})
         tokenizer = LlamaTokenizer.from_pretrained(str(out_dir), legacy=False)
         tokenizer.add_special_tokens({"additional_special_tokens": CHAT_SPECIAL_TOKENS})
         tokenizer.pad_token = tokenizer.unk_token
+        if llm == "phi3":
+            tokenizer.add_tokens(_PHI3_CHAT_TOKENS, special_tokens=True)
+            tokenizer.pad_token = "<|endoftext|>"
         tokenizer.save_pretrained(out_dir)
+        if llm == "phi3":  # Phi-3-mini's files list its chat tokens as added tokens only, not as additional specials
+            for name in ("tokenizer_config.json", "special_tokens_map.json"):
+                if not (out_dir / name).is_file():
+                    continue
+                config = json.loads((out_dir / name).read_text())
+                for key in ("additional_special_tokens", "extra_special_tokens"):  # transformers 4 / 5 name
+                    if isinstance(config.get(key), list):
+                        config[key] = [t for t in config[key]
+                                       if (t if isinstance(t, str) else t["content"]) not in _PHI3_CHAT_TOKENS]
+                _write_json(out_dir / name, config)
     tokenizer = load_tokenizer(out_dir)
-    if len(tokenizer) != pieces + len(CHAT_SPECIAL_TOKENS):
-        raise RuntimeError(f"tokenizer written to {out_dir} has {len(tokenizer)} tokens, expected "
-                           f"{pieces + len(CHAT_SPECIAL_TOKENS)}")
+    expected = pieces + len(CHAT_SPECIAL_TOKENS) + (len(_PHI3_CHAT_TOKENS) if llm == "phi3" else 0)
+    if len(tokenizer) != expected:
+        raise RuntimeError(f"tokenizer written to {out_dir} has {len(tokenizer)} tokens, expected {expected}")
     return tokenizer
 
 

@@ -4,6 +4,7 @@ on-disk formats the subprojects read. Tests and ``make demo`` use it in place of
     from internvl.datakit import SyntheticImages, SyntheticDataset, write_image_folder
     kit = SyntheticImages(num_classes=16, image_size=64, seed=0)
     s = kit.sample(7)          # Sample: image, label, class_name, captions, QA pairs, bbox...
+    kit.coverage(7)            # the shape's per-pixel coverage in [0, 1]: the segmentation ground truth
     write_image_folder("data/synthetic", {"train": 800, "val": 160}, kit)
     ds = SyntheticDataset(200, kit, transform=to_tensor)   # (image, label) pairs, in memory
 
@@ -178,12 +179,13 @@ class SyntheticImages:
     def __repr__(self) -> str:
         return f"SyntheticImages(num_classes={self.num_classes}, image_size={self.image_size}, seed={self.seed})"
 
-    def sample(self, index: int) -> Sample:
+    def _layout(self, index: int) -> tuple[np.random.Generator, str, str, str, str, np.ndarray]:
+        """The random draws of sample ``index`` up to its shape's coverage: ``(rng, colour, shape, position,
+        background, alpha)``, with ``rng`` positioned for the rest of the sample (fill colour, texture)."""
         if index < 0:
             raise ValueError(f"sample index must be non-negative, got {index}")
         size = self.image_size
-        label = index % self.num_classes
-        colour, shape = self._pairs[label]
+        colour, shape = self._pairs[index % self.num_classes]
         rng = np.random.default_rng([self.seed, index])
         position = list(POSITIONS)[rng.integers(len(POSITIONS))]
         background = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
@@ -192,9 +194,21 @@ class SyntheticImages:
         fx, fy = POSITIONS[position]
         cx, cy = size * (fx + rng.uniform(-0.04, 0.04)), size * (fy + rng.uniform(-0.04, 0.04))
         angle = math.radians(rng.uniform(-15, 15))
+        return rng, colour, shape, position, background, _shape_alpha(shape, cx, cy, radius, angle, size)
+
+    def coverage(self, index: int) -> np.ndarray:
+        """How much of each pixel of ``sample(index).image`` the shape covers: float64 HxW in [0, 1]
+        (1 inside, 0 on the background, fractions on the antialiased edge). The image is composited
+        from exactly this array, so it is the ground truth of a per-pixel (segmentation) label."""
+        return self._layout(index)[-1]
+
+    def sample(self, index: int) -> Sample:
+        rng, colour, shape, position, background, alpha = self._layout(index)
+        size = self.image_size
+        label = index % self.num_classes
         fill = np.clip(np.array(COLOURS[colour]) + rng.uniform(-25, 25, size=3), 0, 255)
 
-        alpha = _shape_alpha(shape, cx, cy, radius, angle, size)[..., None]
+        alpha = alpha[..., None]
         pixels = _background(rng, background, size) * (1 - alpha) + fill * alpha
         image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB")
         ys, xs = np.nonzero(alpha[..., 0])

@@ -1,0 +1,201 @@
+"""The fine-tuning flags: upstream's ``ModelArguments`` and ``DataTrainingArguments`` (names and defaults of
+``internvl_chat/internvl/train/internvl_chat_finetune.py``) beside transformers' ``TrainingArguments``,
+parsed with ``HfArgumentParser`` so an upstream script runs unchanged.
+
+``parse_finetune_args`` is the one place that bridges transformers versions: upstream scripts pass flags
+that newer transformers renamed or removed (``--evaluation_strategy``, and in transformers 5
+``--overwrite_output_dir``, ``--group_by_length``, ``--warmup_ratio``, ``--logging_dir``,
+``--save_safetensors``...). They are accepted on every version, mapped to today's equivalent (table
+``_LEGACY_FLAGS``), and anything else unknown is an error naming the flag.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import typing
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+from internvl.errors import ConfigError
+
+__all__ = ["ModelArguments", "DataTrainingArguments", "FinetuneArguments", "parse_finetune_args",
+           "parse_data_args"]
+
+
+@dataclass
+class ModelArguments:
+    """Which model, and which of its parts train."""
+
+    model_name_or_path: Optional[str] = field(default=None, metadata={
+        "help": "InternVL-Chat checkpoint directory (config.json, weights, tokenizer files)"})
+    vision_path: Optional[str] = field(default=None, metadata={
+        "help": "InternViT directory, to build a new model with --llm_path (instead of --model_name_or_path)"})
+    llm_path: Optional[str] = field(default=None, metadata={"help": "language model directory, with --vision_path"})
+    mlp_path: Optional[str] = field(default=None, metadata={"help": "torch .pth state dict of the mlp1 projector"})
+    freeze_llm: bool = field(default=False, metadata={"help": "freeze the language model"})
+    freeze_backbone: bool = field(default=False, metadata={"help": "freeze the vision model"})
+    freeze_mlp: bool = field(default=False, metadata={"help": "freeze the mlp1 projector"})
+    unfreeze_vit_layers: int = field(default=0, metadata={
+        "help": "train vision layers [N:] even when the vision model is frozen (-4: the last four)"})
+    vision_select_layer: int = field(default=-1, metadata={"help": "vision layer that feeds the projector"})
+    use_backbone_lora: int = field(default=0, metadata={"help": "LoRA rank for the vision model (0: none)"})
+    use_llm_lora: int = field(default=0, metadata={"help": "LoRA rank for the language model (0: none)"})
+    unfreeze_lm_head: bool = field(default=False, metadata={"help": "train the output layer of the language model"})
+    grad_checkpoint: bool = field(default=True, metadata={"help": "gradient checkpointing in the language model"})
+    drop_path_rate: float = field(default=0.0, metadata={"help": "stochastic depth of the vision model"})
+    ps_version: str = field(default="v2", metadata={"help": "pixel shuffle version", "choices": ["v1", "v2"]})
+    use_fast_tokenizer: bool = field(default=False, metadata={"help": "use the fast (Rust) tokenizer"})
+    use_liger: bool = field(default=False, metadata={"help": "liger kernels (accepted; not used: no liger here)"})
+
+
+@dataclass
+class DataTrainingArguments:
+    """The data and how samples are built."""
+
+    max_seq_length: int = field(default=8192, metadata={"help": "longest tokenized sample; longer ones are cut"})
+    force_image_size: int = field(default=448, metadata={"help": "tile size; differing from the checkpoint's "
+                                                                  "resizes the position embeddings"})
+    down_sample_ratio: float = field(default=0.5, metadata={"help": "pixel shuffle ratio (must be the model's)"})
+    pad2square: bool = field(default=False, metadata={"help": "pad images to a square (without data_augment)"})
+    conv_style: str = field(default="internlm2-chat", metadata={
+        "help": "conversation template: internlm2-chat, Hermes-2, phi3-chat, internvl2_5"})
+    meta_path: Optional[str] = field(default=None, metadata={"help": "meta json naming the JSONL datasets"})
+    use_data_resampling: bool = field(default=False, metadata={
+        "help": "draw datasets in proportion to the square root of their size"})
+    dynamic_image_size: bool = field(default=False, metadata={"help": "dynamic-resolution tiling"})
+    use_thumbnail: bool = field(default=False, metadata={"help": "add a whole-image tile when tiling"})
+    min_dynamic_patch: int = field(default=1, metadata={"help": "fewest tiles per image"})
+    max_dynamic_patch: int = field(default=12, metadata={"help": "most tiles per image (split across images)"})
+    min_num_frame: int = field(default=8, metadata={"help": "fewest frames sampled from a video"})
+    max_num_frame: int = field(default=32, metadata={"help": "most frames sampled from a video"})
+    normalize_type: str = field(default="imagenet", metadata={"help": "pixel normalisation",
+                                                              "choices": ["imagenet", "clip", "siglip"]})
+    max_bad_samples: int = field(default=0, metadata={
+        "help": "unusable samples that may be skipped (each logged with file:line and written to "
+                "OUTPUT_DIR/bad_samples.jsonl); one more stops the run"})
+    # Packed training is not implemented here: these upstream flags are accepted at their defaults only.
+    use_packed_ds: bool = field(default=False, metadata={"help": "packed training (not supported)"})
+    num_images_expected: int = field(default=40, metadata={"help": "packed training only"})
+    max_packed_tokens: int = field(default=8192, metadata={"help": "packed training only"})
+    max_buffer_size: int = field(default=20, metadata={"help": "packed training only"})
+    log_freq: int = field(default=1000, metadata={"help": "packed training only"})
+    strict_mode: bool = field(default=True, metadata={"help": "packed training only"})
+    replacement: bool = field(default=False, metadata={"help": "packed training only"})
+    allow_overflow: bool = field(default=False, metadata={"help": "packed training only"})
+    loss_reduction: str = field(default="token", metadata={"help": "packed training only"})
+    loss_reduction_all_gather: bool = field(default=False, metadata={"help": "packed training only"})
+
+
+@dataclass
+class FinetuneArguments:
+    """Upstream flags that the installed transformers' ``TrainingArguments`` may not have (see ``_LEGACY_FLAGS``)."""
+
+    group_by_length: bool = field(default=False, metadata={
+        "help": "batch samples of similar length (upstream's length estimate)"})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "accepted for upstream scripts; a run resumes from the last checkpoint in --output_dir regardless "
+                "(use a new --output_dir to start over)"})
+    warmup_ratio: Optional[float] = field(default=None, metadata={"help": "warm-up as a fraction of the steps"})
+    logging_dir: Optional[str] = field(default=None, metadata={"help": "TensorBoard directory"})
+    save_safetensors: bool = field(default=True, metadata={"help": "accepted; checkpoints are safetensors"})
+
+
+# Upstream flag -> what it becomes: ("rename", new flag) or ("ours", FinetuneArguments field). A flag of the
+# second kind that the installed TrainingArguments still has is handed to both.
+_LEGACY_FLAGS = {
+    "evaluation_strategy": ("rename", "eval_strategy"),
+    "group_by_length": ("ours", "group_by_length"),
+    "overwrite_output_dir": ("ours", "overwrite_output_dir"),
+    "warmup_ratio": ("ours", "warmup_ratio"),
+    "logging_dir": ("ours", "logging_dir"),
+    "save_safetensors": ("ours", "save_safetensors"),
+}
+_PACKED_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DataTrainingArguments)
+                    if f.metadata.get("help") in ("packed training only", "packed training (not supported)")}
+
+
+def _split_flag(arg: str) -> tuple[str, Optional[str]]:
+    name, eq, value = arg[2:].partition("=")
+    return name, (value if eq else None)
+
+
+def _rewrite(argv: Sequence[str]) -> list:
+    """Rename the flags that transformers renamed."""
+    out = []
+    for arg in argv:
+        if arg.startswith("--"):
+            name, value = _split_flag(arg)
+            kind, target = _LEGACY_FLAGS.get(name, (None, None))
+            if kind == "rename":
+                arg = f"--{target}" + (f"={value}" if value is not None else "")
+        out.append(arg)
+    return out
+
+
+def parse_finetune_args(argv: Optional[Sequence[str]] = None):
+    """``(model_args, data_args, training_args, finetune_args)`` from upstream-style flags (or one .json file)."""
+    from transformers import HfArgumentParser, TrainingArguments
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    training_fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    ours = [f.name for f in dataclasses.fields(FinetuneArguments)]
+    # A legacy flag the installed TrainingArguments still has must reach it too: parse it on our side, then copy.
+    shared = [name for name in ours if name in training_fields]
+    hints = typing.get_type_hints(FinetuneArguments)
+    legacy_cls = dataclasses.make_dataclass(
+        "FinetuneArguments", [(f.name, hints[f.name], field(default=f.default, metadata=f.metadata))
+                              for f in dataclasses.fields(FinetuneArguments) if f.name not in shared])
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments, legacy_cls))
+    try:
+        if len(argv) == 1 and argv[0].endswith(".json"):
+            model_args, data_args, training_args, legacy = parser.parse_json_file(json_file=argv[0])
+            unknown = []
+        else:
+            model_args, data_args, training_args, legacy, unknown = parser.parse_args_into_dataclasses(
+                args=_rewrite(argv), return_remaining_strings=True)
+    except ValueError as err:  # TrainingArguments' own checks, e.g. --bf16 without a device that has it
+        hint = " (on a CPU: --use_cpu True --bf16 False)" if "bf16" in str(err) or "fp16" in str(err) else ""
+        raise ConfigError(f"training arguments: {err}{hint}") from None
+    if unknown:
+        raise ConfigError(f"unknown flag(s): {' '.join(unknown)}; see `python -m internvl_chat.finetune --help`")
+    finetune = FinetuneArguments(**{name: getattr(legacy, name) if hasattr(legacy, name)
+                                    else getattr(training_args, name) for name in ours})
+    if "warmup_ratio" not in training_fields and finetune.warmup_ratio:
+        # transformers 5 dropped warmup_ratio: a warmup_steps below 1 is the fraction of the steps
+        if not 0 < finetune.warmup_ratio < 1:
+            raise ConfigError(f"--warmup_ratio {finetune.warmup_ratio} must be in [0, 1)")
+        if training_args.warmup_steps == 0:
+            training_args.warmup_steps = finetune.warmup_ratio
+    if "logging_dir" not in training_fields and finetune.logging_dir:  # transformers 5 reads the environment
+        os.environ["TENSORBOARD_LOGGING_DIR"] = finetune.logging_dir
+    for name, default in _PACKED_DEFAULTS.items():
+        if getattr(data_args, name) != default:
+            raise ConfigError(f"--{name} is a packed-training option (--use_packed_ds), which this trainer does not "
+                              "implement; remove it (samples are padded per batch, with --group_by_length to limit "
+                              "padding)")
+    return model_args, data_args, training_args, finetune
+
+
+@dataclass
+class DataToolArguments:
+    """Flags of ``python -m internvl_chat.data`` beyond the data flags."""
+
+    output: Optional[str] = field(default=None, metadata={"help": "inspect: the JSONL file to write"})
+    limit: Optional[int] = field(default=None, metadata={"help": "inspect: write only the first N samples"})
+    show_problems: int = field(default=50, metadata={"help": "check: list at most N problems (all are counted)"})
+    seed: int = field(default=0, metadata={"help": "random choices (video frame counts, JPEG quality)"})
+    num_workers: int = field(default=0, metadata={"help": "processes reading the samples"})
+
+
+def parse_data_args(argv: Sequence[str], prog: str):
+    """``(model_args, data_args, tool_args)`` for the data tools: the same model and data flags as training."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, DataToolArguments), prog=prog)
+    model_args, data_args, tool_args, unknown = parser.parse_args_into_dataclasses(
+        args=list(argv), return_remaining_strings=True)
+    if unknown:
+        raise ConfigError(f"unknown flag(s): {' '.join(unknown)}; the data tools take the model and data flags of "
+                          f"training (see `{prog} --help`)")
+    return model_args, data_args, tool_args

@@ -1,0 +1,264 @@
+"""Fine-tune InternVL-Chat (LoRA or full) on conversations described by a meta json, with the HF ``Trainer``.
+
+    torchrun --nproc_per_node 8 -m internvl_chat.finetune --model_name_or_path pretrained/InternVL2-2B \\
+        --conv_style internlm2-chat --meta_path shell/data/custom_finetune.json --output_dir work_dirs/x \\
+        --use_llm_lora 16 --freeze_llm True --freeze_mlp True --freeze_backbone True ... (upstream's flags)
+
+The flags are upstream's ``internvl_chat_finetune.py`` flags with their defaults (``--help`` lists them,
+with every ``TrainingArguments`` flag: ``--deepspeed``, ``--bf16``, ``--save_steps``,
+``--report_to tensorboard``...), so the scripts under ``internvl_chat/shell/`` are upstream's with the
+script path changed. What differs from upstream, on purpose:
+
+* the data are checked before the model loads (JSON, keys, roles, placeholders, files), and a sample
+  that is unusable at run time (image that does not decode, tokenization mismatch, answer cut away by
+  ``--max_seq_length``) stops the run naming its ``file:line``, unless ``--max_bad_samples N`` allows
+  skipping N of them (each logged and listed in ``OUTPUT_DIR/bad_samples.jsonl``);
+* a run resumes from the newest complete ``checkpoint-N`` in ``--output_dir`` whenever there is one,
+  ``--overwrite_output_dir True`` (which upstream's scripts pass) included: a killed job restarts with
+  the same command. Start over in a new ``--output_dir``;
+* ``--unfreeze_lm_head`` trains the output layer (upstream's flag sets an attribute that does nothing);
+* without DeepSpeed the weights are kept in float32 and ``--bf16`` / ``--fp16`` compute under autocast
+  (upstream always loads bfloat16 and relies on DeepSpeed's float32 master weights; so do we with
+  ``--deepspeed``);
+* the loss divides by the trained tokens of the whole optimizer step over all GPUs, not per micro-batch;
+* samples are padded per batch, never to ``--max_seq_length``; packed training is not implemented.
+
+The log goes to the console and ``OUTPUT_DIR/training_log.txt``; TensorBoard with ``--report_to tensorboard``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from internvl.cli import run_main
+from internvl.errors import CheckpointError, ConfigError, DataError, MissingFileError
+
+log = logging.getLogger("internvl_chat.finetune")
+
+
+def _setup_logging(rank: int, output_dir: str, log_level: int) -> None:
+    import transformers
+
+    from internvl.runtime import setup_logging
+
+    setup_logging(rank, log_file=Path(output_dir) / "training_log.txt")
+    # transformers' own lines (the Trainer's "***** Running training *****", warnings) through the same handlers
+    transformers.utils.logging.disable_default_handler()
+    transformers.utils.logging.enable_propagation()
+    transformers.utils.logging.set_verbosity(log_level)
+
+
+def _load_dtype(training_args) -> torch.dtype:
+    """bf16/fp16 weights under DeepSpeed (its optimizer keeps float32 masters), else float32 weights with autocast."""
+    if training_args.deepspeed:
+        if training_args.bf16:
+            return torch.bfloat16
+        if training_args.fp16:
+            return torch.float16
+    return torch.float32
+
+
+def build_model(model_args, data_args, training_args, tokenizer, num_new_tokens: int):
+    """The model as upstream prepares it: config overrides, position embeddings resized to
+    ``--force_image_size``, new token rows, gradient checkpointing, then freezing and LoRA."""
+    from internvl.chat_model import IMG_CONTEXT_TOKEN, InternVLChatConfig, InternVLChatModel
+    from internvl.compat import dtype_kwargs, enable_activation_checkpointing
+
+    dtype = _load_dtype(training_args)
+    if model_args.model_name_or_path is not None:
+        config = InternVLChatConfig.from_pretrained(model_args.model_name_or_path)
+        if config.template != data_args.conv_style:
+            log.warning("--conv_style %s differs from the checkpoint's template %s; training (and the saved config) "
+                        "use %s", data_args.conv_style, config.template, data_args.conv_style)
+        config.vision_config.drop_path_rate = model_args.drop_path_rate
+        config.template = data_args.conv_style
+        config.select_layer = model_args.vision_select_layer
+        config.dynamic_image_size = data_args.dynamic_image_size
+        config.use_thumbnail = data_args.use_thumbnail
+        config.ps_version = model_args.ps_version
+        config.min_dynamic_patch = data_args.min_dynamic_patch
+        config.max_dynamic_patch = data_args.max_dynamic_patch
+        try:
+            model = InternVLChatModel.from_pretrained(model_args.model_name_or_path, config=config,
+                                                      low_cpu_mem_usage=True, **dtype_kwargs(dtype))
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"cannot load {model_args.model_name_or_path}: {err}") from None
+    else:
+        model = _build_new_model(model_args, data_args, dtype)
+    model.img_context_token_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
+    if abs(model.config.downsample_ratio - data_args.down_sample_ratio) > 1e-9:
+        raise ConfigError(f"--down_sample_ratio {data_args.down_sample_ratio} differs from the model's "
+                          f"{model.config.downsample_ratio}")
+    if model_args.mlp_path is not None:
+        if not Path(model_args.mlp_path).is_file():
+            raise MissingFileError(f"--mlp_path {model_args.mlp_path}: no such file")
+        model.mlp1.load_state_dict(torch.load(model_args.mlp_path, map_location="cpu", weights_only=True))
+
+    patch = model.config.vision_config.patch_size
+    if model.config.vision_config.image_size != data_args.force_image_size:
+        log.info("resizing the position embeddings from %d px to --force_image_size %d px",
+                 model.config.vision_config.image_size, data_args.force_image_size)
+        model.vision_model.resize_pos_embeddings(new_size=data_args.force_image_size,
+                                                 old_size=model.config.vision_config.image_size, patch_size=patch)
+        model.config.vision_config.image_size = data_args.force_image_size
+    model.config.force_image_size = data_args.force_image_size
+    model.num_image_token = int((data_args.force_image_size // patch) ** 2 * data_args.down_sample_ratio ** 2)
+
+    if num_new_tokens > 0 or model.language_model.get_input_embeddings().weight.shape[0] < len(tokenizer):
+        old = model.language_model.get_output_embeddings().weight.shape[0]
+        model.language_model.resize_token_embeddings(len(tokenizer))
+        with torch.no_grad():  # new output rows start at the mean of the old ones, as upstream
+            weight = model.language_model.get_output_embeddings().weight
+            weight[old:] = weight[:old].mean(dim=0, keepdim=True)
+        model.config.llm_config.vocab_size = len(tokenizer)
+        model.language_model.config.vocab_size = len(tokenizer)
+
+    model.language_model.config.use_cache = False
+    if model_args.grad_checkpoint:
+        kwargs = {"gradient_checkpointing_kwargs": {"use_reentrant": False}}
+        enable_activation_checkpointing(model.vision_model, **kwargs)
+        enable_activation_checkpointing(model.language_model, **kwargs)
+
+    _set_trainable(model, model_args)
+    return model
+
+
+def _build_new_model(model_args, data_args, dtype):
+    """A new InternVL-Chat from a vision model and a language model (upstream's --vision_path/--llm_path)."""
+    from transformers import AutoModelForCausalLM
+
+    from internvl.chat_model import InternVLChatConfig, InternVLChatModel
+    from internvl.compat import dtype_kwargs
+    from internvl.intern_vit import InternVisionModel
+
+    if model_args.vision_path is None or model_args.llm_path is None:
+        raise ConfigError("give --model_name_or_path, or both --vision_path and --llm_path")
+    vision = InternVisionModel.from_pretrained(model_args.vision_path, **dtype_kwargs(dtype))
+    vision.config.drop_path_rate = model_args.drop_path_rate
+    llm = AutoModelForCausalLM.from_pretrained(model_args.llm_path, **dtype_kwargs(dtype))
+    config = InternVLChatConfig(vision.config.to_dict(), llm.config.to_dict(),
+                                downsample_ratio=data_args.down_sample_ratio, pad2square=data_args.pad2square,
+                                template=data_args.conv_style, select_layer=model_args.vision_select_layer,
+                                dynamic_image_size=data_args.dynamic_image_size, use_thumbnail=data_args.use_thumbnail,
+                                ps_version=model_args.ps_version, min_dynamic_patch=data_args.min_dynamic_patch,
+                                max_dynamic_patch=data_args.max_dynamic_patch,
+                                force_image_size=data_args.force_image_size)
+    return InternVLChatModel(config, vision, llm).to(dtype)
+
+
+def _set_trainable(model, model_args) -> None:
+    """Freeze and wrap as the flags say (upstream's order), then unfreeze the output layer if asked: after the
+    LoRA wrapping, which would otherwise freeze it again."""
+    def freeze(module):
+        for param in module.parameters():
+            param.requires_grad = False
+
+    if model_args.freeze_backbone:
+        freeze(model.vision_model)
+    if model_args.freeze_llm:
+        freeze(model.language_model)
+    if model_args.use_backbone_lora:
+        model.wrap_backbone_lora(r=model_args.use_backbone_lora, lora_alpha=2 * model_args.use_backbone_lora)
+        model.config.use_backbone_lora = model_args.use_backbone_lora
+    if model_args.use_llm_lora:
+        model.wrap_llm_lora(r=model_args.use_llm_lora, lora_alpha=2 * model_args.use_llm_lora)
+        model.config.use_llm_lora = model_args.use_llm_lora
+    if model_args.freeze_mlp:
+        freeze(model.mlp1)
+    if model_args.unfreeze_vit_layers:
+        for param in model.vision_model.encoder.layers[model_args.unfreeze_vit_layers:].parameters():
+            param.requires_grad = True
+    if model_args.unfreeze_lm_head:
+        for param in model.language_model.get_output_embeddings().parameters():
+            param.requires_grad = True
+
+
+def _describe_trainable(model) -> str:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    groups = sorted({name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad})
+    return f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%) in {groups or 'none'}"
+
+
+def _resume_point(training_args) -> Optional[str]:
+    from .trainer import last_checkpoint
+
+    if training_args.resume_from_checkpoint:
+        path = training_args.resume_from_checkpoint
+        if not Path(path).is_dir():
+            raise MissingFileError(f"--resume_from_checkpoint {path}: no such checkpoint directory")
+        return path
+    return last_checkpoint(training_args.output_dir)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from transformers import set_seed
+
+    from internvl.runtime import init_distributed
+
+    from .arguments import parse_finetune_args
+    from .data.build import build_training_data, data_options, load_training_tokenizer
+    from .data.dataset import collate
+    from .merge_lora import remote_code_files
+    from internvl.compat import write_published_tokenizer_files
+    from .trainer import BadSampleLedger, ChatTrainer, LogCallback
+
+    info = init_distributed()  # before the arguments: SLURM's variables exported for the Trainer and DeepSpeed
+    model_args, data_args, training_args, extra = parse_finetune_args(argv)
+    _setup_logging(info.rank, training_args.output_dir, training_args.get_process_log_level())
+    log.info("InternVL-Chat fine-tuning: %d process(es), device %s, output %s", info.world_size, training_args.device,
+             training_args.output_dir)
+    resume = _resume_point(training_args)
+    if resume:
+        log.info("resuming from %s (start over in a new --output_dir)", resume)
+    set_seed(training_args.seed)
+
+    tokenizer, num_new_tokens = load_training_tokenizer(model_args.model_name_or_path or model_args.llm_path,
+                                                        data_args.max_seq_length, model_args.use_fast_tokenizer)
+    options = data_options(model_args, data_args)
+    dataset, problems = build_training_data(data_args.meta_path, tokenizer, options)
+    dataset.set_seed(training_args.data_seed if training_args.data_seed is not None else training_args.seed)
+    resume_step = int(Path(resume).name.rsplit("-", 1)[-1]) if resume and Path(resume).name.startswith(
+        "checkpoint-") and Path(resume).name.rsplit("-", 1)[-1].isdigit() else (0 if resume else None)
+    ledger = BadSampleLedger(Path(training_args.output_dir) / "bad_samples.jsonl", data_args.max_bad_samples,
+                             info.rank, resume_step)
+    ledger.startup(problems)
+    if len(dataset) == 0:
+        raise DataError(f"{data_args.meta_path}: no usable sample")
+    log.info("%d training samples from %d dataset(s); %d tokens per tile", len(dataset), len(dataset.datasets),
+             options.num_image_token)
+
+    model = build_model(model_args, data_args, training_args, tokenizer, num_new_tokens)
+    if info.is_main:
+        log.info(_describe_trainable(model))
+    training_args.remove_unused_columns = False  # the items carry exactly the model's inputs (and bad_samples)
+    trainer = ChatTrainer(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer,
+                          data_collator=collate, callbacks=[LogCallback()], group_by_length=extra.group_by_length,
+                          use_data_resampling=data_args.use_data_resampling, ledger=ledger)
+    if not training_args.do_train:
+        log.info("--do_train is False: nothing to do")
+        return 0
+    start = time.time()
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    if info.is_main:  # the published tokenizer layout and the base's remote code: the output loads as the base does
+        write_published_tokenizer_files(training_args.output_dir, tokenizer)
+        for path in remote_code_files(model_args.model_name_or_path):
+            shutil.copy2(path, Path(training_args.output_dir) / path.name)
+    metrics = dict(result.metrics, train_samples=len(dataset), unusable_samples=ledger.total)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    log.info("done in %.0f s: model in %s; %d unusable sample(s)%s", time.time() - start, training_args.output_dir,
+             ledger.total, f" (listed in {ledger.path})" if ledger.total else "")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# InternVL2-2B (InternViT-300M-448px + MLP + internlm2-chat-1.8B): 2nd-stage fine-tuning, LoRA (rank 16, alpha 32) on the language model, everything else frozen.
+# Upstream's internvl_chat/shell/internvl2.0/2nd_finetune/internvl2_2b_internlm2_1_8b_dynamic_res_custom_finetune_lora.sh with this repository's launcher and entry point; every
+# flag and default is upstream's. Run in internvl_chat/:
+#   GPUS=8 PER_DEVICE_BATCH_SIZE=4 bash shell/internvl2.0/2nd_finetune/internvl2_2b_internlm2_1_8b_dynamic_res_custom_finetune_lora.sh
+# GPUS=0 runs one CPU process without DeepSpeed (try-outs). MODEL_PATH, META_PATH, OUTPUT_DIR and
+# DEEPSPEED override the paths; the run resumes from OUTPUT_DIR's last checkpoint when started again.
+# Your own data: a template to copy. Describe it in shell/data/custom_finetune.json (one entry per JSONL file:
+# "root" = the folder the image paths are relative to, "annotation" = the .jsonl, "repeat_time" to over- or
+# under-sample it, "data_augment" for JPEG re-encoding; see internvl_chat/README.md for the JSONL lines), then:
+#   python -m internvl_chat.data check --meta_path shell/data/custom_finetune.json --model_name_or_path \
+#       ./pretrained/InternVL2-2B --conv_style internlm2-chat --force_image_size 448 --max_dynamic_patch 6 \
+#       --dynamic_image_size True --use_thumbnail True --max_seq_length 4096     # every problem, file:line
+#   GPUS=1 PER_DEVICE_BATCH_SIZE=4 bash shell/internvl2.0/2nd_finetune/<this script>
+#   GPUS=1 bash evaluate.sh work_dirs/.../<this run> caption-custom --meta-path my_val.json --dynamic
+#   python tools/merge_lora.py work_dirs/.../<this run> work_dirs/my_model      # a drop-in InternVL2-2B
+# Few samples? Raise --num_train_epochs (append it: extra arguments are passed on) and check the loss falls.
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../../finetune_common.sh"
+
+GPUS=${GPUS:-1}
+BATCH_SIZE=${BATCH_SIZE:-16}
+PER_DEVICE_BATCH_SIZE=${PER_DEVICE_BATCH_SIZE:-4}
+MODEL_PATH=${MODEL_PATH:-./pretrained/InternVL2-2B}
+META_PATH=${META_PATH:-./shell/data/custom_finetune.json}
+OUTPUT_DIR=${OUTPUT_DIR:-work_dirs/internvl_chat_v2_0/internvl2_2b_internlm2_1_8b_dynamic_res_custom_finetune_lora}
+finetune_setup
+
+launch -m internvl_chat.finetune \
+  --model_name_or_path "$MODEL_PATH" \
+  --conv_style "internlm2-chat" \
+  --output_dir "$OUTPUT_DIR" \
+  --meta_path "$META_PATH" \
+  --overwrite_output_dir True \
+  --force_image_size 448 \
+  --max_dynamic_patch 6 \
+  --down_sample_ratio 0.5 \
+  --drop_path_rate 0.0 \
+  --freeze_llm True \
+  --freeze_mlp True \
+  --freeze_backbone True \
+  --use_llm_lora 16 \
+  --vision_select_layer -1 \
+  --dataloader_num_workers 4 \
+  --bf16 True \
+  --num_train_epochs 1 \
+  --per_device_train_batch_size "$PER_DEVICE_BATCH_SIZE" \
+  --gradient_accumulation_steps "$GRADIENT_ACC" \
+  --evaluation_strategy "no" \
+  --save_strategy "steps" \
+  --save_steps 200 \
+  --save_total_limit 1 \
+  --learning_rate 4e-5 \
+  --weight_decay 0.01 \
+  --warmup_ratio 0.03 \
+  --lr_scheduler_type "cosine" \
+  --logging_steps 1 \
+  --max_seq_length 4096 \
+  --do_train True \
+  --grad_checkpoint True \
+  --group_by_length True \
+  --dynamic_image_size True \
+  --use_thumbnail True \
+  --ps_version 'v2' \
+  --report_to "tensorboard" \
+  ${DEEPSPEED:+--deepspeed "$DEEPSPEED"} \
+  ${CPU_FLAGS[@]+"${CPU_FLAGS[@]}"} \
+  "$@"
