@@ -34,6 +34,36 @@ clip_eval() {
         --pretrained "$MODEL" --output "$OUTPUT" "$@" ${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"} || FAILED+=("$name $*")
 }
 
+# The evaluations of upstream's batch scripts, for the model name $1.
+classification_set() {
+    clip_eval "$1" --task zeroshot_classification --language en --dataset birdsnap --dataset_root "$DATA/birdsnap/"
+    clip_eval "$1" --task zeroshot_classification --language en --dataset_root "$DATA/" --dataset cifar10 cifar100 \
+        food101 sun397 cars fgvc_aircraft dtd pets caltech101 mnist stl10 eurosat gtsrb country211 pcam renderedsst2 \
+        voc2007 vtab/flowers vtab/resisc45
+    clip_eval "$1" --task zeroshot_classification --language en --dataset fer2013 --dataset_root "$DATA/fer2013"
+}
+
+imagenet_set() {
+    clip_eval "$1" --task zeroshot_classification --language en cn it jp ar --dataset imagenet1k \
+        --dataset_root "$DATA/imagenet-1k/"
+    local dataset root
+    for dataset in imagenetv2:imagenetv2 imagenet_sketch:imagenet-sketch imagenet-a:imagenet-a imagenet-r:imagenet-r \
+            objectnet:objectnet-1.0; do
+        root=${dataset#*:}
+        clip_eval "$1" --task zeroshot_classification --language en --dataset "${dataset%%:*}" --dataset_root "$DATA/$root/"
+    done
+}
+
+retrieval_set() {
+    clip_eval "$1" --task zeroshot_retrieval --language en cn --dataset flickr30k --dataset_root "$DATA/flickr30k"
+    clip_eval "$1" --task zeroshot_retrieval --language en cn --dataset mscoco_captions --dataset_root "$DATA/mscoco_captions"
+}
+
+xtd_set() {
+    clip_eval "$1" --task zeroshot_retrieval --dataset multilingual_mscoco_captions --dataset_root "$DATA/mscoco_captions" \
+        --language en es fr zh it ko ru jp
+}
+
 # finish: name the failed commands and exit 1 if there were any.
 finish() {
     if [[ ${#FAILED[@]} -gt 0 ]]; then

@@ -5,7 +5,5 @@ if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 source "$(dirname "$0")/common.sh"
 MODEL=${MODEL:-$PRETRAINED/internvl_c_13b_224px.pth}
 OUTPUT=${OUTPUT:-result.json}
-
-clip_eval internvl_c_retrieval --task zeroshot_retrieval --language en cn --dataset flickr30k --dataset_root "$DATA/flickr30k"
-clip_eval internvl_c_retrieval --task zeroshot_retrieval --language en cn --dataset mscoco_captions --dataset_root "$DATA/mscoco_captions"
+retrieval_set internvl_c_retrieval
 finish

@@ -5,7 +5,5 @@ if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 source "$(dirname "$0")/common.sh"
 MODEL=${MODEL:-$PRETRAINED/internvl_c_13b_224px.pth}
 OUTPUT=${OUTPUT:-result.json}
-
-clip_eval internvl_c_retrieval --task zeroshot_retrieval --dataset multilingual_mscoco_captions --dataset_root "$DATA/mscoco_captions" \
-    --language en es fr zh it ko ru jp
+xtd_set internvl_c_retrieval
 finish

@@ -5,9 +5,5 @@ if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 source "$(dirname "$0")/common.sh"
 MODEL=${MODEL:-$PRETRAINED/InternVL-14B-224px}
 OUTPUT=${OUTPUT:-result_g.json}
-
-clip_eval internvl_g_classification_hf --task zeroshot_classification --language en --dataset birdsnap --dataset_root "$DATA/birdsnap/"
-clip_eval internvl_g_classification_hf --task zeroshot_classification --language en --dataset_root "$DATA/" \
-    --dataset cifar10 cifar100 food101 sun397 cars fgvc_aircraft dtd pets caltech101 mnist stl10 eurosat gtsrb country211 pcam renderedsst2 voc2007 vtab/flowers vtab/resisc45
-clip_eval internvl_g_classification_hf --task zeroshot_classification --language en --dataset fer2013 --dataset_root "$DATA/fer2013"
+classification_set internvl_g_classification_hf
 finish

@@ -5,12 +5,5 @@ if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 source "$(dirname "$0")/common.sh"
 MODEL=${MODEL:-$PRETRAINED/InternVL-14B-224px}
 OUTPUT=${OUTPUT:-result_g.json}
-
-clip_eval internvl_g_classification_hf --task zeroshot_classification --language en cn it jp ar --dataset imagenet1k \
-    --dataset_root "$DATA/imagenet-1k/"
-clip_eval internvl_g_classification_hf --task zeroshot_classification --language en --dataset imagenetv2 --dataset_root "$DATA/imagenetv2/"
-clip_eval internvl_g_classification_hf --task zeroshot_classification --language en --dataset imagenet_sketch --dataset_root "$DATA/imagenet-sketch/"
-clip_eval internvl_g_classification_hf --task zeroshot_classification --language en --dataset imagenet-a --dataset_root "$DATA/imagenet-a/"
-clip_eval internvl_g_classification_hf --task zeroshot_classification --language en --dataset imagenet-r --dataset_root "$DATA/imagenet-r/"
-clip_eval internvl_g_classification_hf --task zeroshot_classification --language en --dataset objectnet --dataset_root "$DATA/objectnet-1.0/"
+imagenet_set internvl_g_classification_hf
 finish

@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
+from .caption_benchmarks import reference_captions
 from .datakit.synthetic import ZH, Sample, SyntheticImages, save_jpeg
 from .errors import DataError, MissingFileError
 
@@ -273,8 +274,6 @@ def chinese_reference_captions(sample: Sample, k: int = 5) -> list[str]:
 
 
 def _captions_in(language: str, sample: Sample, k: int) -> list[str]:
-    from .caption_benchmarks import reference_captions
-
     return reference_captions(sample, k) if language == "en" else chinese_reference_captions(sample, k)
 
 

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from internvl.errors import ConfigError, DataError
 
-from .datasets import build_dataset
+from .datasets import DATASETS, build_dataset
 from .features import FeatureDataset, FeatureModel, FeatureStore, encode_images, files_digest, image_view
 from .models import load_internvl, weight_files
 
@@ -85,7 +85,12 @@ class Session:
 
     def encoder_identity(self, loaded: Loaded, args) -> Optional[dict]:
         """The model's name on disk: the content of its weight files (None: no disk cache for it)."""
-        if self.store.cache_dir is None or loaded.weights is None:
+        if self.store.cache_dir is None:
+            return None
+        if loaded.weights is None:
+            if self.verbose:
+                print(f"feature cache: not used for {args.model} {args.pretrained} (no local weights file to "
+                      "fingerprint); features are still reused within this command")
             return None
         if loaded.fingerprint is None:
             loaded.fingerprint = self.store.model_fingerprint(loaded.weights)
@@ -150,10 +155,12 @@ def _already_recorded(output: str, record: dict) -> bool:
     return any(all(result.get(k) == record[k] for k in _RECORD_FIELDS) for result in read_results(output))
 
 
-def _run_laion_task(args, output: str) -> int:
+def _run_laion_task(args, task: str, output: str) -> int:
     """A task without the feature path: CLIP Benchmark's own ``run``, its result appended as a line."""
     from clip_benchmark import cli as laion_cli
 
+    if task == "linear_probe" and not torch.cuda.is_available():
+        raise ConfigError("CLIP Benchmark's linear probe runs on a CUDA GPU only (its linear_probe.evaluate asserts it)")
     laion_run = getattr(laion_cli.run, "laion_run", laion_cli.run)
     with tempfile.TemporaryDirectory() as tmp:
         delegated = copy.copy(args)
@@ -164,7 +171,7 @@ def _run_laion_task(args, output: str) -> int:
     return 0
 
 
-def _laion_loader(args, dataset, task: str) -> DataLoader:
+def _laion_loader(args, dataset) -> DataLoader:
     from clip_benchmark.datasets.builder import get_dataset_collate_fn
 
     if args.dataset.startswith("wds/"):
@@ -188,7 +195,7 @@ def _zero_shot(args, task: str, dataset, loaded: Loaded, session: Session) -> di
         if args.verbose:
             print(f"image features: {type(dataset).__name__} lists no image files, so they are computed in CLIP "
                   "Benchmark's loop and not reused", flush=True)
-        model, loader = loaded.model, _laion_loader(args, dataset, task)
+        model, loader = loaded.model, _laion_loader(args, dataset)
     else:
         if task == "zeroshot_retrieval" and max(args.recall_k) > len(view.paths):
             raise ConfigError(f"--recall_k {max(args.recall_k)} needs at least that many images; {args.dataset} has "
@@ -250,27 +257,29 @@ def run(args, session: Session) -> int:
     dataset_name = args.dataset[len("wds/"):] if args.dataset.startswith("wds/") else args.dataset
     task = get_dataset_default_task(dataset_name) if args.task == "auto" else args.task
     output = output_path(args, task, dataset_name)
-    record = {"dataset": args.dataset, "model": args.model, "pretrained": args.pretrained, "task": task,
-              "language": args.language}
-    if args.skip_existing and _already_recorded(output, record):
+    record = {"dataset": args.dataset, "model": args.model, "pretrained": args.pretrained, "task": task}
+    if args.skip_existing and _already_recorded(output, {**record, "language": args.language}):
         if args.verbose:
-            print(f"Skip {record}: already in {output}")
+            print(f"Skip {record} ({args.language}): already in {output}")
         return 0
     if task not in ZERO_SHOT_TASKS:
-        return _run_laion_task(args, output)
+        return _run_laion_task(args, task, output)
     if args.verbose:
         print(f"Running '{task}' on '{dataset_name}' with the model '{args.pretrained}' on language "
               f"'{args.language}'", flush=True)
+    dataset_root = args.dataset_root.format(dataset=dataset_name, dataset_cleaned=dataset_name.replace("/", "-"))
+    dataset_args = dict(dataset_name=args.dataset, root=dataset_root, split=args.split,
+                        annotation_file=args.annotation_file, download=True, language=args.language, task=task,
+                        custom_template_file=args.custom_template_file,
+                        custom_classname_file=args.custom_classname_file, wds_cache_dir=args.wds_cache_dir)
+    if args.dataset in DATASETS:
+        build_dataset(transform=None, **dataset_args)  # every file and image checked before a model is loaded
     loaded = session.load(args)
     if "nllb-clip" in args.model:
         from clip_benchmark.models.nllb_clip import set_language
 
         set_language(loaded.tokenizer, args.language)
-    dataset_root = args.dataset_root.format(dataset=dataset_name, dataset_cleaned=dataset_name.replace("/", "-"))
-    dataset = build_dataset(dataset_name=args.dataset, root=dataset_root, transform=loaded.transform, split=args.split,
-                            annotation_file=args.annotation_file, download=True, language=args.language, task=task,
-                            custom_template_file=args.custom_template_file,
-                            custom_classname_file=args.custom_classname_file, wds_cache_dir=args.wds_cache_dir)
+    dataset = build_dataset(transform=loaded.transform, **dataset_args)
     if args.verbose:
         try:
             print(f"Dataset size: {len(dataset)}, split: {args.split}")
@@ -278,8 +287,7 @@ def run(args, session: Session) -> int:
             print(f"Dataset split: {args.split} (an iterable dataset: no size)")
         print(f"Transform: {loaded.transform}", flush=True)
     metrics = _zero_shot(args, task, dataset, loaded, session)
-    dump = {**record, "metrics": metrics}
-    dump = {k: dump[k] for k in ("dataset", "model", "pretrained", "task", "metrics", "language")}
+    dump = {**record, "metrics": metrics, "language": args.language}  # CLIP Benchmark's fields and order
     if args.dump_classnames and getattr(dataset, "classes", None):
         dump["classnames"] = dataset.classes
     if args.dump_templates and getattr(dataset, "templates", None):

@@ -34,12 +34,12 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from internvl.errors import DataError, MissingFileError, UserError
+from internvl.errors import MissingFileError, UserError
 from internvl.runtime import atomic_save
 from internvl.transforms import ImageDecodeError, open_image
 
 __all__ = ["ImageView", "image_view", "ImageFiles", "FeatureStore", "FeatureModel", "FeatureDataset",
-           "content_fingerprint", "encode_images", "CACHE_VERSION"]
+           "content_fingerprint", "files_digest", "encode_images", "CACHE_VERSION"]
 
 CACHE_VERSION = 1  # bump when the stored content or its meaning changes
 
@@ -69,10 +69,8 @@ class ImageFiles(Dataset):
         entry = f" ({self.where[index]})" if self.where else ""
         try:
             image = open_image(self.paths[index])
-        except FileNotFoundError as e:
-            raise MissingFileError(f"{e}{entry}") from None
-        except ImageDecodeError as e:
-            raise DataError(f"{e}{entry}") from None
+        except (MissingFileError, ImageDecodeError) as e:  # named by open_image; add where it was listed
+            raise type(e)(f"{e}{entry}") from None
         return self.transform(image) if self.transform is not None else image
 
 

@@ -70,10 +70,10 @@ MODELS = {spec.name: spec for spec in (
 
 class RetrievalTokenizer:
     """``tokenizer(texts) -> LongTensor (batch, length)`` as CLIP Benchmark calls it: the retrieval
-    conventions of :func:`internvl.internvl_cg.build_cg_tokenizer`, trimmed to the longest text."""
+    conventions of :func:`internvl.processing_internvl_cg.build_cg_tokenizer`, trimmed to the longest text."""
 
     def __init__(self, checkpoint_dir: Union[str, os.PathLike]):
-        from internvl.internvl_cg import build_cg_tokenizer
+        from internvl.processing_internvl_cg import build_cg_tokenizer
 
         self.directory = Path(checkpoint_dir)
         self.cg = build_cg_tokenizer(self.directory, task="retrieval")
@@ -221,7 +221,7 @@ def load_internvl(model_name: str, pretrained: Union[str, os.PathLike], cache_di
 
     ``cache_dir`` (CLIP Benchmark's ``--model_cache_dir``) is unused: nothing is downloaded. ``dtype``
     defaults to float16 on CUDA (as upstream evaluates) and float32 on the CPU."""
-    from internvl.internvl_cg import image_transform
+    from internvl.processing_internvl_cg import image_transform
 
     spec, pretrained = _spec(model_name), Path(pretrained).expanduser()
     _check_source(spec, pretrained)

@@ -14,12 +14,13 @@ import torch
 from internvl.cli import run_main
 from internvl.datakit import SyntheticImages
 from internvl.datakit.checkpoints import write_tiny_internvl_cg
+from internvl.processing_internvl_cg import image_transform
 from internvl.retrieval_data import write_flickr30k
 from internvl_clip_benchmark.cli import main
 from internvl_clip_benchmark.datasets import build_dataset
 from internvl_clip_benchmark.datasets.webdataset import write_wds_classification
 from internvl_clip_benchmark.demo import XTD_LANGUAGES, write_demo
-from internvl_clip_benchmark.evaluate import Session, topk_accuracy
+from internvl_clip_benchmark.evaluate import Session, classification_metrics, topk_accuracy
 from internvl_clip_benchmark.features import FeatureDataset, FeatureModel
 from internvl_clip_benchmark.models import MODELS, load_internvl
 
@@ -89,6 +90,12 @@ def test_feature_reuse_across_languages_gives_clip_benchmarks_image_path_numbers
     assert session.loads == 1 and session.store.stats == {"computed": 1, "memory": 7, "disk": 0}
     results = _lines(output)
     assert [r["language"] for r in results] == XTD8
+    # Two models in one command (CLIP Benchmark's --model list): each gets its own features.
+    both = tmp_path / "both.json"
+    _eval(pretrained, data, both, "internvl_c_retrieval_hf", "multilingual_mscoco_captions", "--model",
+          "internvl_c_retrieval_hf", "internvl_g_retrieval_hf", "--language", "en", session=session)
+    assert session.loads == 3 and session.store.stats["computed"] == 3
+    assert _lines(both)[1]["metrics"] == results[0]["metrics"]
     model, transform, tokenizer = load_internvl("internvl_g_retrieval_hf", pretrained / "InternVL-14B-224px")
     for result in (results[0], results[5]):
         dataset = build_dataset("multilingual_mscoco_captions", root=str(data / "mscoco_captions"), transform=transform,
@@ -97,9 +104,19 @@ def test_feature_reuse_across_languages_gives_clip_benchmarks_image_path_numbers
             "multilingual_mscoco_captions"))
         reference = zeroshot_retrieval.evaluate(model, loader, tokenizer, "cpu", amp=False, recall_k_list=[1, 5, 10])
         assert result["metrics"] == pytest.approx(reference, abs=1e-6)
+    # Classification, the same way: the stored features give the numbers of the loop over the images.
+    output = tmp_path / "imagenet.json"
+    _eval(pretrained, data, output, "internvl_c_classification_hf", "imagenet1k", session=session)
+    model, transform, tokenizer = load_internvl("internvl_c_classification_hf", pretrained / "InternVL-14B-224px")
+    dataset = build_dataset("imagenet1k", root=str(data / "imagenet-1k"), transform=transform,
+                            task="zeroshot_classification",
+                            custom_classname_file=str(data / "imagenet-1k" / "classnames.json"))
+    reference = classification_metrics(model, torch.utils.data.DataLoader(dataset, batch_size=8), tokenizer,
+                                       dataset.classes, dataset.templates, "cpu", amp=False)
+    assert _lines(output)[0]["metrics"] == pytest.approx(reference, abs=1e-6, nan_ok=True)
 
 
-def test_feature_cache_on_disk_is_reused_and_invalidated(pretrained, data, tmp_path):
+def test_feature_cache_on_disk_is_reused_and_invalidated(pretrained, data, tmp_path, monkeypatch):
     cache = tmp_path / "features"
     directory = write_tiny_internvl_cg(tmp_path / "ckpt", seed=1)
     flags = ("--feature_cache_dir", str(cache), "--task", "zeroshot_retrieval")
@@ -125,9 +142,13 @@ def test_feature_cache_on_disk_is_reused_and_invalidated(pretrained, data, tmp_p
     retrained, stats = run("internvl_g_retrieval_hf")
     assert stats["computed"] == 1 and len(list(cache.glob("*.pt"))) == 2
     assert retrained == run("internvl_g_retrieval_hf", cached=False)[0] != first
-    # Another transform of the same weights and images (classification crops): another entry.
-    _, stats = run("internvl_g_classification_hf")
+    # Another transform of the same weights, model name and images (here: 70 px instead of 56): another entry.
+    import internvl.processing_internvl_cg
+
+    monkeypatch.setattr(internvl.processing_internvl_cg, "image_transform", lambda config, task: image_transform(70, task))
+    resized, stats = run("internvl_g_retrieval_hf")
     assert stats["computed"] == 1 and len(list(cache.glob("*.pt"))) == 3
+    assert resized == run("internvl_g_retrieval_hf", cached=False)[0] != retrained
     memo = json.loads((cache / "fingerprints.json").read_text())
     assert str(directory / "model.safetensors") in memo
 

@@ -36,7 +36,7 @@ def test_flickr30k_cn_upstream_layout_and_cleaning(tmp_path):
         "1009692167.jpg,警察站着\n", encoding="utf-8")
     ds = _build("flickr30k", root, "cn")
     assert ds.paths == [str(root / "Images" / "1009692167.jpg"), str(root / "Images" / "22.jpg")]
-    assert ds.captions == [["在警车前，一条警犬（德国牧羊犬）坐着。", "警察站着"], ["a dog running"]]
+    assert ds.targets == [["在警车前，一条警犬（德国牧羊犬）坐着。", "警察站着"], ["a dog running"]]
     image, captions = ds[1]
     assert isinstance(image, Image.Image) and captions == ["a dog running"]
     # CLIP Benchmark's own layout keeps the images in the root itself.
@@ -59,11 +59,11 @@ def test_coco_en_images_in_val2014_and_coco_cn_relative_to_root(tmp_path):
         "annotations": [{"image_id": 573854, "id": 1, "caption": "一只狗。"}, {"image_id": 7, "id": 2, "caption": "猫"}]},
         ensure_ascii=False), encoding="utf-8")
     en = _build("mscoco_captions", root, "en")
-    assert en.paths == [str(root / "val2014" / "COCO_val2014_000000000007.jpg")] and en.captions == [["a cat", "cat"]]
+    assert en.paths == [str(root / "val2014" / "COCO_val2014_000000000007.jpg")] and en.targets == [["a cat", "cat"]]
     cn = _build("mscoco_captions", root, "cn")
     assert cn.paths == [str(root / "train2014" / "COCO_train2014_000000573854.jpg"),
                         str(root / "val2014" / "COCO_val2014_000000000007.jpg")]
-    assert cn.captions == [["一只狗。"], ["猫"]]
+    assert cn.targets == [["一只狗。"], ["猫"]]
 
 
 def test_xtd_json_and_raw_files(tmp_path):
@@ -76,11 +76,11 @@ def test_xtd_json_and_raw_files(tmp_path):
          "annotations": ["赤い円があります。", "猫 (Cat)!"], "indicies": [0, 1]}, ensure_ascii=False), encoding="utf-8")
     jp = _build("multilingual_mscoco_captions", root, "jp")
     assert jp.paths == [str(root / "train2014" / "COCO_train2014_000000061844.jpg"), absolute]
-    assert jp.captions == [["赤い円があります。"], ["猫 (Cat)!"]]  # XTD captions are not cleaned
+    assert jp.targets == [["赤い円があります。"], ["猫 (Cat)!"]]  # XTD captions are not cleaned
     (root / "test_image_names.txt").write_text("COCO_train2014_000000061844.jpg\nCOCO_val2014_000000000042.jpg\n")
     (root / "test_1kcaptions_fr.txt").write_text("un cercle rouge\nun chat\n", encoding="utf-8")
     fr = _build("multilingual_mscoco_captions", root, "fr")
-    assert fr.paths == jp.paths[:1] + [absolute] and fr.captions == [["un cercle rouge"], ["un chat"]]
+    assert fr.paths == jp.paths[:1] + [absolute] and fr.targets == [["un cercle rouge"], ["un chat"]]
 
     (root / "test_1kcaptions_ko.txt").write_text("하나\n")
     with pytest.raises(DataError, match=r"test_image_names\.txt has 2 lines but .*test_1kcaptions_ko\.txt has 1"):
@@ -118,13 +118,13 @@ def test_synthetic_writers_read_back(tmp_path):
     write_xtd(coco, 3, languages=("en", "zh", "jp"), kit=KIT, start=20)
     write_xtd(tmp_path / "xtd_raw", 3, languages=("ru",), layout="raw", kit=KIT, start=20)
     birds = write_birdsnap(tmp_path / "birdsnap", 8, kit=KIT)
-    assert [len(_build("flickr30k", flickr, lang).captions[0]) for lang in ("en", "cn")] == [5, 5]
+    assert [len(_build("flickr30k", flickr, lang).targets[0]) for lang in ("en", "cn")] == [5, 5]
     cn = _build("mscoco_captions", coco, "cn")
-    assert [len(c) for c in cn.captions] == [1, 1, 2, 1]  # 2 captions for every third image, as COCO-CN varies
+    assert [len(c) for c in cn.targets] == [1, 1, 2, 1]  # 2 captions for every third image, as COCO-CN varies
     assert any("train2014" in p for p in cn.paths) and any("val2014" in p for p in cn.paths)
     assert len(_build("mscoco_captions", coco, "en").paths) == 4
     zh = _build("multilingual_mscoco_captions", coco, "zh")
-    assert zh.captions[0] == [KIT.sample(20).caption_zh]
+    assert zh.targets[0] == [KIT.sample(20).caption_zh]
     ru = _build("multilingual_mscoco_captions", tmp_path / "xtd_raw", "ru")
     assert ru.paths == [p.replace(str(coco), str(tmp_path / "xtd_raw")) for p in zh.paths]
     b = _build("birdsnap", birds, task="zeroshot_classification")

@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 from torchvision import transforms as T
 

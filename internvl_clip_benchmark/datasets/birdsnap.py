@@ -18,7 +18,7 @@ from typing import Optional
 from internvl.datakit.synthetic import SyntheticImages, save_jpeg
 from internvl.errors import ConfigError, DataError, MissingFileError
 
-from .common import DATA_HELP, LabelledImages, check_images_exist, classification_prompts
+from .common import DATA_HELP, ListedImages, check_images_exist, classification_prompts
 
 __all__ = ["LAYOUT", "TEMPLATES", "build", "write_birdsnap"]
 
@@ -37,7 +37,7 @@ def _lines(path: Path) -> list[str]:
 
 
 def build(root: Path, transform, split: str = "test", language: str = "en", custom_classname_file: Optional[str] = None,
-          custom_template_file: Optional[str] = None, **_) -> LabelledImages:
+          custom_template_file: Optional[str] = None, **_) -> ListedImages:
     if split != "test":
         raise ConfigError(f"birdsnap has a test split only ({TEST_LIST}), not --split {split}")
     if language not in TEMPLATES and not custom_classname_file:
@@ -69,7 +69,7 @@ def build(root: Path, transform, split: str = "test", language: str = "en", cust
     check_images_exist(paths, where, list_file)
     classes, templates = classification_prompts("birdsnap", language, classes, TEMPLATES, custom_classname_file,
                                                 custom_template_file)
-    return LabelledImages(paths, labels, classes, templates, transform, where)
+    return ListedImages(paths, labels, transform, where, classes, templates)
 
 
 def write_birdsnap(root: os.PathLike, num_images: int, kit: Optional[SyntheticImages] = None, start: int = 0) -> Path:

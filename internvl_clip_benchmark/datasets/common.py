@@ -13,7 +13,7 @@ from internvl.errors import ConfigError, MissingFileError
 
 from ..features import ImageFiles, ImageView
 
-__all__ = ["CaptionedImages", "LabelledImages", "check_images_exist", "DATA_HELP", "classification_prompts"]
+__all__ = ["ListedImages", "caption_file", "check_images_exist", "DATA_HELP", "classification_prompts"]
 
 DATA_HELP = "see data/README.md (clip_benchmark) for the layout and where to download it"
 
@@ -27,37 +27,16 @@ def check_images_exist(paths: Sequence[str], where: Sequence[str], listed_in: os
                                f"{shown}\n{DATA_HELP}")
 
 
-class CaptionedImages(Dataset):
-    """A retrieval set: ``(transform(image), [captions])`` per image, as CLIP Benchmark's retrieval metric
-    reads it. ``where[i]`` says where image ``i`` was listed (file and line or entry), for messages."""
+class ListedImages(Dataset):
+    """``(transform(image), target)`` per listed image file, as CLIP Benchmark's metrics read a dataset: the
+    target is a list of captions (a retrieval set; ``classes`` and ``templates`` are None) or a label (a
+    classification set, with its ``classes`` and zero-shot ``templates``). ``where[i]`` says where image
+    ``i`` was listed (file and line or entry), for messages."""
 
-    classes = None
-    templates = None
-
-    def __init__(self, paths: Sequence[str], captions: Sequence[Sequence[str]], transform: Optional[Callable],
-                 where: Sequence[str]):
-        self.paths, self.captions, self.where = list(paths), [list(c) for c in captions], list(where)
-        self.transform = transform
-        self._images = ImageFiles(self.paths, transform, self.where)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        return self._images[index], self.captions[index]
-
-    def image_view(self) -> ImageView:
-        return ImageView(self.paths, self.captions, self._images)
-
-
-class LabelledImages(Dataset):
-    """A classification set: ``(transform(image), label)``, with ``classes`` and ``templates`` for the
-    zero-shot classifier."""
-
-    def __init__(self, paths: Sequence[str], labels: Sequence[int], classes: list, templates: list,
-                 transform: Optional[Callable], where: Sequence[str]):
-        self.paths, self.targets, self.where = list(paths), list(labels), list(where)
-        self.classes, self.templates, self.transform = classes, templates, transform
+    def __init__(self, paths: Sequence[str], targets: Sequence, transform: Optional[Callable], where: Sequence[str],
+                 classes: Optional[list] = None, templates: Optional[list] = None):
+        self.paths, self.targets, self.where = list(paths), list(targets), list(where)
+        self.transform, self.classes, self.templates = transform, classes, templates
         self._images = ImageFiles(self.paths, transform, self.where)
 
     def __len__(self) -> int:
@@ -68,6 +47,16 @@ class LabelledImages(Dataset):
 
     def image_view(self) -> ImageView:
         return ImageView(self.paths, self.targets, self._images, self.classes)
+
+
+def caption_file(root: Path, name: str, annotation_file: Optional[str], dataset: str, language: str,
+                 split: str) -> Path:
+    """``--annotation_file`` when given, else ``root / name``; it must exist."""
+    path = Path(annotation_file) if annotation_file else root / name
+    if not path.is_file():
+        raise MissingFileError(f"{path} not found: {dataset} --language {language} --split {split} reads it; "
+                               f"{DATA_HELP}")
+    return path
 
 
 def _laion_file(name: str) -> Path:

@@ -17,10 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from internvl.errors import MissingFileError
 from internvl.retrieval_data import pre_caption, read_flickr_captions, write_flickr30k
 
-from .common import DATA_HELP, CaptionedImages, check_images_exist
+from .common import ListedImages, caption_file, check_images_exist
 
 __all__ = ["CAPTION_FILES", "LAYOUT", "build", "write_flickr30k"]
 
@@ -29,17 +28,15 @@ LAYOUT = "Images/<id>.jpg and flickr30k_<split>_karpathy.txt (en) / flickr30k_cn
 
 
 def build(root: Path, transform, split: str = "test", language: str = "en",
-          annotation_file: Optional[str] = None, **_) -> CaptionedImages:
-    caption_file = Path(annotation_file) if annotation_file else root / CAPTION_FILES[language].format(split=split)
-    if not caption_file.is_file():
-        raise MissingFileError(f"{caption_file} not found: flickr30k --language {language} --split {split} reads it; "
-                               f"{DATA_HELP}")
+          annotation_file: Optional[str] = None, **_) -> ListedImages:
+    captions_path = caption_file(root, CAPTION_FILES[language].format(split=split), annotation_file, "flickr30k",
+                                 language, split)
     image_dir = root / "Images" if (root / "Images").is_dir() else root
     captions: dict[str, list[str]] = {}
     where: dict[str, str] = {}
-    for row in read_flickr_captions(caption_file):
+    for row in read_flickr_captions(captions_path):
         captions.setdefault(row.image, []).append(pre_caption(row.caption))
-        where.setdefault(row.image, f"{caption_file}:{row.line}")
+        where.setdefault(row.image, f"{captions_path}:{row.line}")
     paths = [str(image_dir / image) for image in captions]
-    check_images_exist(paths, list(where.values()), caption_file)
-    return CaptionedImages(paths, list(captions.values()), transform, list(where.values()))
+    check_images_exist(paths, list(where.values()), captions_path)
+    return ListedImages(paths, list(captions.values()), transform, list(where.values()))

@@ -18,10 +18,9 @@ from typing import Optional, Sequence
 
 from internvl.caption_benchmarks import reference_captions
 from internvl.datakit.synthetic import SyntheticImages, save_jpeg
-from internvl.errors import MissingFileError
 from internvl.retrieval_data import chinese_reference_captions, coco_caption_json, pre_caption, read_coco_captions
 
-from .common import DATA_HELP, CaptionedImages, check_images_exist
+from .common import ListedImages, caption_file, check_images_exist
 
 __all__ = ["CAPTION_FILES", "LAYOUT", "build", "write_mscoco_captions"]
 
@@ -37,17 +36,15 @@ def _image_dir(root: Path, split: str, language: str) -> Path:
 
 
 def build(root: Path, transform, split: str = "test", language: str = "en",
-          annotation_file: Optional[str] = None, **_) -> CaptionedImages:
-    caption_file = Path(annotation_file) if annotation_file else root / CAPTION_FILES[language].format(split=split)
-    if not caption_file.is_file():
-        raise MissingFileError(f"{caption_file} not found: mscoco_captions --language {language} --split {split} "
-                               f"reads it; {DATA_HELP}")
+          annotation_file: Optional[str] = None, **_) -> ListedImages:
+    captions_path = caption_file(root, CAPTION_FILES[language].format(split=split), annotation_file,
+                                 "mscoco_captions", language, split)
     image_dir = _image_dir(root, split, language)
-    images = read_coco_captions(caption_file)
+    images = read_coco_captions(captions_path)
     paths = [str(image_dir / image.file_name) for image in images]
     where = [image.entry for image in images]
-    check_images_exist(paths, where, caption_file)
-    return CaptionedImages(paths, [pre_caption(list(image.captions)) for image in images], transform, where)
+    check_images_exist(paths, where, captions_path)
+    return ListedImages(paths, [pre_caption(list(image.captions)) for image in images], transform, where)
 
 
 def write_mscoco_captions(root: os.PathLike, num_images: int, split: str = "test",

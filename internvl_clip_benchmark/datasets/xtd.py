@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 from internvl.datakit.synthetic import SyntheticImages, save_jpeg
 from internvl.errors import ConfigError, DataError, MissingFileError
 
-from .common import DATA_HELP, CaptionedImages, check_images_exist
+from .common import DATA_HELP, ListedImages, check_images_exist
 
 __all__ = ["LANGUAGES", "LAYOUT", "build", "write_xtd", "CAPTION_WORDS"]
 
@@ -81,7 +81,7 @@ def _read_raw(names_file: Path, captions_file: Path) -> tuple[list[str], list[st
 
 
 def build(root: Path, transform, split: str = "test", language: str = "en",
-          annotation_file: Optional[str] = None, **_) -> CaptionedImages:
+          annotation_file: Optional[str] = None, **_) -> ListedImages:
     if split != "test":
         raise ConfigError(f"multilingual_mscoco_captions (XTD) has a test split only, not --split {split}")
     annotation = Path(annotation_file) if annotation_file else root / ANNOTATION.format(language=language)
@@ -97,7 +97,7 @@ def build(root: Path, transform, split: str = "test", language: str = "en",
                                + ("" if annotation_file else f", or {raw_names} + {raw_captions}") + f"; {DATA_HELP}")
     paths = [os.path.join(root, p) for p in paths]  # an absolute path stays as it is
     check_images_exist(paths, where, listed_in)
-    return CaptionedImages(paths, [[c] for c in captions], transform, where)
+    return ListedImages(paths, [[c] for c in captions], transform, where)
 
 
 # ---- synthetic writer --------------------------------------------------------------------------------------
