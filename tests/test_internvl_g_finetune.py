@@ -4,6 +4,7 @@ layer-wise rates in the optimizer after the scheduler's first step, a killed run
 DeepSpeed configs, upstream's flags on both transformers versions, the shell scripts, and bad flags."""
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -191,7 +192,23 @@ def test_a_killed_run_resumes_with_the_same_command(source, flickr, tmp_path):
     assert "resuming from" in log and "checkpoint-2" in log
 
 
-def test_deepspeed_configs_are_upstreams_without_the_scheduler_and_valid(tmp_path):
+@pytest.fixture
+def deepspeed_state():
+    """TrainingArguments(deepspeed=...) leaves process-wide state behind (ACCELERATE_* environment variables,
+    accelerate's AcceleratorState, the Trainer's DeepSpeed config reference): put it back so later Trainers in
+    this process run without DeepSpeed."""
+    environ = dict(os.environ)
+    yield
+    from accelerate.state import AcceleratorState
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    os.environ.clear()
+    os.environ.update(environ)
+    unset_hf_deepspeed_config()
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_deepspeed_configs_are_upstreams_without_the_scheduler_and_valid(tmp_path, deepspeed_state):
     from deepspeed.runtime.config import DeepSpeedConfig
 
     for stage in (1, 2, 3):
@@ -248,7 +265,7 @@ def test_upstream_flags_on_this_transformers(tmp_path):
     (["--bf16", "True"], ConfigError, "invalid training arguments: .*bf16"),
     (["--resume_from_checkpoint", "nowhere"], MissingFileError, "--resume_from_checkpoint nowhere: no such directory"),
 ])
-def test_bad_flags_are_named(source, flickr, tmp_path, monkeypatch, flags, error, message):
+def test_bad_flags_are_named(source, flickr, tmp_path, monkeypatch, deepspeed_state, flags, error, message):
     monkeypatch.chdir(tmp_path)
     upstream = json.loads((REPO / "internvl_g" / "zero_stage1_config.json").read_text())
     upstream["scheduler"] = {"type": "WarmupDecayLR", "params": {"warmup_num_steps": "auto"}}
@@ -305,3 +322,23 @@ def test_the_upstream_scripts_launch_the_upstream_commands(tmp_path):
                          env={**env, "DRY_RUN": "1", "GPUS": "0"}, capture_output=True, text=True, check=True).stdout
     assert cpu.startswith("env CUDA_VISIBLE_DEVICES= python -u -m internvl_g.finetune ")
     assert "--use_cpu True" in cpu and "--deepspeed" not in cpu
+
+
+def test_upstreams_script_fine_tunes_a_tiny_model_to_a_clearly_better_recall(tmp_path, monkeypatch):
+    """The demo's workflow, scaled down: zero-shot recall through the clip_benchmark CLI, the full fine-tuning
+    script's command (its flags, then the demo's CPU overrides) run in this process, recall again."""
+    from internvl_g import demo
+
+    pretrained = demo.write_demo_data(tmp_path, train_images=32, test_images=12)
+    before = demo.retrieval(tmp_path, pretrained, tmp_path / "results.json")
+    command = demo.script_command(tmp_path, demo.script_flags(40, 16, 2e-3, 0), dry_run=True).stdout
+    argv = shlex.split(command)
+    assert argv[:6] == ["env", "CUDA_VISIBLE_DEVICES=", sys.executable, "-u", "-m", "internvl_g.finetune"]
+    monkeypatch.chdir(tmp_path)  # the script's paths: ./pretrained, ./data, ./work_dirs
+    main(argv[6:])
+    after = demo.retrieval(tmp_path, tmp_path / demo.OUTPUT, tmp_path / "results.json")
+    # 12 held-out images x 5 captions: chance is 1/12 for a caption's image at rank 1, 5/12 within rank 5.
+    for name in demo.MODELS:
+        for metric in ("image_retrieval_recall@1", "text_retrieval_recall@1"):
+            assert after[name][metric] >= before[name][metric] + 0.1 and after[name][metric] > 2 / 12, (name, after)
+        assert after[name]["image_retrieval_recall@5"] >= 0.75 > before[name]["image_retrieval_recall@5"], (name, after)
