@@ -97,14 +97,9 @@ def parse_args(dataclass_types: Sequence[type], argv: Optional[Sequence[str]] = 
         spellings = _spellings(name)
         if not spellings & given:
             injected[_current_spelling(name, fields)] = value
-    if len(argv) == 1 and argv[0].endswith(".json"):
+    if json_file:
         path = Path(argv[0])
-        if not path.is_file():
-            raise MissingFileError(f"arguments file not found: {path}")
-        try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path} is not valid JSON: {e}") from None
+        values = _read_json_object(path, "arguments file")
         values = {LEGACY_FLAGS.get(k, k): v for k, v in values.items()}
         unknown = sorted(set(values) - fields)
         if unknown:
@@ -125,6 +120,18 @@ def _user_errors(parse, *args, **kwargs):
         return parse(*args, **kwargs)
     except ValueError as e:
         raise ConfigError(f"invalid training arguments: {e}") from e
+
+
+def _read_json_object(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise MissingFileError(f"{what} {path}: file not found")
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{what} {path} is not valid JSON: {e}") from None
+    if not isinstance(content, dict):
+        raise ConfigError(f"{what} {path}: expected a JSON object, found a JSON {type(content).__name__}")
+    return content
 
 
 def _checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
@@ -191,14 +198,7 @@ def read_deepspeed_config(path: str, keep_optimizer_groups: bool = False) -> dic
     into every group, silently undoing the per-group rates. Without it, a ``scheduler`` block is logged: it
     replaces ``--lr_scheduler_type``."""
     config_path = Path(path)
-    if not config_path.is_file():
-        raise MissingFileError(f"--deepspeed {config_path}: file not found")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--deepspeed {config_path} is not valid JSON: {e}") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"--deepspeed {config_path}: expected a JSON object")
+    config = _read_json_object(config_path, "--deepspeed")
     for block in ("optimizer", "scheduler"):
         if block in config and keep_optimizer_groups:
             raise ConfigError(f"--deepspeed {config_path} has a '{block}' block, which would override the per-group "

@@ -1,9 +1,10 @@
 # internvl_g/shell/common.sh: what the fine-tuning scripts share (sourced by them, not run).
 #
 # `finetune DEEPSPEED_JSON FLAGS...` runs `python -m internvl_g.finetune` through shell/launch.sh with the flags
-# every upstream script passes, then the script's own, then the script's arguments ("$@": any flag given to a
-# script overrides the one it sets). Paths are upstream's, relative to the current directory (run from the
-# repository root or from internvl_g/, where data/ and pretrained/ link to the repository's).
+# every upstream script passes, then FLAGS (a script's own, then its arguments: any flag given to a script
+# overrides the one it sets). `full_finetune` and `head_finetune` hold the flags of upstream's three script
+# families. Paths are upstream's, relative to the current directory (run from the repository root or from
+# internvl_g/, where data/ and pretrained/ link to the repository's).
 #
 #   MODEL       the checkpoint to fine-tune (default: ./pretrained/InternVL-14B-224px)
 #   OUTPUT_DIR  where checkpoints and the model go (default: each script's ./work_dirs/<script name>)
@@ -47,4 +48,45 @@ finetune() {
         --optim adamw_torch \
         --report_to "tensorboard" \
         "${device[@]}" "$@"
+}
+
+# full_finetune DATASET OUTPUT_NAME EPOCHS [ARGS...]: shell/finetune/ (upstream: srun, 32 GPUs x 32 per device
+# = 1024, 364 px, drop path 0.3, layer-wise lr decay 0.9 / 0.9, ZeRO-1).
+full_finetune() {
+    local dataset=$1 name=$2 epochs=$3
+    shift 3
+    export GPUS=${GPUS:-32}
+    export VIT_LAYER_DECAY_RATE=${VIT_LAYER_DECAY_RATE:-0.9}
+    export QLLAMA_LAYER_DECAY_RATE=${QLLAMA_LAYER_DECAY_RATE:-0.9}
+    finetune zero_stage1_config.json \
+        --dataset_name "$dataset" \
+        --output_dir "${OUTPUT_DIR:-./work_dirs/$name}" \
+        --force_image_size 364 \
+        --drop_path_rate 0.3 \
+        --use_custom_trainer \
+        --num_train_epochs "$epochs" \
+        --per_device_train_batch_size 32 \
+        "$@"
+}
+
+# head_finetune DATASET OUTPUT_NAME EPOCHS [ARGS...]: shell/head_finetune/ (upstream: torchrun, GPUS=4 x
+# BATCH_SIZE=32 per device, 224 px, ZeRO-3; trains text_projection and QLLaMA's lm_head); the LoRA scripts add
+# `--use_backbone_lora 16 --use_qllama_lora 16` in ARGS.
+head_finetune() {
+    local dataset=$1 name=$2 epochs=$3
+    shift 3
+    export GPUS=${GPUS:-4}
+    export MASTER_PORT=${MASTER_PORT:-34229}
+    finetune zero_stage3_config.json \
+        --dataset_name "$dataset" \
+        --output_dir "${OUTPUT_DIR:-./work_dirs/$name}" \
+        --freeze_model \
+        --freeze_vision_model \
+        --freeze_qllama \
+        --unfreeze_qllama_head \
+        --force_image_size 224 \
+        --drop_path_rate 0.0 \
+        --num_train_epochs "$epochs" \
+        --per_device_train_batch_size "${BATCH_SIZE:-32}" \
+        "$@"
 }

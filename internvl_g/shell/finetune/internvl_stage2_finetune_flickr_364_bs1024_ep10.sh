@@ -1,21 +1,8 @@
 #!/usr/bin/env bash
-# Full fine-tune of InternVL-14B-224px on Flickr30K (upstream's script of this name): every parameter trained, 32
-# GPUs on 4 nodes, per-device batch 32 (1024 in all), 10 epochs at 364 px, drop path 0.3, layer-wise learning-rate
-# decay 0.9 (InternViT) / 0.9 (QLLaMA), DeepSpeed ZeRO-1, bf16. Upstream runs it with srun:
+# Full fine-tune of InternVL-14B-224px on Flickr30K, upstream's script of this name: every parameter trained, 32
+# GPUs x 32 per device (1024), 10 epochs at 364 px, drop path 0.3, layer-wise learning-rate decay 0.9 (InternViT) /
+# 0.9 (QLLaMA), DeepSpeed ZeRO-1, bf16 (the flags: internvl_g/shell/common.sh). Upstream runs it with srun:
 #   PARTITION=<partition> GPUS=32 sh internvl_g/shell/finetune/internvl_stage2_finetune_flickr_364_bs1024_ep10.sh
-# Variables: internvl_g/shell/common.sh.
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 source "$(dirname "$0")/../common.sh"
-export GPUS=${GPUS:-32}
-export VIT_LAYER_DECAY_RATE=${VIT_LAYER_DECAY_RATE:-0.9}
-export QLLAMA_LAYER_DECAY_RATE=${QLLAMA_LAYER_DECAY_RATE:-0.9}
-
-finetune zero_stage1_config.json \
-    --dataset_name 'flickr30k_en_train' \
-    --output_dir "${OUTPUT_DIR:-./work_dirs/internvl_stage2_finetune_flickr_364_bs1024_ep10}" \
-    --force_image_size 364 \
-    --drop_path_rate 0.3 \
-    --use_custom_trainer \
-    --num_train_epochs 10 \
-    --per_device_train_batch_size 32 \
-    "$@"
+full_finetune flickr30k_en_train internvl_stage2_finetune_flickr_364_bs1024_ep10 10 "$@"
