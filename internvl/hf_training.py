@@ -139,14 +139,15 @@ def _checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def resume_checkpoint(args, is_main: bool = True) -> Optional[str]:
+def resume_checkpoint(args, is_main: bool = True, own_files: Sequence[str] = ("runs",)) -> Optional[str]:
     """The checkpoint a run continues from, or None to start from the beginning.
 
     ``args.resume_from_checkpoint`` when given (it must exist); else the newest ``checkpoint-<step>`` in
     ``args.output_dir`` that :class:`CheckpointCompleteCallback` marked complete, so the command that was
     interrupted resumes when run again. Newer checkpoints left incomplete by the interruption are deleted (by the
     main process; they would be mistaken for complete ones by the Trainer's rotation), each with a log line.
-    An ``output_dir`` with files but no complete checkpoint is an error unless ``args.overwrite_output_dir``.
+    An ``output_dir`` with files but no complete checkpoint is an error unless ``args.overwrite_output_dir``
+    (``own_files``, what an earlier attempt of the run itself leaves there, such as its log, do not count).
     """
     if args.resume_from_checkpoint:
         path = Path(args.resume_from_checkpoint)
@@ -167,7 +168,7 @@ def resume_checkpoint(args, is_main: bool = True) -> Optional[str]:
     if complete is not None:
         return str(complete)
     if not args.overwrite_output_dir and is_main and any(p for p in output_dir.iterdir()
-                                                         if not _CHECKPOINT.match(p.name)):
+                                                         if not _CHECKPOINT.match(p.name) and p.name not in own_files):
         raise ConfigError(f"--output_dir {output_dir} already exists, holds files and no complete checkpoint to "
                           "resume from; pass --overwrite_output_dir True to write into it anyway, or choose a new one")
     return None

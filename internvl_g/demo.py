@@ -114,7 +114,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     log = (out / "finetune.log").read_text()
     if finished.returncode:
         print(log[-3000:], file=sys.stderr)
-        raise UserError(f"the fine-tuning script failed (exit status {finished.returncode}); see {out / 'finetune.log'}")
+        raise UserError(f"the fine-tuning script failed (exit status {finished.returncode}); see "
+                        f"{out / 'finetune.log'}")
     losses = [line.split("{", 1)[1] for line in log.splitlines() if "'loss':" in line]
     for line in (losses[0], losses[-1]):
         print("  {" + line[:150])
@@ -123,16 +124,16 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     print(f"\n=== 4. retrieval with the fine-tuned model ({OUTPUT}) ===")
     after = retrieval(out, out / OUTPUT, results)
 
-    print(f"\nFlickr30K-format test split, {args.test_images} held-out images x 5 captions ({time.time() - start:.0f} s "
-          "in all); image_retrieval = text -> image, text_retrieval = image -> text")
+    print(f"\nFlickr30K-format test split, {args.test_images} held-out images x 5 captions "
+          f"({time.time() - start:.0f} s in all); image_retrieval = text -> image, text_retrieval = image -> text")
     print(f"  {'model':<26} {'weights':<12}" + "".join(f"{m.replace('_retrieval_recall', ''):>12}" for m in METRICS))
     for name in MODELS:
         for tag, scores in (("zero-shot", before[name]), ("fine-tuned", after[name])):
             print(f"  {name:<26} {tag:<12}" + "".join(f"{scores[m]:>12.3f}" for m in METRICS))
     print("\nThe same from a shell, in the output directory:\n"
           f"  cd {out} && python -m internvl_clip_benchmark eval --model_type internvl --task zeroshot_retrieval "
-          f"--dataset flickr30k --dataset_root ./data/flickr30k --model internvl_g_retrieval_hf --pretrained ./{OUTPUT} "
-          "--output result_ft.json")
+          "--dataset flickr30k --dataset_root ./data/flickr30k --model internvl_g_retrieval_hf "
+          f"--pretrained ./{OUTPUT} --output result_ft.json")
     return {"before": before, "after": after}
 
 

@@ -31,6 +31,7 @@ from internvl.hf_training import TrainingArguments as _TrainingArguments
 
 logger = logging.getLogger("internvl_g.finetune")
 
+LOG_FILE = "train_log.txt"
 # Files of the source checkpoint that the output directory carries over (the published layout).
 COMPANION_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "tokenizer.json", "preprocessor_config.json", "generation_config.json")
@@ -267,8 +268,9 @@ def main(argv: Optional[Sequence[str]] = None, callbacks: Optional[list] = None)
         if isinstance(training_args.deepspeed, str):
             read_deepspeed_config(training_args.deepspeed, keep_optimizer_groups=layer_decay is not None)
     setup_logging(dist_info.rank)  # stderr only: --output_dir may not be written to yet
-    resume = resume_checkpoint(training_args, is_main=dist_info.is_main) if training_args.do_train else None
-    setup_logging(dist_info.rank, log_file=Path(training_args.output_dir) / "train_log.txt")
+    resume = (resume_checkpoint(training_args, is_main=dist_info.is_main, own_files=(LOG_FILE, "runs"))
+              if training_args.do_train else None)
+    setup_logging(dist_info.rank, log_file=Path(training_args.output_dir) / LOG_FILE)
     if resume:
         logger.info("resuming from %s (to start over instead, choose a new --output_dir)", resume)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())

@@ -105,7 +105,8 @@ def read_samples(spec: DatasetSpec) -> list[CaptionSample]:
                                "data/README.md for the layout)")
     raw: list[tuple[str, str, str]] = []  # (image file relative to root, caption, where)
     if spec.format == "flickr":
-        raw = [(row.image, row.caption, f"{spec.annotation}:{row.line}") for row in read_flickr_captions(spec.annotation)]
+        raw = [(row.image, row.caption, f"{spec.annotation}:{row.line}")
+               for row in read_flickr_captions(spec.annotation)]
     else:
         for image in read_coco_captions(spec.annotation):
             raw += [(image.file_name, caption, image.entry) for caption in image.captions]

@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 from internvl.datakit import SyntheticImages
 from internvl.datakit.checkpoints import write_tiny_internvl_cg
 from internvl.errors import ConfigError, MissingFileError
-from internvl.hf_training import COMPLETE_MARKER, parse_args, read_deepspeed_config
+from internvl.hf_training import COMPLETE_MARKER, parse_args, read_deepspeed_config, resume_checkpoint
 from internvl.internvl_cg import InternVLModel
 from internvl.processing_internvl_cg import build_cg_tokenizer, image_transform
 from internvl.retrieval_data import write_flickr30k
@@ -244,8 +244,8 @@ def test_upstream_flags_on_this_transformers(tmp_path):
     _, _, args = parse_args(types, base + ["--gradient_checkpointing", "False"], defaults=TRAINING_DEFAULTS)
     assert not args.gradient_checkpointing
     arguments = tmp_path / "args.json"
-    arguments.write_text(json.dumps({"model_name_or_path": "m", "output_dir": str(tmp_path), "evaluation_strategy": "no",
-                                     "dataset_name": "coco_karpathy_train"}))
+    arguments.write_text(json.dumps({"model_name_or_path": "m", "output_dir": str(tmp_path),
+                                     "evaluation_strategy": "no", "dataset_name": "coco_karpathy_train"}))
     model, data, args = parse_args(types, [str(arguments)], defaults=TRAINING_DEFAULTS)
     assert (data.dataset_name, args.eval_strategy, args.gradient_checkpointing) == ("coco_karpathy_train", "no", True)
     arguments.write_text(json.dumps({"model_name_or_path": "m", "output_dir": "o", "learning_rat": 1}))
@@ -277,8 +277,12 @@ def test_bad_flags_are_named(source, flickr, tmp_path, monkeypatch, deepspeed_st
 def test_an_output_dir_with_files_but_no_checkpoint_needs_overwrite_output_dir(source, flickr, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
+    (out / "train_log.txt").write_text("the log of an attempt that stopped before its first checkpoint")
+    args = parse_args((ModelArguments, DataTrainingArguments, TrainingArguments),
+                      ["--model_name_or_path", "m", "--output_dir", str(out)])[2]
+    assert resume_checkpoint(args, own_files=("train_log.txt", "runs")) is None  # the run's own files: no error
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="already exists, holds files and no complete checkpoint.*--overwrite_output_dir"):
+    with pytest.raises(ConfigError, match="holds files and no complete checkpoint.*--overwrite_output_dir"):
         main(_argv(source, flickr, out, "--do_train", "True"))
 
 

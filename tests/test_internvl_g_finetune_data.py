@@ -139,7 +139,7 @@ def test_missing_roots_and_unreadable_images_are_named(tmp_path, tokenizer):
         read_samples(resolve_dataset("mine", str(tmp_path / "nowhere"), str(tmp_path / "captions.txt")))
     (tmp_path / "1.jpg").write_bytes(b"not a jpeg")
     KIT.sample(0).image.save(tmp_path / "2.jpg")
-    dataset = RetrievalTrainDataset(read_samples(resolve_dataset("mine", str(tmp_path), str(tmp_path / "captions.txt"))),
-                                    tokenizer, 28)
+    samples = read_samples(resolve_dataset("mine", str(tmp_path), str(tmp_path / "captions.txt")))
+    dataset = RetrievalTrainDataset(samples, tokenizer, 28)
     with pytest.raises(DataError, match=r"cannot decode image .*1\.jpg.*listed at .*captions\.txt:2"):
         dataset[0]

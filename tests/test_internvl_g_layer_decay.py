@@ -42,7 +42,8 @@ class _Named(torch.nn.Module):
 
 def test_group_learning_rates_and_weight_decay_by_hand():
     # InternViT depth 2 (layers +2 = 4), QLLaMA depth 3 (5); rates 0.5 and 0.8; lr 1.0, weight decay 0.1
-    model = _Named({"vision_model.embeddings.patch_embedding.weight": (4, 3), "vision_model.encoder.layers.1.norm1.weight": (4,),
+    model = _Named({"vision_model.embeddings.patch_embedding.weight": (4, 3),
+                    "vision_model.encoder.layers.1.norm1.weight": (4,),
                     "vision_model.encoder.layers.1.attn.proj.bias": (4,), "clip_projector.proj.weight": (4, 4),
                     "qllama.model.layers.0.mlp.up_proj.weight": (4, 4), "qllama.model.norm.weight": (4,),
                     "logit_scale": (), "text_projection": (4, 2)})
