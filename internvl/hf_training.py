@@ -9,7 +9,8 @@
   ``--gradient_checkpointing(_kwargs)`` to ``--activation_checkpointing(_kwargs)`` (the old names still work):
   an entry point's ``defaults`` may use either name.
 * :func:`resume_checkpoint` and :class:`CheckpointCompleteCallback`: a run killed at any moment resumes with the
-  same command from the newest checkpoint that was written completely.
+  same command from the newest checkpoint that was written completely; :func:`finished_run` tells a run that
+  is already complete (run again, transformers 5 would train one step more).
 * :func:`read_deepspeed_config`: a DeepSpeed JSON checked before the Trainer reads it.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -31,7 +33,7 @@ from transformers import TrainerCallback
 from .errors import ConfigError, MissingFileError
 
 __all__ = ["TrainingArguments", "LEGACY_FLAGS", "parse_args", "resume_checkpoint", "CheckpointCompleteCallback",
-           "COMPLETE_MARKER", "read_deepspeed_config"]
+           "COMPLETE_MARKER", "finished_run", "read_deepspeed_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,9 +119,21 @@ def _user_errors(parse, *args, **kwargs):
     # TrainingArguments checks its flags in __post_init__ and raises ValueError ("--bf16 needs a GPU or
     # --use_cpu", "--deepspeed <json> has no zero_optimization", ...): messages about the flags, for the user.
     try:
-        return parse(*args, **kwargs)
+        parsed = parse(*args, **kwargs)
     except ValueError as e:
         raise ConfigError(f"invalid training arguments: {e}") from e
+    for args in parsed:
+        if isinstance(args, transformers.TrainingArguments) and args.device.type == "cpu":
+            # accelerate calls the CPU of a multi-process CPU run "cpu:0", and transformers 4 loads the optimizer
+            # state of a resumed run onto args.device, which torch.load cannot map to "cpu:0": the same device
+            args.__dict__["_setup_devices"] = torch_device("cpu")
+    return parsed
+
+
+def torch_device(name: str):
+    import torch
+
+    return torch.device(name)
 
 
 def _read_json_object(path: Path, what: str) -> dict:
@@ -172,6 +186,23 @@ def resume_checkpoint(args, is_main: bool = True, own_files: Sequence[str] = ("r
         raise ConfigError(f"--output_dir {output_dir} already exists, holds files and no complete checkpoint to "
                           "resume from; pass --overwrite_output_dir True to write into it anyway, or choose a new one")
     return None
+
+
+def finished_run(trainer) -> Optional[int]:
+    """The last step, when ``trainer.args.output_dir`` already holds the whole run ``trainer`` would train (the
+    ``trainer_state.json`` saved after the final model, at or past the run's last step), else None. Running a
+    finished command again then has nothing to do (resuming at the last step, transformers 5 trains one more)."""
+    state_file = Path(trainer.args.output_dir) / "trainer_state.json"
+    if not state_file.is_file():
+        return None
+    step = json.loads(state_file.read_text(encoding="utf-8")).get("global_step", 0)
+    args = trainer.args
+    if args.max_steps > 0:
+        total = args.max_steps
+    else:
+        updates = math.ceil(len(trainer.get_train_dataloader()) / args.gradient_accumulation_steps)
+        total = math.ceil(args.num_train_epochs * updates)
+    return step if step >= total else None
 
 
 class CheckpointCompleteCallback(TrainerCallback):

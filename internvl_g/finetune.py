@@ -248,7 +248,8 @@ def main(argv: Optional[Sequence[str]] = None, callbacks: Optional[list] = None)
     import transformers
     from transformers import set_seed
 
-    from internvl.hf_training import CheckpointCompleteCallback, parse_args, read_deepspeed_config, resume_checkpoint
+    from internvl.hf_training import (CheckpointCompleteCallback, finished_run, parse_args, read_deepspeed_config,
+                                      resume_checkpoint)
     from internvl.internvl_cg import InternVLConfig
     from internvl.processing_internvl_cg import build_cg_tokenizer
     from internvl.modeling_utils import check_checkpoint_dir
@@ -315,6 +316,9 @@ def main(argv: Optional[Sequence[str]] = None, callbacks: Optional[list] = None)
                             layer_decay=layer_decay, source_dir=str(source), image_size=model.image_size)
     if not training_args.do_train:
         logger.info("--do_train is off: nothing to do")
+        return 0
+    if resume and (step := finished_run(trainer)) is not None:
+        logger.info("%s already holds this run, trained to step %d: nothing to do", training_args.output_dir, step)
         return 0
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()

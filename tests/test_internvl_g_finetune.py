@@ -190,6 +190,10 @@ def test_a_killed_run_resumes_with_the_same_command(source, flickr, tmp_path):
         torch.testing.assert_close(resumed[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
     log = (out / "train_log.txt").read_text()
     assert "resuming from" in log and "checkpoint-2" in log
+    # The same command once more: the run is complete, nothing trains (transformers 5 would take a 5th step).
+    main(argv)
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 4
+    assert "trained to step 4: nothing to do" in (out / "train_log.txt").read_text()
 
 
 @pytest.fixture
@@ -322,10 +326,14 @@ def test_the_upstream_scripts_launch_the_upstream_commands(tmp_path):
         assert command.rstrip().endswith("--max_steps 7")  # a script's arguments come last: they override
         tasks = "32" if script.startswith("finetune/") else "4"
         assert command.startswith(f"srun -p VC2 --job-name=internvl --gres=gpu:{min(int(tasks), 8)} --ntasks={tasks} ")
-    cpu = subprocess.run(["sh", str(REPO / "internvl_g" / "shell" / next(iter(SCRIPTS)))],
-                         env={**env, "DRY_RUN": "1", "GPUS": "0"}, capture_output=True, text=True, check=True).stdout
-    assert cpu.startswith("env CUDA_VISIBLE_DEVICES= python -u -m internvl_g.finetune ")
-    assert "--use_cpu True" in cpu and "--deepspeed" not in cpu
+    # On the CPU: GPUS=0 one process; no GPU visible, N processes over gloo with GPUS=N, else one (not 32).
+    for gpus, launcher in (("0", "env CUDA_VISIBLE_DEVICES= python -u -m internvl_g.finetune "),
+                           ("2", "python -m torch.distributed.run --nnodes=1 --nproc_per_node=2 "),
+                           (None, "python -u -m internvl_g.finetune ")):
+        cpu_env = {**env, "DRY_RUN": "1", "CUDA_VISIBLE_DEVICES": "", **({"GPUS": gpus} if gpus else {})}
+        cpu = subprocess.run(["sh", str(REPO / "internvl_g" / "shell" / next(iter(SCRIPTS)))], env=cpu_env,
+                             capture_output=True, text=True, check=True).stdout
+        assert cpu.startswith(launcher) and "--use_cpu True" in cpu and "--deepspeed" not in cpu, (gpus, cpu)
 
 
 def test_upstreams_script_fine_tunes_a_tiny_model_to_a_clearly_better_recall(tmp_path, monkeypatch):

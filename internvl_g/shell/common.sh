@@ -8,8 +8,9 @@
 #
 #   MODEL       the checkpoint to fine-tune (default: ./pretrained/InternVL-14B-224px)
 #   OUTPUT_DIR  where checkpoints and the model go (default: each script's ./work_dirs/<script name>)
-#   GPUS        processes (default: each script's); GPUS=0 runs one CPU process, without DeepSpeed (ZeRO needs
-#               CUDA) and with --use_cpu True
+#   GPUS        processes (default: each script's under srun or with a GPU visible, else one); on the CPU
+#               (GPUS=0, or no GPU visible and no PARTITION) the run goes without DeepSpeed (ZeRO needs CUDA) and
+#               with --use_cpu True: GPUS=0 one process, GPUS=N N processes over gloo
 # plus the launcher's variables (PARTITION for SLURM, GPUS_PER_NODE, QUOTA_TYPE, MASTER_PORT, ...; shell/README.md).
 # A killed run resumes from its last complete checkpoint when the same command is run again.
 
@@ -18,14 +19,24 @@ source "$INTERNVL_G_DIR/../shell/launch.sh"
 set -euo pipefail
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-3}
 
+# on_gpus: the run goes to GPUs (srun, or a CUDA GPU visible here; shell/launch.sh's rule), GPUS=0 not given.
+on_gpus() {
+    [[ ${GPUS:-} != 0 ]] && { [[ -n ${PARTITION:-} ]] || [[ $(_launch_visible_gpus) -gt 0 ]]; }
+}
+
+# default_gpus N: GPUS=N unless set, when the run goes to GPUs (upstream's count is meant for them).
+default_gpus() {
+    if on_gpus; then export GPUS=${GPUS:-$1}; fi
+}
+
 finetune() {
     local deepspeed_json=$1
     shift
     local -a device
-    if [[ ${GPUS:-} == 0 ]]; then
-        device=(--use_cpu True)
-    else
+    if on_gpus; then
         device=(--deepspeed "$INTERNVL_G_DIR/$deepspeed_json")
+    else
+        device=(--use_cpu True)
     fi
     launch -m internvl_g.finetune \
         --model_name_or_path "${MODEL:-./pretrained/InternVL-14B-224px}" \
@@ -55,7 +66,7 @@ finetune() {
 full_finetune() {
     local dataset=$1 name=$2 epochs=$3
     shift 3
-    export GPUS=${GPUS:-32}
+    default_gpus 32
     export VIT_LAYER_DECAY_RATE=${VIT_LAYER_DECAY_RATE:-0.9}
     export QLLAMA_LAYER_DECAY_RATE=${QLLAMA_LAYER_DECAY_RATE:-0.9}
     finetune zero_stage1_config.json \
@@ -75,7 +86,7 @@ full_finetune() {
 head_finetune() {
     local dataset=$1 name=$2 epochs=$3
     shift 3
-    export GPUS=${GPUS:-4}
+    default_gpus 4
     export MASTER_PORT=${MASTER_PORT:-34229}
     finetune zero_stage3_config.json \
         --dataset_name "$dataset" \
