@@ -4,7 +4,7 @@
     python benchmarks/classification.py --device cuda --hidden 3200 --heads 25 --depth 48 --batch 32
 
 Three ways to train the head on a frozen backbone, through the pipeline's own code (the train loop
-``classification.main.train_one_epoch``, data loading, transforms, optimizer):
+``classification.engine.train_one_epoch``, data loading, transforms, optimizer):
 
 1. ``torch.no_grad`` around the backbone (``MODEL.INTERN_VIT_6B.FROZEN_FORWARD: no_grad``);
 2. ``torch.inference_mode`` (the default): no version counters or view tracking on the backbone's tensors;
@@ -27,14 +27,15 @@ from pathlib import Path
 
 import torch
 
+from classification.checkpoint import TrainState
 from classification.config import load_config
 from classification.dataset import (TrainBatchSampler, UnreadableImages, build_train_feature_source,
-                                    build_train_set, make_loader)
+                                    build_train_set, make_loader, write_imagenet_lists)
 from classification.features import build_feature_cache
-from classification.main import amp_dtype_for, build_criterion, train_one_epoch
+from classification.engine import Training, amp_dtype_for, build_criterion, train_one_epoch
 from classification.model import build_model
 from classification.optim import LRSchedule, build_optimizer
-from internvl.datakit import SyntheticImages, write_imagenet_lists
+from internvl.datakit import SyntheticImages
 from internvl.runtime import DistInfo
 
 CONFIG = Path(__file__).resolve().parents[1] / "classification" / "configs" / "tiny" / "intern_vit_tiny_synthetic.yaml"
@@ -54,18 +55,18 @@ def epoch_seconds(config, model, dataset, info: DistInfo, epochs: int, uses_feat
     """Wall-clock seconds of each of ``epochs`` training epochs of the head over ``dataset``."""
     sampler = TrainBatchSampler(len(dataset), config.DATA.BATCH_SIZE, seed=config.SEED)
     loader = make_loader(dataset, sampler, config, info.device)
-    optimizer = build_optimizer(config, model)
-    schedule = LRSchedule.from_config(config, sampler.batches_per_epoch)
-    scaler = torch.amp.GradScaler(info.device.type, enabled=False)
-    amp = amp_dtype_for(config, info.device)
-    times, step = [], 0
+    state = TrainState(model, build_optimizer(config, model), torch.amp.GradScaler(info.device.type, enabled=False),
+                       None, config)
+    run = Training(state, model, build_criterion(config), LRSchedule.from_config(config, sampler.batches_per_epoch),
+                   info, UnreadableImages(0), amp_dtype_for(config, info.device), uses_features=uses_features)
+    times = []
     for epoch in range(epochs):
+        state.epoch = epoch
         sampler.set_epoch(epoch)
         if info.device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        step = train_one_epoch(config, model, model, build_criterion(config), loader, optimizer, schedule, epoch, 0,
-                               step, None, amp, scaler, None, UnreadableImages(0), info, uses_features=uses_features)
+        train_one_epoch(run, loader)
         if info.device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)

@@ -5,7 +5,8 @@ The application counterpart of upstream InternVL's ``classification/``, built on
 
     python classification/main.py --cfg classification/configs/intern_vit_6b_1k_224.yaml [--eval] [--resume CKPT]
     python -m classification.main ...          (the same, from anywhere after ``pip install -e .``)
-    python -m classification.demo              (``make demo``: the whole pipeline on synthetic data, CPU)
+    python -m classification.demo              (``make demo-classification``: the whole pipeline on synthetic
+                                               data, CPU)
 
 See classification/README.md.
 """

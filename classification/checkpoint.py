@@ -8,6 +8,9 @@ a 6B-parameter copy per epoch), under the upstream keys::
     model, optimizer, lr_scheduler, epoch, max_accuracy, model_ema, max_accuracy_ema, amp, config
     + next_step (micro-batches already done in epoch ``epoch + 1``), global_step (optimizer updates)
 
+:class:`TrainState` is what such a file saves and a resumed run restores; :func:`auto_resume` finds
+the most advanced readable checkpoint of a run folder, passing over a damaged one with a warning.
+
 ``config`` is the YAML text of the run's config (plain data, so ``torch.load(weights_only=True)``
 reads the file). The published ``intern_vit_6b_224px_head.pth`` pickles upstream's yacs config
 object instead; :func:`read_checkpoint` reads it with an unpickler that allows nothing but the
@@ -20,16 +23,20 @@ import logging
 import pickle
 import re
 import types
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
-from internvl.runtime import latest_checkpoint, load_checkpoint, save_checkpoint
+from internvl.errors import CheckpointError
+from internvl.runtime import (load_checkpoint, load_latest_checkpoint, load_torch_file, save_checkpoint,
+                              unwrap_state_dict)
+
+from .optim import HeadEma
 
 logger = logging.getLogger(__name__)
 
-EPOCH_PATTERN = "ckpt_epoch_*.pth"
 STEP_PATTERN = "ckpt_step_*.pth"
 
 
@@ -70,35 +77,85 @@ def _plain(obj):
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """A checkpoint dict on the CPU, from our own files or upstream's (which pickle a yacs config)."""
+    """A checkpoint dict on the CPU, from our own files or upstream's (which pickle a yacs config).
+
+    A missing or damaged file is an error naming it (:func:`internvl.runtime.load_torch_file`)."""
     path = Path(path)
     try:
         return load_checkpoint(path)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError:  # weights_only refused an object: upstream's pickled yacs config?
         pass
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_config_tolerant_pickle)
+        state = load_torch_file(path, weights_only=False, pickle_module=_config_tolerant_pickle)
     except pickle.UnpicklingError as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise CheckpointError(f"{path}: {e}") from None
     if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, expected a checkpoint dict")
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, expected a checkpoint dict")
     return _plain(state)
 
 
 def model_tensors(checkpoint: dict, path) -> dict:
-    """The model's tensors: under ``model`` (ours, upstream's), ``module`` (DeepSpeed), or the dict itself."""
-    for key in ("model", "module", "state_dict"):
-        if isinstance(checkpoint.get(key), dict):
-            return checkpoint[key]
-    if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        return checkpoint
-    raise ValueError(f"{path}: no model tensors (expected a 'model' entry); keys: {sorted(checkpoint)[:8]}")
+    """The model's tensors of a checkpoint (:func:`internvl.runtime.unwrap_state_dict`: under ``model`` as
+    ours and upstream's, ``module`` as DeepSpeed's, or the dict itself)."""
+    return unwrap_state_dict(checkpoint, path)
 
 
-def save_training_state(output: Path, name: str, state: dict, keep_last: Optional[int] = None) -> Path:
-    path = save_checkpoint(state, output, name, keep_last=keep_last)
-    logger.info("%s saved", path)
-    return path
+# --------------------------------------------------------------------------- saving and resuming
+@dataclass
+class TrainState:
+    """What a training checkpoint saves and a resumed run restores: the trained tensors, optimizer,
+    AMP scaler and EMA, and where the run stands."""
+
+    classifier: Any  # InternViTClassifier (not wrapped in DDP)
+    optimizer: torch.optim.Optimizer
+    scaler: Any  # torch.amp.GradScaler
+    ema: Optional[HeadEma]
+    config: Any  # the run's yacs config
+    epoch: int = 0  # the epoch being trained
+    next_step: int = 0  # micro-batches of ``epoch`` already done (a mid-epoch resume starts there)
+    global_step: int = 0  # optimizer updates so far: the learning rate is a function of it
+    max_accuracy: float = 0.0
+    max_accuracy_ema: float = 0.0
+
+    def checkpoint(self, completed_epoch: int, next_step: int = 0) -> dict:
+        """The checkpoint dict, upstream's keys: ``completed_epoch`` is the last whole epoch, and
+        ``next_step`` micro-batches of the one after it are done."""
+        return {"model": self.classifier.trainable_state_dict(), "optimizer": self.optimizer.state_dict(),
+                "lr_scheduler": {"num_updates": self.global_step}, "epoch": completed_epoch,
+                "next_step": next_step, "global_step": self.global_step, "max_accuracy": self.max_accuracy,
+                "max_accuracy_ema": self.max_accuracy_ema,
+                "amp": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                "model_ema": self.ema.state_dict() if self.ema is not None else None, "config": self.config.dump()}
+
+    def save(self, output: Path, name: str, completed_epoch: int, next_step: int = 0,
+             keep_last: Optional[int] = None) -> Path:
+        path = save_checkpoint(self.checkpoint(completed_epoch, next_step), output, name, keep_last=keep_last)
+        logger.info("%s saved", path)
+        return path
+
+    def restore(self, checkpoint: dict, source: str | Path, updates_per_epoch: int) -> bool:
+        """Continue from a training checkpoint whose model tensors are already loaded: optimizer, scaler,
+        EMA, counters. A released head (no optimizer state) restores nothing; returns whether it did."""
+        if "optimizer" not in checkpoint or "epoch" not in checkpoint:
+            return False
+        try:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+        except ValueError as e:
+            raise CheckpointError(f"{source}: its optimizer state does not fit this run ({e}); to start a new run "
+                                  "from its weights, pass it as --pretrained instead") from None
+        if checkpoint.get("amp"):
+            self.scaler.load_state_dict(checkpoint["amp"])
+        if self.ema is not None and isinstance(checkpoint.get("model_ema"), dict):
+            self.ema.load_state_dict(checkpoint["model_ema"])
+        accum = max(self.config.TRAIN.ACCUMULATION_STEPS, 1)
+        self.epoch = checkpoint["epoch"] + 1
+        self.next_step = checkpoint.get("next_step", 0)
+        self.global_step = checkpoint.get("global_step", self.epoch * updates_per_epoch + self.next_step // accum)
+        self.max_accuracy = checkpoint.get("max_accuracy", 0.0)
+        self.max_accuracy_ema = checkpoint.get("max_accuracy_ema", 0.0)
+        logger.info("=> resumed %s: epoch %d, batch %d, update %d", source, self.epoch, self.next_step,
+                    self.global_step)
+        return True
 
 
 def remove_step_checkpoints(output: Path) -> None:
@@ -108,14 +165,20 @@ def remove_step_checkpoints(output: Path) -> None:
             path.unlink()
 
 
-def find_auto_resume(output: Path, updates_per_epoch: int) -> Optional[Path]:
-    """The most advanced checkpoint in ``output``: ``ckpt_epoch_<e>`` counts as (e + 1) epochs of
-    updates, ``ckpt_step_<n>`` as n updates."""
-    epoch_file, step_file = latest_checkpoint(output, EPOCH_PATTERN), latest_checkpoint(output, STEP_PATTERN)
-    candidates = []
-    if epoch_file is not None:
-        epoch = int(re.fullmatch(r"ckpt_epoch_(\d+)\.pth", epoch_file.name)[1])
-        candidates.append(((epoch + 1) * updates_per_epoch, 1, epoch_file))
-    if step_file is not None:
-        candidates.append((int(re.fullmatch(r"ckpt_step_(\d+)\.pth", step_file.name)[1]), 0, step_file))
-    return max(candidates)[2] if candidates else None
+def resume_candidates(output: Path, updates_per_epoch: int) -> list[Path]:
+    """The run's epoch and step checkpoints, most advanced first: ``ckpt_epoch_<e>`` counts as (e + 1)
+    epochs of updates, ``ckpt_step_<n>`` as n updates (an epoch file wins a tie)."""
+    ranked = []
+    for path in Path(output).glob("ckpt_*.pth"):
+        if match := re.fullmatch(r"ckpt_epoch_(\d+)\.pth", path.name):
+            ranked.append(((int(match[1]) + 1) * updates_per_epoch, 1, path))
+        elif match := re.fullmatch(r"ckpt_step_(\d+)\.pth", path.name):
+            ranked.append((int(match[1]), 0, path))
+    return [path for *_, path in sorted(ranked, reverse=True)]
+
+
+def auto_resume(output: Path, updates_per_epoch: int) -> tuple[Optional[Path], dict]:
+    """``TRAIN.AUTO_RESUME``: the most advanced checkpoint in ``output`` that can be read, and its content;
+    a damaged one (a crash or a full disk mid-copy) is skipped with a warning saying which and why."""
+    found = load_latest_checkpoint(resume_candidates(output, updates_per_epoch), load=read_checkpoint)
+    return found if found is not None else (None, {})

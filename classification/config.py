@@ -18,6 +18,8 @@ from typing import Optional, Sequence
 import yaml
 from yacs.config import CfgNode as CN
 
+from internvl.errors import ConfigError, MissingFileError
+
 _C = CN()
 _C.BASE = [""]  # base config files, merged first (relative to the file that names them)
 
@@ -25,7 +27,7 @@ _C.BASE = [""]  # base config files, merged first (relative to the file that nam
 _C.DATA = CN()
 _C.DATA.BATCH_SIZE = 128  # per process (GPU); the learning rate scales with the total batch
 _C.DATA.DATA_PATH = ""
-# imagenet | imagenet-real | imagenetv2 | imagenet_a | imagenet_r | imagenet_sketch
+# imagenet | imagenet-real | imagenetv2 | imagenet_a | imagenet_r | imagenet_sketch (classification.dataset.DATASETS)
 _C.DATA.DATASET = "imagenet"
 _C.DATA.IMG_SIZE = 224
 _C.DATA.INTERPOLATION = "bicubic"  # random | bilinear | bicubic (the build_transform train pipeline)
@@ -156,14 +158,8 @@ _C.LOCAL_RANK = 0
 _C.EVAL_22K_TO_1K = False  # not supported: must stay False
 _C.AMP_TYPE = "float16"  # float16 | bfloat16
 
-DATASETS = ("imagenet", "imagenet-real", "imagenetv2", "imagenet_a", "imagenet_r", "imagenet_sketch")
-TEST_ONLY_DATASETS = ("imagenetv2", "imagenet_a", "imagenet_r", "imagenet_sketch")
 TRANSFORMS = ("build_transform", "build_transform_for_linear_probe", "build_deterministic_transform")
 CLS_TARGETS = ("cls_patch_concat", "attention_pooling", "clip_projector", "cls_token")
-
-
-class ConfigError(ValueError):
-    """A config file, ``--opts`` entry or key value that cannot be used; the message names it."""
 
 
 def defaults() -> CN:
@@ -246,6 +242,8 @@ def _suggest(key: str) -> str:
 
 def check_config(config: CN) -> None:
     """Reject values this implementation cannot honour, naming the key."""
+    from .dataset import DATASETS
+
     def fail(key, message):
         raise ConfigError(f"{key}: {message}")
 
@@ -262,7 +260,7 @@ def check_config(config: CN) -> None:
         fail("MODEL.TYPE", f"{config.MODEL.TYPE!r} is not supported; use intern_vit_6b")
     if config.MODEL.DROP_PATH_TYPE != "linear":
         fail("MODEL.DROP_PATH_TYPE", f"{config.MODEL.DROP_PATH_TYPE!r}: only 'linear' is supported")
-    choices = (("DATA.DATASET", config.DATA.DATASET, DATASETS), ("DATA.TRANSFORM", config.DATA.TRANSFORM, TRANSFORMS),
+    choices = (("DATA.DATASET", config.DATA.DATASET, tuple(DATASETS)), ("DATA.TRANSFORM", config.DATA.TRANSFORM, TRANSFORMS),
                ("MODEL.INTERN_VIT_6B.CLS_TARGET", config.MODEL.INTERN_VIT_6B.CLS_TARGET, CLS_TARGETS),
                ("MODEL.INTERN_VIT_6B.NORM_TYPE", config.MODEL.INTERN_VIT_6B.NORM_TYPE, ("rms", "ln")),
                ("MODEL.INTERN_VIT_6B.HEAD_NORM_TYPE", config.MODEL.INTERN_VIT_6B.HEAD_NORM_TYPE, ("bn", "ln")),
@@ -303,8 +301,25 @@ def check_config(config: CN) -> None:
         if config.MODEL.INTERN_VIT_6B.CLS_TARGET == "attention_pooling":
             fail("TRAIN.FEATURE_CACHE", "the attention_pooling head trains on every token of the backbone; caching "
                  "all tokens would not fit: use cls_patch_concat, cls_token or clip_projector")
-    if config.DATA.DATASET in TEST_ONLY_DATASETS and not config.EVAL_MODE:
+    if DATASETS[config.DATA.DATASET].test_only and not config.EVAL_MODE:
         fail("DATA.DATASET", f"{config.DATA.DATASET} has only a test split: evaluate with --eval (and --resume)")
+
+
+def check_inputs(config: CN) -> None:
+    """Every file and folder the config names exists, checked before a model is built: loading a 6B backbone
+    takes minutes, which a mistyped data path should not cost. A missing one is an error naming its key."""
+    if not config.DATA.DATA_PATH:
+        raise ConfigError("DATA.DATA_PATH is not set: give the dataset folder (--data-path or --opts DATA.DATA_PATH)")
+    weights = "see pretrained/README.md for"
+    for key, path, hint in (
+            ("MODEL.INTERN_VIT_6B.PRETRAINED", config.MODEL.INTERN_VIT_6B.PRETRAINED,
+             f"{weights} intern_vit_6b_224px.pth (or give an InternViT HF directory)"),
+            ("MODEL.PRETRAINED", config.MODEL.PRETRAINED, f"{weights} the published heads"),
+            ("MODEL.RESUME", config.MODEL.RESUME, "--resume takes a checkpoint file"),
+            ("DATA.DATA_PATH", config.DATA.DATA_PATH, "see data/README.md (Image classification) for the layouts"),
+            ("DATA.CLASS_NAMES", config.DATA.CLASS_NAMES, "a file with one class name per line, in label order")):
+        if path and not os.path.exists(path):
+            raise MissingFileError(f"{key}: {path} not found; {hint}")
 
 
 def mixup_active(config: CN) -> bool:
@@ -335,11 +350,16 @@ def get_config(args) -> CN:
         config.THROUGHPUT_MODE = True
     if getattr(args, "local_rank", None):
         config.LOCAL_RANK = args.local_rank
-    config.MODEL.NAME = Path(args.cfg).name.rsplit(".", 1)[0]
+    config.MODEL.NAME = run_name(args.cfg)
     config.OUTPUT = os.path.join(config.OUTPUT, config.MODEL.NAME)
     check_config(config)
     config.freeze()
     return config
+
+
+def run_name(cfg: str | os.PathLike) -> str:
+    """A run's name, its folder under ``OUTPUT`` and ``MODEL.NAME``: the config file's name without extension."""
+    return Path(cfg).name.rsplit(".", 1)[0]
 
 
 def load_config(cfg: str | os.PathLike, opts: Optional[Sequence[str]] = None, **flags) -> CN:

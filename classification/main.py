@@ -8,40 +8,21 @@
 The same file runs under torchrun, SLURM srun (``classification/train_in1k.sh``) and as one plain
 process; ``--local-rank`` of the older launcher is accepted. Runs write to ``<--output>/<config
 name>/``: ``log_rank0.txt``, ``config.yaml``, ``tensorboard/`` and the checkpoints; with
-``TRAIN.AUTO_RESUME`` a restarted run continues from the latest checkpoint there.
+``TRAIN.AUTO_RESUME`` a restarted run continues from the most advanced readable checkpoint there.
+An error the user can fix (a config key, a missing file, too many unreadable images) ends the run
+with one ``error: ...`` line (``INTERNVL_DEBUG=1`` adds the traceback), a bug with its traceback; both
+also go to ``log_rank0.txt``.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime
-import logging
-import sys
-import time
 from pathlib import Path
-from typing import Optional
 
-if __package__ in (None, ""):  # run as a file: import the package from the repository root, not this folder
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-import torch
-import torch.nn.functional as F
-
-from classification.checkpoint import (find_auto_resume, model_tensors, read_checkpoint, remove_step_checkpoints,
-                                       save_training_state)
-from classification.config import get_config, mixup_active
-from classification.dataset import (BadImageError, TrainBatchSampler, UnreadableImages, build_eval_set,
-                                    build_train_feature_source, build_train_set, eval_batches, make_loader, seeded)
-from classification.features import build_feature_cache
-from classification.model import InternViTClassifier, build_model, load_classifier_weights
-from classification.optim import HeadEma, LRSchedule, build_optimizer
-from internvl.runtime import (DistInfo, all_gather_object, all_reduce_sum, autocast, barrier, cleanup_distributed,
-                              init_distributed, seed_everything, setup_logging)
-
-logger = logging.getLogger("classification")
+from classification.config import check_inputs, get_config, run_name
+from internvl.cli import run_main
 
 
-def parse_option(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser("InternViT linear probing and evaluation", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", required=True, metavar="FILE", help="path to the YAML config")
@@ -62,491 +43,34 @@ def parse_option(argv=None):
     parser.add_argument("--save-ckpt-num", type=int, help="epoch checkpoints to keep (SAVE_CKPT_NUM)")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=None,
                         help="accepted for torch.distributed.launch; the rank is read from the environment")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_option(argv=None):
+    """``(args, config)`` of a command line."""
+    args = build_parser().parse_args(argv)
     return args, get_config(args)
 
 
-# --------------------------------------------------------------------------- setup helpers
-def scale_lr(config, world_size: int):
-    """Upstream's linear scaling: every LR x (BATCH_SIZE x processes [x ACCUMULATION_STEPS]) / 512."""
-    factor = config.DATA.BATCH_SIZE * world_size / 512.0
-    if config.TRAIN.ACCUMULATION_STEPS > 1:
-        factor *= config.TRAIN.ACCUMULATION_STEPS
-    config = config.clone()
-    config.defrost()
-    config.TRAIN.BASE_LR *= factor
-    config.TRAIN.WARMUP_LR *= factor
-    config.TRAIN.MIN_LR *= factor
-    config.freeze()
-    return config
-
-
-def amp_dtype_for(config, device: torch.device) -> Optional[torch.dtype]:
-    """Autocast dtype: AMP_TYPE on GPUs unless AMP_OPT_LEVEL is O0; CPUs always run fp32."""
-    if device.type != "cuda" or config.AMP_OPT_LEVEL == "O0":
-        return None
-    return torch.float16 if config.AMP_TYPE == "float16" else torch.bfloat16
-
-
-def build_criterion(config):
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-    if mixup_active(config):  # mixup makes soft targets and applies the label smoothing itself
-        return SoftTargetCrossEntropy()
-    if config.MODEL.LABEL_SMOOTHING > 0:
-        return LabelSmoothingCrossEntropy(smoothing=config.MODEL.LABEL_SMOOTHING)
-    return torch.nn.CrossEntropyLoss()
-
-
-def build_mixup(config):
-    if not mixup_active(config):
-        return None
-    from timm.data import Mixup
-    aug = config.AUG
-    return Mixup(mixup_alpha=aug.MIXUP, cutmix_alpha=aug.CUTMIX, cutmix_minmax=aug.CUTMIX_MINMAX,
-                 prob=aug.MIXUP_PROB, switch_prob=aug.MIXUP_SWITCH_PROB, mode=aug.MIXUP_MODE,
-                 label_smoothing=config.MODEL.LABEL_SMOOTHING, num_classes=config.MODEL.NUM_CLASSES)
-
-
-class Meter:
-    """Latest value and running mean."""
-
-    def __init__(self):
-        self.val = self.sum = self.count = 0.0
-
-    @property
-    def avg(self) -> float:
-        return self.sum / max(self.count, 1)
-
-    def update(self, value: float, n: int = 1) -> None:
-        self.val = value
-        self.sum += value * n
-        self.count += n
-
-
-def _memory_mb(device: torch.device) -> float:
-    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
-
-
-def _tensorboard(output: Path, info: DistInfo):
-    if not info.is_main:
-        return None
-    from torch.utils.tensorboard import SummaryWriter
-    return SummaryWriter(log_dir=str(output / "tensorboard"))
-
-
-# --------------------------------------------------------------------------- training
-def train_one_epoch(config, model, model_without_ddp: InternViTClassifier, criterion, loader, optimizer,
-                    schedule: LRSchedule, epoch: int, start_step: int, global_step: int, mixup_fn, amp_dtype,
-                    scaler, ema: Optional[HeadEma], unreadable: UnreadableImages, info: DistInfo,
-                    on_update=None, writer=None, uses_features: bool = False) -> int:
-    """One epoch (from micro-batch ``start_step`` on); returns the optimizer update count after it.
-
-    ``on_update(global_step, next_step)`` runs after every optimizer update (mid-epoch checkpoints).
-    """
-    model.train()
-    optimizer.zero_grad(set_to_none=True)
-    schedule.apply(optimizer, global_step)
-    accum = max(config.TRAIN.ACCUMULATION_STEPS, 1)
-    num_steps = start_step + len(loader)
-    params = [p for p in model_without_ddp.parameters() if p.requires_grad]
-    batch_time, loss_meter, norm_meter = Meter(), Meter(), Meter()
-    epoch_start = end = time.time()
-    seen = 0
-    for idx, batch in enumerate(loader, start=start_step):
-        unreadable.add(batch.errors)
-        if batch.inputs is None:
-            raise BadImageError(f"every image of a training batch was unreadable: {batch.errors[0][1]} ...")
-        inputs = batch.inputs.to(info.device, non_blocking=True)
-        targets = batch.targets.to(info.device, non_blocking=True)
-        if mixup_fn is not None:
-            if len(inputs) % 2:  # timm's batch mixup pairs samples: an image skipped as unreadable leaves one over
-                inputs, targets = inputs[:-1], targets[:-1]
-            with seeded((config.SEED, epoch, info.rank), idx):  # the same mixing after a resume
-                inputs, targets = mixup_fn(inputs, targets)
-        boundary = (idx + 1) % accum == 0
-        sync = contextlib.nullcontext() if boundary or not hasattr(model, "no_sync") else model.no_sync()
-        with sync:
-            with autocast(info.device, amp_dtype):
-                outputs = model(features=inputs) if uses_features else model(inputs)
-                loss = criterion(outputs.float(), targets)
-            scaler.scale(loss / accum).backward()
-        if boundary:
-            schedule.apply(optimizer, global_step)
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, config.TRAIN.CLIP_GRAD or float("inf"))
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.update(model_without_ddp)
-            global_step += 1
-            norm_meter.update(float(grad_norm))
-            if on_update is not None:
-                on_update(global_step, idx + 1)
-        loss_meter.update(loss.item(), len(targets))
-        seen += len(targets)
-        batch_time.update(time.time() - end)
-        end = time.time()
-        if idx % config.PRINT_FREQ == 0 or idx == num_steps - 1:
-            lr = optimizer.param_groups[0]["lr"]
-            eta = datetime.timedelta(seconds=int(batch_time.avg * (num_steps - idx - 1)))
-            images_per_s = config.DATA.BATCH_SIZE * info.world_size / max(batch_time.avg, 1e-9)
-            logger.info(f"Train: [{epoch}/{config.TRAIN.EPOCHS}][{idx}/{num_steps}]\teta {eta} lr {lr:.6f}\t"
-                        f"time {batch_time.val:.4f} ({batch_time.avg:.4f})\t"
-                        f"loss {loss_meter.val:.4f} ({loss_meter.avg:.4f})\t"
-                        f"grad_norm {norm_meter.val:.4f} ({norm_meter.avg:.4f})\t"
-                        f"{images_per_s:.1f} images/s\tmem {_memory_mb(info.device):.0f}MB")
-            if writer is not None:
-                for name, value in (("loss", loss_meter.val), ("lr", lr), ("grad_norm", norm_meter.val),
-                                    ("images_per_s", images_per_s)):
-                    writer.add_scalar(f"train/{name}", value, global_step)
-    elapsed = time.time() - epoch_start
-    logger.info(f"EPOCH {epoch} training takes {datetime.timedelta(seconds=int(elapsed))} "
-                f"({seen * info.world_size / max(elapsed, 1e-9):.1f} images/s)")
-    return global_step
-
-
-# --------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def validate(config, loader, model: InternViTClassifier, eval_set, info: DistInfo, amp_dtype,
-             unreadable: UnreadableImages, epoch: Optional[int] = None) -> dict:
-    """Top-1/top-5 accuracy and loss over the whole set, gathered from every process.
-
-    Each process scores its shard; the per-sample results are gathered and de-duplicated by sample
-    index, so every image counts exactly once whatever the number of processes. ImageNet-A/R keep
-    the logits of the classes present; ImageNet-ReaL scores against the ReaL label sets (images
-    without one are left out), as upstream's ``validate_real``.
-    """
-    model.eval()
-    subset = torch.tensor(eval_set.class_subset) if eval_set.class_subset is not None else None
-    to_subset = None
-    if subset is not None:
-        to_subset = torch.full((config.MODEL.NUM_CLASSES,), -1, dtype=torch.long)
-        to_subset[subset] = torch.arange(len(subset))
-    parts, batch_time, end = [], Meter(), time.time()
-    for idx, batch in enumerate(loader):
-        unreadable.add(batch.errors)
-        if batch.inputs is None:
-            continue
-        with torch.inference_mode(), autocast(info.device, amp_dtype):
-            logits = model(batch.inputs.to(info.device, non_blocking=True))
-        logits, targets = logits.float().cpu(), batch.targets
-        if subset is not None:
-            logits, targets = logits[:, subset], to_subset[targets]
-        loss = F.cross_entropy(logits, targets, reduction="none")
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        parts.append((batch.indices, targets, top, loss))
-        batch_time.update(time.time() - end)
-        end = time.time()
-        if idx % config.PRINT_FREQ == 0:
-            acc1 = (top[:, 0] == targets).float().mean().item() * 100
-            acc5 = (top == targets[:, None]).any(1).float().mean().item() * 100
-            logger.info(f"Test: [{idx}/{len(loader)}]\tTime {batch_time.val:.3f} ({batch_time.avg:.3f})\t"
-                        f"Loss {loss.mean().item():.4f}\tAcc@1 {acc1:.3f}\tAcc@5 {acc5:.3f}\t"
-                        f"Mem {_memory_mb(info.device):.0f}MB")
-    local = [torch.cat(t) for t in zip(*parts)] if parts else None
-    gathered = [p for p in all_gather_object(local) if p is not None]
-    if not gathered:
-        raise BadImageError("no image of the evaluation set could be read")
-    indices, targets, top, loss = (torch.cat(t) for t in zip(*gathered))
-    order = torch.argsort(indices, stable=True)
-    indices, targets, top, loss = indices[order], targets[order], top[order], loss[order]
-    first = torch.ones_like(indices, dtype=torch.bool)  # one result per sample (TEST.SEQUENTIAL repeats them)
-    first[1:] = indices[1:] != indices[:-1]
-    indices, targets, top, loss = indices[first], targets[first], top[first], loss[first]
-    n = len(indices)
-    result = {"num_images": n, "loss": loss.double().mean().item(),
-              "acc1": 100 * (top[:, 0] == targets).sum().item() / n,
-              "acc5": 100 * (top == targets[:, None]).any(1).sum().item() / n}
-    if eval_set.real_labels is not None:
-        hits1, hits5 = [], []
-        for index, preds in zip(indices.tolist(), top.tolist()):
-            labels = eval_set.real_labels[index]
-            if labels:  # ReaL leaves out the images it gives no label
-                hits1.append(preds[0] in labels)
-                hits5.append(any(p in labels for p in preds[:5]))
-        result["real_acc1"] = 100 * sum(hits1) / max(len(hits1), 1)
-        result["real_acc5"] = 100 * sum(hits5) / max(len(hits5), 1)
-        result["real_images"] = len(hits1)
-        logger.info(f"* ReaL Acc@1 {result['real_acc1']:.3f} Acc@5 {result['real_acc5']:.3f} "
-                    f"loss {result['loss']:.3f}")
-    else:
-        prefix = f"[Epoch:{epoch}]" if epoch is not None else ""
-        logger.info(f"{prefix} * Acc@1 {result['acc1']:.3f} Acc@5 {result['acc5']:.3f}")
-    return result
-
-
-def report(result: dict, network: str = "network") -> float:
-    """Upstream's summary line; returns the headline top-1 (ReaL top-1 for ImageNet-ReaL)."""
-    if "real_acc1" in result:
-        logger.info(f"ReaL Accuracy of the {network} on the {result['num_images']} test images: "
-                    f"{result['real_acc1']:.1f}%")
-        return result["real_acc1"]
-    logger.info(f"Accuracy of the {network} on the {result['num_images']} test images: {result['acc1']:.1f}%")
-    return result["acc1"]
-
-
-@torch.no_grad()
-def throughput(loader, model, info: DistInfo, amp_dtype) -> float:
-    model.eval()
-    batch = next(iter(loader))
-    images = batch.inputs.to(info.device)
-    sync = torch.cuda.synchronize if info.device.type == "cuda" else (lambda: None)
-    with torch.inference_mode(), autocast(info.device, amp_dtype):
-        for _ in range(5):
-            model(images)
-        sync()
-        start = time.time()
-        for _ in range(10):
-            model(images)
-        sync()
-    rate = 10 * len(images) / (time.time() - start)
-    logger.info(f"batch_size {len(images)} throughput {rate:.1f} images/s")
-    return rate
-
-
-# --------------------------------------------------------------------------- the run
-def main(config, info: DistInfo) -> dict:
-    config = scale_lr(config, info.world_size)
-    output = Path(config.OUTPUT)
-    output.mkdir(parents=True, exist_ok=True)
-    setup_logging(info.rank, output / "log_rank0.txt")
-    if info.is_main:
-        (output / "config.yaml").write_text(config.dump())
-    logger.info("%s: %d process(es) on %s; full config saved to %s (learning rates scaled by the total batch: "
-                "BASE_LR %g, WARMUP_LR %g, MIN_LR %g)", config.MODEL.NAME, info.world_size, info.device,
-                output / "config.yaml", config.TRAIN.BASE_LR, config.TRAIN.WARMUP_LR, config.TRAIN.MIN_LR)
-    if info.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    amp_dtype = amp_dtype_for(config, info.device)
-    logger.info("precision: %s", f"autocast to {amp_dtype}" if amp_dtype else "float32")
-
-    seed_everything(config.SEED)  # the same initial head (and random backbone) in every process
-    model = build_model(config, dtype=None if amp_dtype else torch.float32).to(info.device)
-    if info.distributed and info.device.type == "cuda" and config.MODEL.INTERN_VIT_6B.HEAD_NORM_TYPE == "bn":
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # batch statistics over all GPUs
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    logger.info("model: %s; %d trainable parameters (%s)", config.MODEL.NAME, n_trainable,
-                ", ".join(model.trainable_prefixes()) or "all")
-    seed_everything(config.SEED, info.rank)
-
-    unreadable = UnreadableImages(config.DATA.MAX_BAD_IMAGES)
-    eval_set = build_eval_set(config)
-    eval_loader = make_loader(eval_set.dataset, eval_batches(len(eval_set.dataset), config.DATA.BATCH_SIZE,
-                                                             info.world_size, info.rank, config.TEST.SEQUENTIAL),
-                              config, info.device)
-    logger.info("evaluation set %s: %d images", eval_set.dataset.name, len(eval_set.dataset))
-    if config.THROUGHPUT_MODE:
-        return {"throughput": throughput(eval_loader, model, info, amp_dtype)}
-    if config.EVAL_MODE:
-        return evaluate_only(config, model, eval_set, eval_loader, info, amp_dtype, unreadable)
-    return train(config, model, eval_set, eval_loader, info, amp_dtype, unreadable, output)
-
-
-def _load_weights(model: InternViTClassifier, path: str) -> dict:
-    """Load a checkpoint's model tensors (a head-only file is enough); return the whole checkpoint."""
-    checkpoint = read_checkpoint(path)
-    loaded = load_classifier_weights(model, model_tensors(checkpoint, path), path,
-                                     require=model.trainable_prefixes() or ("head.",))
-    logger.info("loaded %d tensors from %s", len(loaded), path)
-    return checkpoint
-
-
-def evaluate_only(config, model, eval_set, eval_loader, info, amp_dtype, unreadable) -> dict:
-    resume = config.MODEL.RESUME
-    if not resume and config.TRAIN.AUTO_RESUME:
-        resume = find_auto_resume(Path(config.OUTPUT), 1)
-    checkpoint = {}
-    if resume:
-        checkpoint = _load_weights(model, str(resume))
-    elif config.MODEL.PRETRAINED:
-        checkpoint = _load_weights(model, config.MODEL.PRETRAINED)
-    else:
-        logger.warning("no --resume checkpoint and none in %s: evaluating an untrained head", config.OUTPUT)
-    result = validate(config, eval_loader, model, eval_set, info, amp_dtype, unreadable)
-    result["top1"] = report(result)
-    if config.TRAIN.EMA.ENABLE and isinstance(checkpoint.get("model_ema"), dict):
-        ema = HeadEma(model, config.TRAIN.EMA.DECAY)
-        ema.load_state_dict(checkpoint["model_ema"])
-        with ema.applied_to(model):
-            ema_result = validate(config, eval_loader, model, eval_set, info, amp_dtype, unreadable)
-        result["ema"] = ema_result
-        report(ema_result, "ema network")
-    if len(unreadable):
-        logger.warning("%d unreadable images were left out", len(unreadable))
-    result["unreadable_images"] = len(unreadable)
-    return result
-
-
-def train(config, model: InternViTClassifier, eval_set, eval_loader, info, amp_dtype, unreadable, output) -> dict:
-    uses_features = config.TRAIN.FEATURE_CACHE
-    if uses_features:
-        train_set = build_feature_cache(model, build_train_feature_source(config), config, info, amp_dtype,
-                                        unreadable)
-    else:
-        train_set = build_train_set(config)
-    logger.info("train set: %d samples%s", len(train_set), " (cached features)" if uses_features else "")
-    sampler = TrainBatchSampler(len(train_set), config.DATA.BATCH_SIZE, info.world_size, info.rank, config.SEED)
-    train_loader = make_loader(train_set, sampler, config, info.device)
-    accum = max(config.TRAIN.ACCUMULATION_STEPS, 1)
-    updates_per_epoch = sampler.batches_per_epoch // accum
-    if updates_per_epoch < 1:
-        raise ValueError(f"TRAIN.ACCUMULATION_STEPS={accum} exceeds the {sampler.batches_per_epoch} batches of an "
-                         "epoch")
-
-    model_without_ddp = model
-    if info.distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
-        frozen += [n for n, _ in model.named_buffers() if n.startswith("backbone.")]
-        DDP._set_params_and_buffers_to_ignore_for_model(model, frozen)  # no 6B broadcast: every rank loaded it
-        model = DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
-                    broadcast_buffers=False)  # SyncBatchNorm (GPU) or average_norm_statistics (CPU) instead
-    optimizer = build_optimizer(config, model_without_ddp)
-    schedule = LRSchedule.from_config(config, updates_per_epoch)
-    scaler = torch.amp.GradScaler(info.device.type, enabled=amp_dtype == torch.float16)
-    ema = HeadEma(model_without_ddp, config.TRAIN.EMA.DECAY) if config.TRAIN.EMA.ENABLE else None
-    criterion, mixup_fn = build_criterion(config), build_mixup(config)
-
-    start_epoch, start_step, global_step = config.TRAIN.START_EPOCH, 0, 0
-    max_accuracy = max_accuracy_ema = 0.0
-    resume = config.MODEL.RESUME
-    if not resume and config.TRAIN.AUTO_RESUME:
-        resume = find_auto_resume(output, updates_per_epoch)
-        if resume:
-            logger.info("auto resuming from %s", resume)
-        else:
-            logger.info("no checkpoint found in %s, ignoring auto resume", output)
-    if resume:
-        checkpoint = _load_weights(model_without_ddp, str(resume))
-        if "optimizer" in checkpoint and "epoch" in checkpoint:  # a training checkpoint, not a released head
-            try:
-                optimizer.load_state_dict(checkpoint["optimizer"])
-            except ValueError as e:
-                raise ValueError(f"{resume}: its optimizer state does not fit this run ({e}); to start a new run from "
-                                 f"its weights, pass it as --pretrained instead") from None
-            if checkpoint.get("amp"):
-                scaler.load_state_dict(checkpoint["amp"])
-            if ema is not None and isinstance(checkpoint.get("model_ema"), dict):
-                ema.load_state_dict(checkpoint["model_ema"])
-            start_epoch = checkpoint["epoch"] + 1
-            start_step = checkpoint.get("next_step", 0)
-            global_step = checkpoint.get("global_step", start_epoch * updates_per_epoch + start_step // accum)
-            max_accuracy = checkpoint.get("max_accuracy", 0.0)
-            max_accuracy_ema = checkpoint.get("max_accuracy_ema", 0.0)
-            logger.info("=> resumed %s: epoch %d, batch %d, update %d", resume, start_epoch, start_step, global_step)
-    elif config.MODEL.PRETRAINED:
-        _load_pretrained_classifier(config, model_without_ddp)
-
-    progress = {"epoch": start_epoch, "global_step": global_step}
-
-    def training_state(completed_epoch: int, next_step: int) -> dict:
-        return {"model": model_without_ddp.trainable_state_dict(), "optimizer": optimizer.state_dict(),
-                "lr_scheduler": {"num_updates": progress["global_step"]}, "epoch": completed_epoch,
-                "next_step": next_step, "global_step": progress["global_step"], "max_accuracy": max_accuracy,
-                "max_accuracy_ema": max_accuracy_ema, "amp": scaler.state_dict() if scaler.is_enabled() else None,
-                "model_ema": ema.state_dict() if ema is not None else None, "config": config.dump()}
-
-    def on_update(step: int, next_step: int) -> None:
-        progress["global_step"] = step
-        if config.TRAIN.SAVE_STEPS and step % config.TRAIN.SAVE_STEPS == 0 and next_step < sampler.batches_per_epoch:
-            average_norm_statistics(model_without_ddp, info, ema)
-            if info.is_main:  # mid-epoch: epoch - 1 is complete, next_step batches of epoch are done
-                save_training_state(output, f"ckpt_step_{step}.pth", training_state(progress["epoch"] - 1, next_step),
-                                    keep_last=1)
-            barrier()
-
-    writer = _tensorboard(output, info)
-    result: dict = {}
-    if start_epoch >= config.TRAIN.EPOCHS:
-        logger.info("all %d epochs are done (%s); raise TRAIN.EPOCHS to train further", config.TRAIN.EPOCHS, resume)
-    logger.info("Start training")
-    start_time = time.time()
-    for epoch in range(start_epoch, config.TRAIN.EPOCHS):
-        progress["epoch"] = epoch
-        sampler.set_epoch(epoch, start_step)
-        global_step = train_one_epoch(config, model, model_without_ddp, criterion, train_loader, optimizer, schedule,
-                                      epoch, start_step, global_step, mixup_fn, amp_dtype, scaler, ema, unreadable,
-                                      info, on_update=on_update, writer=writer, uses_features=uses_features)
-        progress["global_step"] = global_step
-        start_step = 0
-        average_norm_statistics(model_without_ddp, info, ema)
-        last = epoch == config.TRAIN.EPOCHS - 1
-        if info.is_main and (epoch % config.SAVE_FREQ == 0 or last):
-            save_training_state(output, f"ckpt_epoch_{epoch}.pth", training_state(epoch, 0),
-                                keep_last=config.SAVE_CKPT_NUM)
-            remove_step_checkpoints(output)
-        barrier()
-        if epoch % config.EVAL_FREQ == 0 or last:
-            result = validate(config, eval_loader, model_without_ddp, eval_set, info, amp_dtype, unreadable, epoch)
-            acc1 = report(result)
-            if writer is not None:
-                for name in ("acc1", "acc5", "loss"):
-                    writer.add_scalar(f"val/{name}", result[name], epoch)
-            if info.is_main and acc1 > max_accuracy:
-                save_training_state(output, "ckpt_epoch_best.pth", training_state(epoch, 0))
-            max_accuracy = max(max_accuracy, acc1)
-            logger.info(f"Max accuracy: {max_accuracy:.2f}%")
-            if ema is not None:
-                with ema.applied_to(model_without_ddp):
-                    result["ema"] = validate(config, eval_loader, model_without_ddp, eval_set, info, amp_dtype,
-                                             unreadable, epoch)
-                acc1_ema = report(result["ema"], "ema network")
-                if info.is_main and acc1_ema > max_accuracy_ema:
-                    save_training_state(output, "ckpt_epoch_ema_best.pth", training_state(epoch, 0))
-                max_accuracy_ema = max(max_accuracy_ema, acc1_ema)
-                logger.info(f"Max ema accuracy: {max_accuracy_ema:.2f}%")
-        barrier()
-    if writer is not None:
-        writer.close()
-    logger.info("Training time {}".format(datetime.timedelta(seconds=int(time.time() - start_time))))
-    if len(unreadable):
-        logger.warning("%d unreadable images were skipped", len(unreadable))
-    result.update(max_accuracy=max_accuracy, global_step=global_step, unreadable_images=len(unreadable))
-    return result
-
-
-def average_norm_statistics(model: torch.nn.Module, info: DistInfo, ema: Optional[HeadEma] = None) -> None:
-    """CPU processes (gloo) have no SyncBatchNorm: average the BatchNorm running statistics (and their EMA)
-    over processes wherever they are saved or evaluated, so that every process holds what the checkpoint holds."""
-    if not info.distributed or info.device.type == "cuda":
-        return
-    buffers = [b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-               and m.track_running_stats for b in (m.running_mean, m.running_var)]
-    if ema is not None:
-        buffers += [v for k, v in ema.shadow.items() if k.endswith((".running_mean", ".running_var"))]
-    for buffer in buffers:
-        all_reduce_sum(buffer).div_(info.world_size)
-
-
-def _load_pretrained_classifier(config, model: InternViTClassifier) -> None:
-    """MODEL.PRETRAINED: start from whole-classifier weights; another class count needs RAND_INIT_FT_HEAD."""
-    path = config.MODEL.PRETRAINED
-    tensors = dict(model_tensors(read_checkpoint(path), path))
-    head = model.head
-    if "head.weight" in tensors and tensors["head.weight"].shape != head.weight.shape:
-        if not config.TRAIN.RAND_INIT_FT_HEAD:
-            raise ValueError(f"{path}: head.weight has shape {tuple(tensors['head.weight'].shape)} but the model's "
-                             f"is {tuple(head.weight.shape)} (MODEL.NUM_CLASSES={config.MODEL.NUM_CLASSES}); set "
-                             "TRAIN.RAND_INIT_FT_HEAD True to start a new head")
-        del tensors["head.weight"], tensors["head.bias"]
-        with torch.no_grad():
-            head.weight.mul_(0.001)
-            head.bias.mul_(0.001)
-        logger.warning("%s: head of another class count dropped; the new head starts near zero", path)
-    load_classifier_weights(model, tensors, path)
-    logger.info("=> loaded %s for fine-tuning", path)
-
-
 def run(argv=None) -> dict:
-    """Parse ``argv``, join the process group (if launched by torchrun/srun), run, clean up."""
-    _, config = parse_option(argv)
+    """The command line: parse ``argv``, join the process group (if launched by torchrun / srun), log to
+    ``<--output>/<config name>/log_rank0.txt``, run (:func:`classification.engine.main`), clean up."""
+    args = build_parser().parse_args(argv)  # --help answers before torch is imported
+    from internvl.runtime import cleanup_distributed, init_distributed, setup_logging
+
     info = init_distributed()
     try:
+        # The log file first, so that a bad config key is reported there too (for an existing --cfg file:
+        # a mistyped path leaves no folder behind).
+        setup_logging(info.rank, Path(args.output) / run_name(args.cfg) / "log_rank0.txt"
+                      if Path(args.cfg).is_file() else None)
+        config = get_config(args)
+        check_inputs(config)  # before the model code is even imported, let alone a 6B backbone loaded
+        from classification.engine import main
         return main(config, info)
     finally:
         cleanup_distributed()
 
 
 if __name__ == "__main__":
-    run()
+    raise SystemExit(run_main(run))

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from internvl.compat import enable_activation_checkpointing
+from internvl.errors import CheckpointError, ConfigError, MissingFileError
 from internvl.intern_vit import InternVisionConfig, InternVisionModel, rename_timm_hf
 from internvl.layers import AttentionPooling
 
@@ -185,16 +186,16 @@ def load_classifier_weights(model: InternViTClassifier, state_dict: dict, source
     expected = model.state_dict()
     unexpected = sorted(k for k in state_dict if k not in expected)
     if unexpected:
-        raise ValueError(f"{source}: {len(unexpected)} tensors are not in this model ({', '.join(unexpected[:6])}"
+        raise CheckpointError(f"{source}: {len(unexpected)} tensors are not in this model ({', '.join(unexpected[:6])}"
                          f"{'...' if len(unexpected) > 6 else ''}); the model has {_describe_head(model)}")
     for key, value in state_dict.items():
         if tuple(value.shape) != tuple(expected[key].shape):
-            raise ValueError(f"{source}: {key} has shape {tuple(value.shape)} in the checkpoint but "
+            raise CheckpointError(f"{source}: {key} has shape {tuple(value.shape)} in the checkpoint but "
                              f"{tuple(expected[key].shape)} in the model ({_describe_head(model)}); the checkpoint "
                              "was trained for another head: fix the config or use a matching checkpoint")
     missing = sorted(k for k in expected if k.startswith(require) and k not in state_dict) if require else []
     if missing:
-        raise ValueError(f"{source}: missing tensors {', '.join(missing[:6])}{'...' if len(missing) > 6 else ''} "
+        raise CheckpointError(f"{source}: missing tensors {', '.join(missing[:6])}{'...' if len(missing) > 6 else ''} "
                          f"(the model has {_describe_head(model)})")
     model.load_state_dict(state_dict, strict=False)
     return list(state_dict)
@@ -213,18 +214,18 @@ def load_backbone(path: str, config: InternVisionConfig, dtype: Optional[torch.d
         for field in ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size", "patch_size",
                       "qkv_bias", "qk_normalization", "norm_type"):
             if getattr(model.config, field) != getattr(config, field):
-                raise ValueError(f"{path}: config.json has {field}={getattr(model.config, field)!r} but the "
+                raise ConfigError(f"{path}: config.json has {field}={getattr(model.config, field)!r} but the "
                                  f"classification config gives {getattr(config, field)!r}; {hint}")
         model.config.drop_path_rate = config.drop_path_rate
         return model, {}
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"MODEL.INTERN_VIT_6B.PRETRAINED: {path} not found; see pretrained/README.md for "
+        raise MissingFileError(f"MODEL.INTERN_VIT_6B.PRETRAINED: {path} not found; see pretrained/README.md for "
                                 "intern_vit_6b_224px.pth (or give an InternViT HF directory)")
     try:
         return InternVisionModel.from_classification_checkpoint(path, config=config, torch_dtype=dtype,
                                                                 return_unused=True)
     except ValueError as e:
-        raise ValueError(f"{path}: {e}; {hint}") from None
+        raise ConfigError(f"{path}: {e}; {hint}") from None
 
 
 def build_model(config, dtype: Optional[torch.dtype] = None) -> InternViTClassifier:
@@ -248,7 +249,7 @@ def build_model(config, dtype: Optional[torch.dtype] = None) -> InternViTClassif
     if vit.CLS_TARGET == "clip_projector":
         projector = {k: v for k, v in other.items() if k.startswith("clip_projector.")}
         if not projector:
-            raise ValueError("CLS_TARGET clip_projector uses InternVL-C's pretrained clip_projector, but "
+            raise ConfigError("CLS_TARGET clip_projector uses InternVL-C's pretrained clip_projector, but "
                              f"MODEL.INTERN_VIT_6B.PRETRAINED={vit.PRETRAINED!r} has no clip_projector.* tensors")
         load_classifier_weights(model, projector, vit.PRETRAINED, require=("clip_projector.",))
         model.clip_projector.to(backbone.dtype)

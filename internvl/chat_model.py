@@ -35,7 +35,7 @@ from torch import nn
 from transformers import AutoConfig, GenerationConfig, PretrainedConfig
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from .compat import CACHE_KEY, output_cache
+from .compat import CACHE_KEY, config_kwargs, output_cache
 from .conversation import Conversation, get_conv_template
 from .errors import ConfigError, DataError
 from .intern_vit import InternVisionConfig, InternVisionModel
@@ -159,7 +159,7 @@ class InternVLChatConfig(InternVLConfigBase):
             return llm_config
         llm_config = dict(llm_config)
         architectures = llm_config.get("architectures") or [None]
-        return _llm_class(architectures[0], "config_class")(**llm_config)
+        return _llm_class(architectures[0], "config_class")(**config_kwargs(llm_config))
 
     @property
     def image_size(self) -> int:
@@ -340,7 +340,7 @@ class InternVLChatModel(InternVLPreTrainedBase):
 
         ``image_flags`` (one per tile, 0 = padding tile of a text-only sample) selects the tiles whose
         features are used; ``pixel_values=None`` is a text-only batch."""
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         if input_ids is None:
             raise ValueError("InternVLChatModel.forward needs input_ids")
         vit_embeds = None

@@ -173,3 +173,14 @@ def init_backbone_mixin(model, config) -> None:
     (the mixin's own ``__init__`` did it), ``_init_backbone(config)`` in 4.x."""
     if hasattr(BackboneMixin, "_init_backbone"):
         model._init_backbone(config)
+
+
+def config_kwargs(config_dict: dict) -> dict:
+    """A (published) config dict as keyword arguments for a transformers config class: ``torch_dtype``
+    becomes ``dtype`` where transformers renamed it (4.56 and later warn about the old key)."""
+    out = dict(config_dict)
+    if DTYPE_KWARG == "dtype" and "torch_dtype" in out:
+        torch_dtype = out.pop("torch_dtype")
+        if out.get("dtype") is None:
+            out["dtype"] = torch_dtype
+    return out

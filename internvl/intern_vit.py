@@ -26,8 +26,10 @@ from torch import nn
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
 
+from .errors import MissingFileError
 from .layers import DropPath, RMSNorm, attention
 from .modeling_utils import WEIGHTS_HELP, InternVLConfigBase, InternVLPreTrainedBase
+from .runtime import load_torch_file, unwrap_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -260,7 +262,7 @@ class InternVisionModel(InternVLPreTrainedBase):
         """
         output_hidden_states = (self.config.output_hidden_states if output_hidden_states is None
                                 else output_hidden_states)
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         if pixel_embeds is None:
             if pixel_values is None:
                 raise ValueError("InternVisionModel needs pixel_values or pixel_embeds")
@@ -310,7 +312,8 @@ class InternVisionModel(InternVLPreTrainedBase):
         (a linear-probe head: ``norm.*``, ``head.*``, ``clip_projector.*``) are returned
         with ``return_unused=True``, else logged.
         """
-        state_dict = load_state_dict_file(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
+        state_dict = (unwrap_state_dict(checkpoint, "the state dict given") if isinstance(checkpoint, dict)
+                      else load_state_dict_file(checkpoint))
         backbone, unused = convert_classification_state_dict(state_dict)
         config = config_from_state_dict(backbone, config)
         with torch.device("meta"):
@@ -331,23 +334,15 @@ def _cast(state_dict: dict, dtype: Optional[torch.dtype]) -> dict:
 
 def load_state_dict_file(path: Union[str, os.PathLike]) -> dict:
     """Read a ``.pth``/``.bin``/``.safetensors`` state dict memory-mapped (no second copy in RAM),
-    unwrapping the ``module`` / ``model`` / ``state_dict`` nesting of training checkpoints."""
+    unwrapping the ``model`` / ``module`` / ``state_dict`` nesting of training checkpoints
+    (:func:`internvl.runtime.unwrap_state_dict`). A damaged ``.pth``/``.bin`` is an error naming it."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}; {WEIGHTS_HELP}")
+        raise MissingFileError(f"checkpoint not found: {path}; {WEIGHTS_HELP}")
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
         return load_file(path)
-    try:
-        obj = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except RuntimeError:  # legacy (non-zip) serialization cannot be memory-mapped
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("module", "model", "state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} does not hold a state dict (got {type(obj).__name__})")
-    return obj
+    return unwrap_state_dict(load_torch_file(path, mmap=True), path)
 
 
 # The classification .pth uses timm's ViT names; one table maps them to the HF names and back.
@@ -366,14 +361,20 @@ def _name_pattern(template: str) -> re.Pattern:
     return re.compile(pattern + "$")
 
 
-def rename_timm_hf(name: str, to_hf: bool = True) -> Optional[str]:
-    """Translate one tensor name between the timm/classification and HF layouts (None: not backbone)."""
-    for timm_name, hf_name in _TIMM_TO_HF_NAMES:
-        source, target = (timm_name, hf_name) if to_hf else (hf_name, timm_name)
+def rename_with_table(name: str, table: list, to_hf: bool = True) -> Optional[str]:
+    """Translate one tensor name with a table of ``(checkpoint name, HF name)`` templates, in either direction;
+    ``{layer}`` stands for a layer number and ``{rest}`` for the rest of the name. None: no template matches."""
+    for checkpoint_name, hf_name in table:
+        source, target = (checkpoint_name, hf_name) if to_hf else (hf_name, checkpoint_name)
         match = _name_pattern(source).match(name)
         if match:
             return target.format(**match.groupdict())
     return None
+
+
+def rename_timm_hf(name: str, to_hf: bool = True) -> Optional[str]:
+    """Translate one tensor name between the timm/classification and HF layouts (None: not backbone)."""
+    return rename_with_table(name, _TIMM_TO_HF_NAMES, to_hf)
 
 
 def convert_classification_state_dict(state_dict: dict) -> tuple[dict, dict]:

@@ -301,7 +301,7 @@ class InternLM2Model(InternLM2PreTrainedModel):
         output_hidden_states = (self.config.output_hidden_states if output_hidden_states is None
                                 else output_hidden_states)
         use_cache = self.config.use_cache if use_cache is None else use_cache
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("InternLM2Model needs exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
@@ -395,7 +395,7 @@ class InternLM2ForCausalLM(InternLM2PreTrainedModel, GenerationMixin):
         cross-entropy: labels are shifted inside, ``-100`` is ignored, the mean is over the kept tokens
         (or the sum divided by ``num_items_in_batch`` when the Trainer passes it for gradient accumulation).
         ``logits_to_keep=n`` computes logits for the last n positions only (``generate`` uses 1)."""
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                              past_key_values=cache if cache is not None else past_key_values,

@@ -45,13 +45,14 @@ import torch
 from torch import nn
 from transformers import GenerationConfig, LlamaConfig
 
-from .compat import CACHE_KEY, output_cache, tied_weights_keys
+from .compat import CACHE_KEY, config_kwargs, output_cache, tied_weights_keys
 from .intern_vit import (InternVisionConfig, InternVisionModel, config_from_state_dict, load_state_dict_file,
-                         rename_timm_hf)
+                         rename_timm_hf, rename_with_table)
 from .layers import AttentionPooling, PoolingCrossAttention
 from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase, wrap_lora
 from .processing_internvl_cg import CAPTION_PROMPT
 from .qllama import QLLAMA_7B_CONFIG, QLLaMAForCausalLM
+from .runtime import unwrap_state_dict
 
 
 __all__ = ["InternVLConfig", "InternVLModel", "MODES", "load_internvl_c_pth", "rename_internvl_c_pth",
@@ -103,7 +104,7 @@ class InternVLConfig(InternVLConfigBase):
         qllama = dict(QLLAMA_7B_CONFIG) if qllama_config is None else dict(qllama_config)
         for key in ("model_type", "transformers_version"):
             qllama.pop(key, None)
-        self.qllama_config = LlamaConfig(**qllama)
+        self.qllama_config = LlamaConfig(**config_kwargs(qllama))
         # As the published configuration: the decoder reads these two from its own config.
         self.qllama_config.num_query_token = num_query_token
         self.qllama_config.cross_attention_frequency = cross_attention_frequency
@@ -391,10 +392,6 @@ _PTH_TO_HF_NAMES = [
 _VISION_PREFIX = "vision_model."
 
 
-def _template(template: str) -> re.Pattern:
-    return re.compile(re.escape(template).replace(r"\{rest\}", r"(?P<rest>.+)") + "$")
-
-
 def rename_internvl_c_pth(name: str, to_hf: bool = True) -> Optional[str]:
     """Translate one tensor name between ``internvl_c_13b_224px.pth`` and the HF layout of
     :class:`InternVLModel` (None: the name has no counterpart)."""
@@ -404,12 +401,7 @@ def rename_internvl_c_pth(name: str, to_hf: bool = True) -> Optional[str]:
             return _VISION_PREFIX + vision
     elif name.startswith(_VISION_PREFIX):
         return rename_timm_hf(name[len(_VISION_PREFIX):], to_hf=False)
-    for pth_name, hf_name in _PTH_TO_HF_NAMES:
-        source, target = (pth_name, hf_name) if to_hf else (hf_name, pth_name)
-        match = _template(source).match(name)
-        if match:
-            return target.format(**match.groupdict())
-    return None
+    return rename_with_table(name, _PTH_TO_HF_NAMES, to_hf)
 
 
 def load_internvl_c_pth(checkpoint: Union[str, os.PathLike, dict], config: Optional[InternVLConfig] = None,
@@ -428,7 +420,8 @@ def load_internvl_c_pth(checkpoint: Union[str, os.PathLike, dict], config: Optio
     (head counts); it must have ``num_query_token=0`` and is checked against the tensor shapes. Without
     it the published InternVL-C configuration is used, checked the same way.
     """
-    state_dict = load_state_dict_file(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
+    state_dict = (unwrap_state_dict(checkpoint, "the state dict given") if isinstance(checkpoint, dict)
+                  else load_state_dict_file(checkpoint))
     renamed, unknown = {}, []
     for name, tensor in state_dict.items():
         hf_name = rename_internvl_c_pth(name)

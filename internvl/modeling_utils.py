@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from .compat import DTYPE_KWARG, add_legacy_rope_keys, dtype_kwargs, is_shape_mismatch_error, pop_dtype_kwarg
+from .compat import add_legacy_rope_keys, config_kwargs, dtype_kwargs, is_shape_mismatch_error, pop_dtype_kwarg
 from .errors import CheckpointError, ConfigError, MissingFileError
 
 WEIGHTS_HELP = "see pretrained/README.md for the published checkpoints and where to put them"
@@ -40,14 +40,13 @@ class InternVLConfigBase(PretrainedConfig):
     transformers writes it (see :mod:`internvl.compat`)."""
 
     def __init__(self, **kwargs):
-        if DTYPE_KWARG == "dtype" and "torch_dtype" in kwargs:  # the published key, read without a warning
-            torch_dtype = kwargs.pop("torch_dtype")
-            if kwargs.get("dtype") is None:
-                kwargs["dtype"] = torch_dtype
-        super().__init__(**kwargs)
+        super().__init__(**config_kwargs(kwargs))  # the published "torch_dtype" read without a warning
 
-    def to_dict(self) -> dict:
-        return published_config_dict(super().to_dict())
+    def to_json_string(self, use_diff: bool = True) -> str:
+        """What ``config.json`` holds, in the published spelling (:func:`published_config_dict`)."""
+        config_dict = published_config_dict(self.to_diff_dict() if use_diff else self.to_dict())
+        encode = getattr(self, "_encode_special_floats", None)  # transformers 5: +/-inf and NaN as strings
+        return json.dumps(encode(config_dict) if encode else config_dict, indent=2, sort_keys=True) + "\n"
 
 
 def published_config_dict(out: dict) -> dict:

@@ -236,7 +236,7 @@ class QLLaMAModel(QLLaMAPreTrainedModel):
         """
         output_hidden_states = (self.config.output_hidden_states if output_hidden_states is None
                                 else output_hidden_states)
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("QLLaMA needs exactly one of input_ids and inputs_embeds")
@@ -351,7 +351,7 @@ class QLLaMAForCausalLM(QLLaMAPreTrainedModel, GenerationMixin):
         shifted inside, ``-100`` is ignored). ``logits_to_keep=n`` computes the last n positions only."""
         if self.lm_head is None:
             raise ValueError("this QLLaMA has no lm_head (an InternVL-C-only model): it cannot produce logits")
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                              past_key_values=cache if cache is not None else past_key_values, inputs_embeds=inputs_embeds,
                              vision_hidden_states=vision_hidden_states, use_cache=use_cache,

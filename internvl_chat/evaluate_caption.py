@@ -29,15 +29,16 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from internvl.caption_benchmarks import BENCHMARKS, CaptionDataset, load_image_list
 from internvl.caption_eval import caption_in_shards, check_caption_args, report_captions
 from internvl.caption_metrics import check_java, load_coco_references, summary_line
 from internvl.cli import run_main
 from internvl.errors import ConfigError, DataError, MissingFileError
+
+if TYPE_CHECKING:  # torch itself is imported where it is used, so --help and flag errors are instant
+    import torch
 
 log = logging.getLogger("internvl_chat.evaluate_caption")
 
@@ -117,6 +118,8 @@ def split_model(config, num_gpus: int) -> dict:
 
 def load_model(args: argparse.Namespace, device: torch.device):
     """The tokenizer first (a directory without tokenizer files fails before the weights load), then the model."""
+    import torch
+
     from internvl.chat_model import InternVLChatModel
     from internvl.compat import dtype_kwargs
     from internvl.runtime import resolve_dtype
@@ -160,6 +163,8 @@ class Tiler:
         self.image_size, self.dynamic, self.max_num, self.use_thumbnail = image_size, dynamic, max_num, use_thumbnail
 
     def __call__(self, image) -> torch.Tensor:
+        import torch
+
         from internvl.chat_image import dynamic_preprocess
 
         tiles = (dynamic_preprocess(image, max_num=self.max_num, image_size=self.image_size,
@@ -169,6 +174,8 @@ class Tiler:
 
 def collate_tiles(batch):
     """``[(tiles, key), ...]`` -> ``(all tiles, tiles per item, keys)``; text-only items have ``tiles=None``."""
+    import torch
+
     tiles, keys = zip(*batch)
     present = [t for t in tiles if t is not None]
     return (torch.cat(present) if present else None), [0 if t is None else len(t) for t in tiles], list(keys)
@@ -225,7 +232,7 @@ def custom_questions(meta_path: str, max_samples: Optional[int] = None) -> list:
     return questions
 
 
-class QuestionDataset(torch.utils.data.Dataset):
+class QuestionDataset:  # map-style, for a torch DataLoader
     """``(tiles or None, key)`` per question; a video's frames one tile each."""
 
     def __init__(self, questions: Sequence[Question], tiler: Tiler, num_segments: int):
@@ -244,6 +251,8 @@ class QuestionDataset(torch.utils.data.Dataset):
             return tiles, q.key
         if not q.images:
             return None, q.key
+        import torch
+
         return torch.cat([self.tiler(open_image(path)) for path in q.images]), q.key
 
 
@@ -328,6 +337,8 @@ def evaluate(args: argparse.Namespace) -> list:
 
 
 def _evaluate_benchmark(name, items, data_root, model, tokenizer, tiler, generation, dtype, args, info, settings):
+    import torch
+
     references = load_coco_references(data_root / BENCHMARKS[name].references) if info.is_main else {}
 
     def caption(batch):
@@ -344,6 +355,8 @@ def _evaluate_benchmark(name, items, data_root, model, tokenizer, tiler, generat
 
 
 def _evaluate_custom(questions, model, tokenizer, tiler, generation, dtype, args, info, settings):
+    import torch
+
     from internvl.transforms import open_image
 
     by_key = {q.key: q for q in questions}

@@ -27,7 +27,6 @@ The log goes to the console and ``OUTPUT_DIR/training_log.txt``; TensorBoard wit
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time

@@ -37,6 +37,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> dict:
+    args = parse_args(argv)  # first: --help and flag errors need no torch
     import torch
 
     from internvl.errors import ConfigError
@@ -45,7 +46,6 @@ def main(argv=None) -> dict:
     from segmentation.config import DATA_ARGS, load_config, section, to_plain
     from segmentation.engine import build_model, evaluate, load_weights
 
-    args = parse_args(argv)
     unknown = [m for m in args.eval if m not in ("mIoU", "aAcc", "mAcc")]
     if unknown:
         raise ConfigError(f"--eval {' '.join(unknown)}: supported metrics are mIoU, aAcc, mAcc (reported together)")

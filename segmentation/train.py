@@ -126,10 +126,10 @@ def average_norm_statistics(model, info) -> None:
 
 
 def main(argv=None) -> dict:
+    args = parse_args(argv)  # first: --help and flag errors need no torch
     from internvl.runtime import cleanup_distributed, init_distributed, setup_logging
     from segmentation.config import load_config
 
-    args = parse_args(argv)
     cfg = load_config(args.config, dict(args.cfg_options))
     info = init_distributed()
     work_dir = Path(args.work_dir or cfg.get("work_dir") or Path("work_dirs") / Path(args.config).stem)

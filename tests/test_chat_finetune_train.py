@@ -232,7 +232,8 @@ def test_two_gloo_processes_give_the_loss_of_one_with_the_same_global_batch(root
         return [e["loss"] for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
 
     assert len(losses(one)) == 2
-    assert losses(two) == pytest.approx(losses(one), rel=1e-4)
+    # the Trainer logs losses rounded to 4 decimals: two runs a rounding-noise apart may differ by one unit there
+    assert losses(two) == pytest.approx(losses(one), abs=2e-4)
     a, b = _weights(one), _weights(two)
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5, msg=name)

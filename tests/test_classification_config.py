@@ -7,17 +7,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from classification.config import ConfigError, load_config
-from classification.main import parse_option, scale_lr
+from classification.config import load_config
+from classification.dataset import DATASETS
+from classification.engine import scale_lr
+from classification.main import parse_option
 from classification.optim import LRSchedule, build_optimizer, param_groups
+from internvl.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "classification" / "configs"
-VARIANTS = {"intern_vit_6b_1k_224_test_imagenet_real": ("imagenet-real", "./data/imagenet-1k"),
-            "intern_vit_6b_1k_224_test_imagenetv2": ("imagenetv2", "./data/imagenetv2"),
-            "intern_vit_6b_1k_224_test_imagenet_a": ("imagenet_a", "./data/imagenet-a"),
-            "intern_vit_6b_1k_224_test_imagenet_r": ("imagenet_r", "./data/imagenet-r"),
-            "intern_vit_6b_1k_224_test_imagenet_sketch": ("imagenet_sketch", "./data/imagenet-sketch")}
+DATA_PATHS = {"imagenet-real": "./data/imagenet-1k", "imagenetv2": "./data/imagenetv2",  # data/README.md's layout
+              "imagenet_a": "./data/imagenet-a", "imagenet_r": "./data/imagenet-r",
+              "imagenet_sketch": "./data/imagenet-sketch"}
+VARIANTS = {f"intern_vit_6b_1k_224{DATASETS[name].config_suffix}": (name, path) for name, path in DATA_PATHS.items()}
 
 
 def test_the_published_recipe_loads_with_upstream_values():
@@ -33,6 +35,17 @@ def test_the_published_recipe_loads_with_upstream_values():
         10, 1, 0.1, 0.0, "sgd")
     assert c.AUG.MIXUP == 0.8 and c.MODEL.LABEL_SMOOTHING == 0.1  # upstream defaults the recipe does not override
     assert c.MODEL.NAME == "intern_vit_6b_1k_224" and c.OUTPUT == "intern_vit_6b_1k_224"
+
+
+@pytest.mark.parametrize("recipe", ["intern_vit_6b_1k_224", "tiny/intern_vit_tiny_synthetic"])
+def test_every_dataset_of_the_table_has_an_evaluation_config_of_each_recipe(recipe):
+    assert set(DATASETS) == {"imagenet", *DATA_PATHS}
+    for name, spec in DATASETS.items():
+        c = load_config(CONFIGS / f"{recipe}{spec.config_suffix}.yaml", eval=True)
+        assert c.DATA.DATASET == name
+        if spec.test_only:  # the config check reads the table
+            with pytest.raises(ConfigError, match=f"DATA.DATASET: {name} has only a test split"):
+                load_config(CONFIGS / f"{recipe}{spec.config_suffix}.yaml")
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
@@ -148,11 +161,17 @@ def test_train_in1k_sh_launches_main_py_through_shell_launch(tmp_path):
     script = REPO / "classification" / "train_in1k.sh"
     cfg = "classification/configs/intern_vit_6b_1k_224.yaml"
     out = subprocess.run(["bash", str(script), "mypart", "probe", cfg, "--eval", "--resume", "head.pth"],
-                         env={**env, "DRY_RUN": "1", "GPUS": "16", "QUOTA_TYPE": "reserved"}, cwd=tmp_path,
+                         env={**env, "DRY_RUN": "1", "GPUS": "16", "QUOTA_TYPE": "reserved"}, cwd=REPO,
                          capture_output=True, text=True, check=True)
     assert out.stdout.split() == [
         "srun", "-p", "mypart", "--job-name=probe", "--gres=gpu:8", "--ntasks=16", "--ntasks-per-node=8",
         "--cpus-per-task=10", "--kill-on-bad-exit=1", "--quotatype=reserved", "python", "-u",
         str(script.parent / "main.py"), "--cfg", cfg, "--output", "work_dirs", "--eval", "--resume", "head.pth"]
-    out = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
-    assert out.returncode == 2 and "usage:" in out.stderr
+    out = subprocess.run(["bash", str(script), "--eval"], env={**env, "DRY_RUN": "1", "PARTITION": "p2"},
+                         cwd=tmp_path, capture_output=True, text=True, check=True)  # the launch variables' form
+    assert out.stdout.split()[:3] == ["srun", "-p", "p2"] and out.stdout.split()[-5:] == [
+        "--cfg", str(script.parent / "configs" / "intern_vit_6b_1k_224.yaml"), "--output", "work_dirs", "--eval"]
+    out = subprocess.run(["bash", str(script), "mypart", "probe"], env=env, capture_output=True, text=True)
+    assert out.returncode == 2 and "usage:" in out.stderr  # upstream's form needs all three
+    out = subprocess.run(["bash", str(script), "missing.yaml"], env=env, capture_output=True, text=True)
+    assert out.returncode == 2 and "config file not found: missing.yaml" in out.stderr

@@ -1,15 +1,20 @@
-"""classification.dataset and the data kit's ImageNet-variant writers: layouts, labels, samplers, bad input."""
+"""classification.dataset: every layout's reader against its synthetic writer, the dataset table, labels, samplers,
+bad input."""
 import json
+import re
 
 import pytest
 import torch
+from PIL import Image
+from torchvision.datasets import ImageFolder
 
 from classification.config import load_config
-from classification.dataset import (BadImageError, DataError, ImageDataset, TrainBatchSampler, UnreadableImages,
-                                    build_eval_set, build_train_set, build_transform, eval_batches, load_real_labels,
-                                    read_image_list)
-from internvl.datakit import (SyntheticImages, write_class_subset, write_imagenet_lists, write_imagenet_real,
-                              write_imagenet_sketch, write_imagenetv2)
+from classification.dataset import (BadImageError, ImageDataset, TrainBatchSampler, UnreadableImages, build_eval_set,
+                                    build_train_set, build_transform, eval_batches, load_real_labels, read_image_list,
+                                    write_class_subset, write_image_folder, write_imagenet_lists, write_imagenet_real,
+                                    write_imagenet_sketch, write_imagenetv2)
+from internvl.datakit import SyntheticImages
+from internvl.errors import ConfigError, DataError, MissingFileError
 
 KIT = SyntheticImages(num_classes=8, image_size=28, seed=3)
 
@@ -22,6 +27,61 @@ def config(data_path, dataset="imagenet", classes=None, **opts):
     for key, value in opts.items():
         items += [key.replace("__", "."), str(value)]
     return load_config("classification/configs/intern_vit_6b_1k_224.yaml", items, eval=dataset != "imagenet")
+
+
+def test_write_image_folder_layout_reads_back_with_torchvision(tmp_path):
+    kit = SyntheticImages(num_classes=4, image_size=16)
+    root = write_image_folder(tmp_path / "synth", {"train": 12, "val": 8}, kit)
+    assert (root / "classes.txt").read_text().splitlines() == kit.classes
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+    expected = sorted([f"train/{kit.classes[i % 4]}/{i:06d}.png" for i in range(12)]
+                      + [f"val/{kit.classes[i % 4]}/{i:06d}.png" for i in range(12, 20)])
+    assert files == expected
+    for split in ("train", "val"):
+        folder = ImageFolder(root / split)
+        assert folder.class_to_idx == {name: label for label, name in enumerate(kit.classes)}
+        for path, target in folder.samples:
+            index = int(path.rsplit("/", 1)[1].split(".")[0])
+            assert target == kit.sample(index).label
+    # PNG is lossless: the file holds exactly the sample's pixels.
+    assert Image.open(root / expected[0]).tobytes() == kit.sample(int(expected[0][-10:-4])).image.tobytes()
+    with pytest.raises(FileExistsError):
+        write_image_folder(root, {"train": 4}, kit)
+    with pytest.raises(ValueError, match="fewer than"):
+        write_image_folder(tmp_path / "small", {"train": 3}, kit)
+
+
+def test_write_imagenet_lists_matches_upstream_convention(tmp_path):
+    kit = SyntheticImages(num_classes=4, image_size=16)
+    root = write_imagenet_lists(tmp_path / "imagenet", {"train": 10, "val": 6}, kit)
+    assert (root / "classes.txt").read_text().splitlines() == kit.classes
+    seen = {}
+    for split, n in (("train", 10), ("val", 6)):
+        lines = (root / "meta_data" / f"{split}.txt").read_text().splitlines()
+        assert len(lines) == n
+        listed = set()
+        for line in lines:
+            path, label = line.split(" ")  # upstream splits on one space into exactly two fields
+            class_dir, name = path.split("/")
+            assert re.fullmatch(r"\d{6}\.JPEG", name) and kit.classes[int(label)] == class_dir
+            assert int(label) == kit.sample(int(name[:6])).label
+            with Image.open(root / split / path) as image:
+                assert image.format == "JPEG" and image.size == (16, 16)
+            listed.add(path)
+        on_disk = {p.relative_to(root / split).as_posix() for p in (root / split).rglob("*") if p.is_file()}
+        assert on_disk == listed
+        seen[split] = {int(p.split("/")[1][:6]) for p in listed}
+    assert seen == {"train": set(range(10)), "val": set(range(10, 16))}  # disjoint, consecutive blocks
+    assert sorted(p.name for p in (root / "meta_data").iterdir()) == ["train.txt", "val.txt"]
+
+
+def test_writers_are_deterministic(tmp_path):
+    kit = SyntheticImages(num_classes=4, image_size=16)
+    a = write_imagenet_lists(tmp_path / "a", {"train": 4}, kit)
+    b = write_imagenet_lists(tmp_path / "b", {"train": 4}, SyntheticImages(num_classes=4, image_size=16))
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
 
 
 def test_imagenet_lists_read_back_with_their_labels(tmp_path):
@@ -50,14 +110,14 @@ def test_list_errors_name_the_file_and_line(tmp_path):
     (root / "meta_data" / "train.txt").write_text("\n".join(lines[:4] + ["red_circle/x.JPEG 8"]))
     with pytest.raises(DataError, match=r"train.txt:5: label 8 is outside 0..7 \(MODEL.NUM_CLASSES=8\)"):
         build_train_set(config(root))
-    with pytest.raises(DataError, match="list file not found: .*nothing.txt"):
+    with pytest.raises(MissingFileError, match="list file not found: .*nothing.txt"):
         read_image_list(root / "nothing.txt", root, 8)
-    with pytest.raises(DataError, match="DATA.DATA_PATH=.*missing.* is not a folder"):
+    with pytest.raises(MissingFileError, match="DATA.DATA_PATH=.*missing.* is not a folder"):
         build_train_set(config(tmp_path / "missing"))
     (root / "meta_data" / "train.txt").unlink()
     import shutil
     shutil.rmtree(root / "train")
-    with pytest.raises(DataError, match="neither a list file meta_data/train.txt nor class folders under train/"):
+    with pytest.raises(MissingFileError, match="neither a list file meta_data/train.txt nor class folders under train/"):
         build_train_set(config(root))
 
 
@@ -99,7 +159,7 @@ def test_real_labels_follow_the_official_val_names(tmp_path):
     with pytest.raises(DataError, match="no ReaL labels for this file"):
         load_real_labels(root, ["val/some_other_name.JPEG"])
     (root / "real.json").unlink()
-    with pytest.raises(DataError, match="ReaL labels not found.*real.json.*reassessed-imagenet"):
+    with pytest.raises(MissingFileError, match="ReaL labels not found.*real.json.*reassessed-imagenet"):
         build_eval_set(config(root, "imagenet-real"))
 
 
@@ -125,6 +185,22 @@ def test_a_and_r_subsets_keep_full_labels_and_derive_the_classes_present(tmp_pat
     (root / "unknown_class").mkdir()
     with pytest.raises(DataError, match="class 'unknown_class' is not in the class list"):
         build_eval_set(config(root, "imagenet_r", classes=root / "classes.txt"))
+
+
+def test_wnid_folders_take_their_labels_from_the_1000_imagenet_synsets(tmp_path):
+    """MODEL.NUM_CLASSES 1000 without a class list: a folder's label is its wnid's place among the synsets."""
+    from pathlib import Path
+
+    from classification.dataset.class_folders import imagenet_synsets
+    wnids = imagenet_synsets()
+    assert len(wnids) == 1000 and wnids[:2] == ["n01440764", "n01443537"] and wnids == sorted(wnids)
+    chosen = [1, 100, 207, 333, 500, 640, 800, 999]  # the ImageNet-1K label of each of the kit's 8 classes
+    root = write_class_subset(tmp_path / "a", 12, KIT.classes[::2], KIT, start=70,
+                              folder_names=[wnids[i] for i in chosen])
+    eval_set = build_eval_set(config(root, "imagenet_a", MODEL__NUM_CLASSES=1000))
+    assert eval_set.class_subset == [1, 207, 500, 800]
+    assert [label for _, label in eval_set.dataset.samples] == [
+        chosen[KIT.sample(int(Path(path).stem)).label] for path, _ in eval_set.dataset.samples]
 
 
 def test_sketch_covers_every_class_in_grey(tmp_path):
@@ -163,7 +239,7 @@ def test_train_batches_shard_the_shuffle_and_resume_mid_epoch():
     assert [i for b in samplers[0] for i, _ in b] == per_rank[0][8:] and len(samplers[0]) == 1
     samplers[0].set_epoch(2)
     assert [i for b in samplers[0] for i, _ in b] != per_rank[0]
-    with pytest.raises(ValueError, match="lower DATA.BATCH_SIZE"):
+    with pytest.raises(ConfigError, match="lower DATA.BATCH_SIZE"):
         TrainBatchSampler(5, 4, 2, 0)
 
 

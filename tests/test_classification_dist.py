@@ -10,8 +10,9 @@ from pathlib import Path
 import torch
 from helpers import tiny_vit_6b_family
 
+from classification.dataset import write_imagenet_lists
 from classification.main import run
-from internvl.datakit import SyntheticImages, write_imagenet_lists, write_intern_vit_pth
+from internvl.datakit import SyntheticImages, write_intern_vit_pth
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,7 +27,7 @@ def test_two_process_training_and_evaluation_count_every_image_once(tmp_path):
     kit = SyntheticImages(num_classes=8, image_size=56, seed=2)
     data = write_imagenet_lists(tmp_path / "data", {"train": 64, "val": 45}, kit)  # 45: shards of 23 and 22
     backbone = write_intern_vit_pth(tmp_path / "backbone.pth", tiny_vit_6b_family(), seed=2)
-    opts = ["DATA.DATA_PATH", str(data), "MODEL.NUM_CLASSES", "8", "DATA.IMG_SIZE", "56", "DATA.BATCH_SIZE", "16",
+    opts = ["DATA.DATA_PATH", str(data), "DATA.CLASS_NAMES", str(data / "classes.txt"), "MODEL.NUM_CLASSES", "8", "DATA.IMG_SIZE", "56", "DATA.BATCH_SIZE", "16",
             "MODEL.INTERN_VIT_6B.PRETRAINED", str(backbone), "MODEL.INTERN_VIT_6B.PRETRAIN_SIZE", "56",
             "MODEL.INTERN_VIT_6B.EMBED_DIM", "64", "MODEL.INTERN_VIT_6B.NUM_HEADS", "4",
             "MODEL.INTERN_VIT_6B.DEPTH", "3", "MODEL.INTERN_VIT_6B.INIT_VALUES", "0.5", "TRAIN.EPOCHS", "2"]

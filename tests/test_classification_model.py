@@ -12,6 +12,7 @@ from classification.checkpoint import model_tensors, read_checkpoint
 from classification.config import load_config
 from classification.model import InternViTClassifier, build_model, load_classifier_weights
 from internvl import InternVisionConfig, InternVisionModel
+from internvl.errors import CheckpointError, ConfigError, MissingFileError
 from internvl.intern_vit import rename_timm_hf
 
 
@@ -101,7 +102,7 @@ def test_clip_projector_is_frozen_and_loaded_from_the_pretrained_checkpoint(tmp_
     tokens = torch.randn(2, 17, 64)
     torch.testing.assert_close(model.clip_projector(tokens), source.clip_projector(tokens))
     torch.save({k: v for k, v in state.items() if not k.startswith("clip_projector.")}, tmp_path / "plain.pth")
-    with pytest.raises(ValueError, match="no clip_projector"):
+    with pytest.raises(ConfigError, match="no clip_projector"):
         build_model(tiny_config(tmp_path / "plain.pth", vcfg, CLS_TARGET="clip_projector",
                                 ATTN_POOL_NUM_HEADS=2, CLIP_EMBED_DIM=24))
 
@@ -175,21 +176,21 @@ def test_published_backbone_and_head_files_load_and_reproduce_the_logits(tmp_pat
 def test_a_checkpoint_for_another_head_is_a_clear_error(tmp_path):
     model = classifier(num_classes=5)
     other = classifier(num_classes=1000)
-    with pytest.raises(ValueError, match=r"head.weight has shape \(1000, 128\) in the checkpoint but \(5, 128\).*"
+    with pytest.raises(CheckpointError, match=r"head.weight has shape \(1000, 128\) in the checkpoint but \(5, 128\).*"
                                          r"MODEL.NUM_CLASSES=5"):
         load_classifier_weights(model, {k: v for k, v in other.state_dict().items() if k.startswith("head.")}, "f")
-    with pytest.raises(ValueError, match="not in this model.*attn_pooling"):
+    with pytest.raises(CheckpointError, match="not in this model.*attn_pooling"):
         load_classifier_weights(model, classifier("attention_pooling").state_dict(), "f")
-    with pytest.raises(ValueError, match="missing tensors head.bias"):
+    with pytest.raises(CheckpointError, match="missing tensors head.bias"):
         load_classifier_weights(model, {"head.weight": model.head.weight.detach()}, "f", require=("head.",))
 
 
 def test_the_config_must_match_the_backbone_checkpoint(tmp_path):
     path = tmp_path / "backbone.pth"
     torch.save({k: v for k, v in classifier().state_dict().items() if rename_timm_hf(k)}, path)
-    with pytest.raises(ValueError, match=r"backbone.pth.*num_hidden_layers.*MODEL.INTERN_VIT_6B"):
+    with pytest.raises(ConfigError, match=r"backbone.pth.*num_hidden_layers.*MODEL.INTERN_VIT_6B"):
         build_model(tiny_config(path, tiny_vit_6b_family(num_hidden_layers=2)))
-    with pytest.raises(FileNotFoundError, match="missing.pth.*pretrained/README.md"):
+    with pytest.raises(MissingFileError, match="missing.pth.*pretrained/README.md"):
         build_model(tiny_config(tmp_path / "missing.pth", tiny_vit_6b_family()))
 
 
@@ -200,7 +201,7 @@ class NotAllowed:
 def test_checkpoint_reader_refuses_arbitrary_objects(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model": {}, "payload": NotAllowed()}, path)
-    with pytest.raises(ValueError, match="refusing to unpickle .*NotAllowed"):
+    with pytest.raises(CheckpointError, match="refusing to unpickle .*NotAllowed"):
         read_checkpoint(path)
 
 

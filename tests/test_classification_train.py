@@ -1,8 +1,11 @@
 """classification/main.py end to end on synthetic data: training, logs and checkpoints, resuming after a
-crash to the same weights, the feature cache, every evaluation set against a hand computation, bad images."""
+crash to the same weights (and past a damaged checkpoint), the feature cache, every evaluation set against a
+hand computation (ImageNet-A with the 1000 ImageNet classes too), bad images, errors as the user sees them."""
 import logging
+import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -12,11 +15,14 @@ from PIL import Image
 
 from classification.checkpoint import read_checkpoint
 from classification.config import load_config
-from classification.dataset import BadImageError, build_eval_set
+from classification.dataset import DATASETS, BadImageError, build_eval_set, write_class_subset
+from classification.dataset.class_folders import imagenet_synsets
 from classification.demo import write_data
 from classification.main import run
 from classification.model import build_model
 from internvl.datakit import SyntheticImages, write_intern_vit_pth
+from internvl.cli import run_main
+from internvl.errors import CheckpointError, ConfigError
 
 CONFIGS = Path("classification/configs/tiny")
 BACKBONE = tiny_vit_6b_family()  # 56 px, hidden 64, 3 layers
@@ -110,6 +116,24 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(data, tmp_path, monk
     assert whole["global_step"] == resumed["global_step"] == 12
 
 
+def test_auto_resume_passes_over_a_damaged_newest_checkpoint(data, tmp_path, caplog):
+    opts = ["SAVE_CKPT_NUM", "2", "EVAL_FREQ", "5"]
+    old_umask = os.umask(0o027)
+    try:
+        run(args(data, tmp_path, *opts))
+    finally:
+        os.umask(old_umask)
+    run_dir = tmp_path / "intern_vit_tiny_synthetic"
+    assert stat.S_IMODE((run_dir / "ckpt_epoch_1.pth").stat().st_mode) == 0o640  # the umask's, not 0600
+    newest = run_dir / "ckpt_epoch_1.pth"
+    newest.write_bytes(newest.read_bytes()[:1000])  # cut short, as by a full disk during a copy
+    caplog.set_level(logging.INFO)
+    result = run(args(data, tmp_path, *opts, "TRAIN.EPOCHS", "3"))
+    assert f"skipping {newest}, it cannot be read ({newest} cannot be read: the file is damaged" in caplog.text
+    assert f"resumed {run_dir / 'ckpt_epoch_0.pth'}: epoch 1, batch 0, update 6" in caplog.text
+    assert result["global_step"] == 18 and torch.load(newest, weights_only=True)["epoch"] == 1  # rewritten
+
+
 def test_the_feature_cache_trains_the_head_that_recomputing_trains(data, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     common = ["DATA.TRANSFORM", "build_deterministic_transform", "AUG.MIXUP", "0", "AUG.CUTMIX", "0",
@@ -124,7 +148,7 @@ def test_the_feature_cache_trains_the_head_that_recomputing_trains(data, tmp_pat
     caplog.clear()
     again = run(args(data, tmp_path / "cache", *common, "TRAIN.FEATURE_CACHE", "True", "TRAIN.AUTO_RESUME", "False"))
     assert "feature cache: reusing" in caplog.text and again["acc1"] == cached["acc1"]
-    with pytest.raises(ValueError, match="TRAIN.FEATURE_CACHE: needs a deterministic train transform"):
+    with pytest.raises(ConfigError, match="TRAIN.FEATURE_CACHE: needs a deterministic train transform"):
         run(args(data, tmp_path / "x", "TRAIN.FEATURE_CACHE", "True", "DATA.TRANSFORM",
                  "build_transform_for_linear_probe"))
 
@@ -173,14 +197,11 @@ def expected_metrics(config, head_file) -> dict:
     return out
 
 
-@pytest.mark.parametrize("variant", ["imagenet", "imagenet-real", "imagenetv2", "imagenet_a", "imagenet_r",
-                                     "imagenet_sketch"])
+@pytest.mark.parametrize("variant", sorted(DATASETS))
 def test_evaluation_of_a_released_head_matches_a_hand_computation(data, tmp_path, caplog, variant):
     caplog.set_level(logging.INFO)
     head = upstream_style_head(tmp_path / "head.pth", NUM_CLASSES)
-    suffix = {"imagenet": "", "imagenet-real": "_test_imagenet_real", "imagenetv2": "_test_imagenetv2",
-              "imagenet_a": "_test_imagenet_a", "imagenet_r": "_test_imagenet_r",
-              "imagenet_sketch": "_test_imagenet_sketch"}[variant]
+    suffix = DATASETS[variant].config_suffix
     argv = args(data, tmp_path, cfg=f"intern_vit_tiny_synthetic{suffix}", dataset=variant)
     result = run(argv[:4] + ["--eval", "--resume", str(head)] + argv[4:])
     config = load_config(CONFIGS / f"intern_vit_tiny_synthetic{suffix}.yaml", argv[argv.index("--opts") + 1:],
@@ -199,9 +220,38 @@ def test_evaluation_of_a_released_head_matches_a_hand_computation(data, tmp_path
                f"{expected['acc1']:.1f}%" in caplog.text
 
 
+def test_imagenet_a_with_the_1000_imagenet_classes_keeps_the_logits_of_the_wnids_present(data, tmp_path):
+    """The published setting: NUM_CLASSES 1000, no class list, folders named by wnid (200 of them in the real set)."""
+    wnids = imagenet_synsets()
+    chosen = [3, 150, 207, 388, 511, 640, 817, 999]  # the ImageNet-1K label of each of the kit's 8 classes
+    kit = SyntheticImages(num_classes=NUM_CLASSES, image_size=56, seed=1)
+    root = write_class_subset(tmp_path / "imagenet-a", 16, kit.classes[::2], kit, start=5000,
+                              folder_names=[wnids[i] for i in chosen])
+    head = upstream_style_head(tmp_path / "head.pth", 1000)
+    opts = ["MODEL.NUM_CLASSES", "1000", "DATA.CLASS_NAMES", ""]
+    argv = args(dict(data, imagenet_a=root), tmp_path, *opts, cfg="intern_vit_tiny_synthetic_test_imagenet_a",
+                dataset="imagenet_a")
+    result = run(argv[:4] + ["--eval", "--resume", str(head)] + argv[4:])
+
+    config = load_config(CONFIGS / "intern_vit_tiny_synthetic_test_imagenet_a.yaml", argv[argv.index("--opts") + 1:],
+                         eval=True)
+    model = build_model(config, dtype=torch.float32).eval()
+    model.load_state_dict(read_checkpoint(head)["model"], strict=False)
+    present = [chosen[i] for i in range(0, NUM_CLASSES, 2)]  # ImageNet labels 3, 207, 511, 817
+    eval_set = build_eval_set(config)
+    top1 = 0
+    for index, (path, _) in enumerate(eval_set.dataset.samples):
+        label = chosen[kit.sample(int(Path(path).stem)).label]
+        with torch.no_grad():
+            logits = model(eval_set.dataset[index].image[None])[0, present]  # 4 of the 1000 logits
+        top1 += present[int(logits.argmax())] == label
+    assert result["num_images"] == 16 and result["classes"] == 4
+    assert result["acc1"] == pytest.approx(100 * top1 / 16, abs=1e-9) and result["acc5"] == 100.0
+
+
 def test_a_head_for_another_class_count_is_a_clear_error(data, tmp_path):
     head = upstream_style_head(tmp_path / "head1000.pth", 1000)
-    with pytest.raises(ValueError, match=r"head.weight has shape \(1000, 128\) in the checkpoint but \(8, 128\) "
+    with pytest.raises(CheckpointError, match=r"head.weight has shape \(1000, 128\) in the checkpoint but \(8, 128\) "
                                          r"in the model \(MODEL.NUM_CLASSES=8"):
         run(["--cfg", str(CONFIGS / "intern_vit_tiny_synthetic.yaml"), "--eval", "--resume", str(head),
              *args(data, tmp_path)[2:]])
@@ -222,3 +272,34 @@ def test_unreadable_training_images_stop_the_run_unless_a_limit_allows_them(data
     assert "1 unreadable images were skipped" in caplog.text
     with Image.open(sorted((broken / "train").rglob("*.JPEG"))[6]) as image:
         assert image.size == (56, 56)  # the others were left alone
+
+
+@pytest.mark.parametrize("case", ["config key", "missing data", "unreadable images", "bug"])
+def test_user_errors_are_one_line_and_bugs_a_traceback_both_in_the_log(data, tmp_path, monkeypatch, capsys, case):
+    monkeypatch.delenv("INTERNVL_DEBUG", raising=False)
+    local = dict(data)
+    opts = ["TRAIN.EPOCHS", "1"]
+    expected = {"config key": "error: --opts: unknown config key TRAIN.EPOCH (valid keys in TRAIN: ",
+                "missing data": f"error: DATA.DATA_PATH: {tmp_path / 'nowhere'} not found; see data/README.md",
+                "unreadable images": "exceed DATA.MAX_BAD_IMAGES=0",
+                "bug": "unexpected error (a bug; please report it with this traceback): RuntimeError('boom')"}[case]
+    if case == "config key":
+        opts += ["TRAIN.EPOCH", "3"]
+    elif case == "missing data":
+        local["imagenet"] = tmp_path / "nowhere"
+    elif case == "unreadable images":
+        local["imagenet"] = tmp_path / "imagenet"
+        shutil.copytree(data["imagenet"], local["imagenet"])
+        sorted((local["imagenet"] / "train").rglob("*.JPEG"))[3].write_bytes(b"\xff\xd8 truncated")
+    else:
+        def broken(*_, **__):
+            raise RuntimeError("boom")
+        monkeypatch.setattr("classification.engine.build_model", broken)
+    assert run_main(run, args(local, tmp_path, *opts)) == 1
+    log = (tmp_path / "intern_vit_tiny_synthetic" / "log_rank0.txt").read_text()
+    stderr = capsys.readouterr().err
+    for shown in (log, stderr):
+        assert expected in shown
+        assert ("Traceback" in shown) == (case == "bug")
+    if case != "bug":
+        assert len([line for line in log.splitlines() if " ERROR " in line]) == 1

@@ -15,7 +15,9 @@ heavy = sorted(m for m in ("torch", "transformers", "numpy") if m in sys.modules
 print("HEAVY:" + ",".join(heavy))
 """
 
-COMMANDS = ["internvl_chat.chat", "internvl_g.evaluate_caption"]
+COMMANDS = ["internvl_chat.chat", "internvl_g.evaluate_caption", "internvl_chat.evaluate_caption",
+            "internvl_chat.merge_lora", "internvl_chat.data", "segmentation.train", "segmentation.test",
+            "classification.main", "classification.demo", "internvl_g.demo"]
 
 
 @pytest.mark.parametrize("module", COMMANDS)

@@ -1,16 +1,13 @@
-"""The synthetic data kit: determinism, balance, bilingual text, writers, and that it is learnable."""
+"""The synthetic data kit: determinism, balance, bilingual text, and that it is learnable."""
 import re
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
-from torchvision.datasets import ImageFolder
 
-from internvl.datakit import (BACKGROUNDS, COLOURS, POSITIONS, SHAPES, ZH, SyntheticDataset, SyntheticImages,
-                              write_image_folder, write_imagenet_lists)
+from internvl.datakit import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, ZH, SyntheticDataset, SyntheticImages
 
 
 def test_sample_is_a_pure_function_of_seed_and_index():
@@ -113,61 +110,6 @@ def test_dataset_serves_images_and_labels_from_its_offset():
     assert label == 5 % 4 and np.array_equal(image, np.asarray(kit.sample(5).image))
     with pytest.raises(IndexError):
         ds[10]
-
-
-def test_write_image_folder_layout_reads_back_with_torchvision(tmp_path):
-    kit = SyntheticImages(num_classes=4, image_size=16)
-    root = write_image_folder(tmp_path / "synth", {"train": 12, "val": 8}, kit)
-    assert (root / "classes.txt").read_text().splitlines() == kit.classes
-    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
-    expected = sorted([f"train/{kit.classes[i % 4]}/{i:06d}.png" for i in range(12)]
-                      + [f"val/{kit.classes[i % 4]}/{i:06d}.png" for i in range(12, 20)])
-    assert files == expected
-    for split in ("train", "val"):
-        folder = ImageFolder(root / split)
-        assert folder.class_to_idx == {name: label for label, name in enumerate(kit.classes)}
-        for path, target in folder.samples:
-            index = int(path.rsplit("/", 1)[1].split(".")[0])
-            assert target == kit.sample(index).label
-    # PNG is lossless: the file holds exactly the sample's pixels.
-    assert Image.open(root / expected[0]).tobytes() == kit.sample(int(expected[0][-10:-4])).image.tobytes()
-    with pytest.raises(FileExistsError):
-        write_image_folder(root, {"train": 4}, kit)
-    with pytest.raises(ValueError, match="fewer than"):
-        write_image_folder(tmp_path / "small", {"train": 3}, kit)
-
-
-def test_write_imagenet_lists_matches_upstream_convention(tmp_path):
-    kit = SyntheticImages(num_classes=4, image_size=16)
-    root = write_imagenet_lists(tmp_path / "imagenet", {"train": 10, "val": 6}, kit)
-    assert (root / "classes.txt").read_text().splitlines() == kit.classes
-    seen = {}
-    for split, n in (("train", 10), ("val", 6)):
-        lines = (root / "meta_data" / f"{split}.txt").read_text().splitlines()
-        assert len(lines) == n
-        listed = set()
-        for line in lines:
-            path, label = line.split(" ")  # upstream splits on one space into exactly two fields
-            class_dir, name = path.split("/")
-            assert re.fullmatch(r"\d{6}\.JPEG", name) and kit.classes[int(label)] == class_dir
-            assert int(label) == kit.sample(int(name[:6])).label
-            with Image.open(root / split / path) as image:
-                assert image.format == "JPEG" and image.size == (16, 16)
-            listed.add(path)
-        on_disk = {p.relative_to(root / split).as_posix() for p in (root / split).rglob("*") if p.is_file()}
-        assert on_disk == listed
-        seen[split] = {int(p.split("/")[1][:6]) for p in listed}
-    assert seen == {"train": set(range(10)), "val": set(range(10, 16))}  # disjoint, consecutive blocks
-    assert sorted(p.name for p in (root / "meta_data").iterdir()) == ["train.txt", "val.txt"]
-
-
-def test_writers_are_deterministic(tmp_path):
-    kit = SyntheticImages(num_classes=4, image_size=16)
-    a = write_imagenet_lists(tmp_path / "a", {"train": 4}, kit)
-    b = write_imagenet_lists(tmp_path / "b", {"train": 4}, SyntheticImages(num_classes=4, image_size=16))
-    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
-    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
 
 
 def _tensors(kit: SyntheticImages, indices: range) -> tuple[torch.Tensor, torch.Tensor]:

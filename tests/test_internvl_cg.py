@@ -344,7 +344,8 @@ def test_auto_classes_and_bfloat16(checkpoint, model, texts):
     with torch.no_grad():
         for mode in MODES:
             out = bf16(image, texts, mode=mode)[0]
-            assert out.dtype == torch.bfloat16 and rel_err(out, model(image, texts, mode=mode)[0]) < 0.1
+            # bf16 rounding of the weights alone moves these logits by ~0.01, a bf16 forward by ~0.03
+            assert out.dtype == torch.bfloat16 and rel_err(out, model(image, texts, mode=mode)[0]) < 0.06
 
 
 def pth_state_dict(model: InternVLModel) -> dict:

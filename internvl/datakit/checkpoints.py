@@ -29,7 +29,8 @@ from torch import nn
 from .tokenizer import train_sentencepiece
 
 __all__ = ["CHAT_SPECIAL_TOKENS", "CHAT_VOCAB_SIZE", "CHAT_LLMS", "tiny_vision_config", "randomize_weights", "tiny_internvl_cg_config",
-           "write_tiny_internvl_cg", "write_tiny_internvl_c_pth", "tiny_chat_config", "write_chat_tokenizer", "write_tiny_internvl_chat"]
+           "write_tiny_internvl_cg", "write_tiny_internvl_c_pth", "tiny_chat_config", "write_chat_tokenizer",
+           "write_tiny_internvl_chat", "write_intern_vit_pth"]
 
 # The added tokens of OpenGVLab/InternVL2-2B's tokenizer, in the order of their ids (92538 ... 92552).
 CHAT_SPECIAL_TOKENS = ["<|plugin|>", "<|interpreter|>", "<|action_end|>", "<|action_start|>", "<|im_end|>",
@@ -92,6 +93,26 @@ def randomize_weights(model: nn.Module, seed: int = 0, std: float = 0.08, embedd
             else:
                 param.copy_(std * noise)
     return model.eval()
+
+
+def write_intern_vit_pth(path: str | os.PathLike, config=None, seed: int = 0) -> Path:
+    """Save a randomly initialised InternViT (``config``: an ``InternVisionConfig``, default
+    :func:`tiny_vision_config` ``("6b")``) as the classification ``.pth`` of ``intern_vit_6b_224px.pth``:
+    a flat state dict under the timm-style names (``pos_embed``, ``blocks.0.attn.qkv.weight`` ...) that
+    classification and segmentation load as their backbone. The global RNG is left as it was."""
+    from ..intern_vit import InternVisionModel, rename_timm_hf
+
+    config = config or tiny_vision_config("6b")
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = InternVisionModel(config)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({rename_timm_hf(k, to_hf=False): v for k, v in model.state_dict().items()}, path)
+    return path
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,11 +1,10 @@
-"""The synthetic data kit: one small, learnable, deterministic image set, and writers for the
-on-disk formats the subprojects read. Tests and ``make demo`` use it in place of real data::
+"""The synthetic data kit: one small, learnable, deterministic image set that every subproject's
+tests and demos use in place of real data::
 
-    from internvl.datakit import SyntheticImages, SyntheticDataset, write_image_folder
+    from internvl.datakit import SyntheticImages, SyntheticDataset
     kit = SyntheticImages(num_classes=16, image_size=64, seed=0)
     s = kit.sample(7)          # Sample: image, label, class_name, captions, QA pairs, bbox...
     kit.coverage(7)            # the shape's per-pixel coverage in [0, 1]: the segmentation ground truth
-    write_image_folder("data/synthetic", {"train": 800, "val": 160}, kit)
     ds = SyntheticDataset(200, kit, transform=to_tensor)   # (image, label) pairs, in memory
 
 Each image is one coloured shape on a low-contrast textured background:
@@ -32,8 +31,9 @@ Splits: writers take ``splits={"train": n, "val": m}`` and give each split the n
 indices in dict order (train 0..n-1, val n..n+m-1), so splits never share a sample. A writer
 refuses to write a split whose folder already exists rather than mix old and new files.
 
-Writers for each on-disk format live beside this module (``classification``, ...); all are
-re-exported by ``internvl.datakit``.
+The writers of each on-disk format live beside the format's reader, in the subproject that reads
+it (e.g. ``classification.dataset.imagenet.write_imagenet_lists``); they build on ``split_ranges``,
+``new_dataset_root`` and ``save_jpeg`` here.
 """
 from __future__ import annotations
 
