@@ -11,7 +11,8 @@
 * :func:`resume_checkpoint` and :class:`CheckpointCompleteCallback`: a run killed at any moment resumes with the
   same command from the newest checkpoint that was written completely; :func:`finished_run` tells a run that
   is already complete (run again, transformers 5 would train one step more).
-* :func:`read_deepspeed_config`: a DeepSpeed JSON checked before the Trainer reads it.
+* :func:`read_deepspeed_config`: a DeepSpeed JSON checked before the Trainer reads it; :func:`weights_dtype`: the
+  dtype to load the model in.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from transformers import TrainerCallback
 from .errors import ConfigError, MissingFileError
 
 __all__ = ["TrainingArguments", "LEGACY_FLAGS", "parse_args", "resume_checkpoint", "CheckpointCompleteCallback",
-           "COMPLETE_MARKER", "finished_run", "read_deepspeed_config"]
+           "COMPLETE_MARKER", "finished_run", "read_deepspeed_config", "weights_dtype"]
 
 logger = logging.getLogger(__name__)
 
@@ -240,3 +241,14 @@ def read_deepspeed_config(path: str, keep_optimizer_groups: bool = False) -> dic
         logger.warning("--deepspeed %s: its 'scheduler' block (%s) replaces --lr_scheduler_type", config_path,
                        config["scheduler"].get("type"))
     return config
+
+
+def weights_dtype(args):
+    """The dtype to load the weights in for ``args``: under DeepSpeed with ``--bf16`` / ``--fp16``, that dtype (its
+    optimizer keeps the float32 master weights: half the memory of loading float32, the same training); otherwise
+    float32, with ``--bf16`` / ``--fp16`` computing under autocast."""
+    import torch
+
+    if args.deepspeed and (args.bf16 or args.fp16):
+        return torch.bfloat16 if args.bf16 else torch.float16
+    return torch.float32

@@ -249,7 +249,7 @@ def main(argv: Optional[Sequence[str]] = None, callbacks: Optional[list] = None)
     from transformers import set_seed
 
     from internvl.hf_training import (CheckpointCompleteCallback, finished_run, parse_args, read_deepspeed_config,
-                                      resume_checkpoint)
+                                      resume_checkpoint, weights_dtype)
     from internvl.internvl_cg import InternVLConfig
     from internvl.processing_internvl_cg import build_cg_tokenizer
     from internvl.modeling_utils import check_checkpoint_dir
@@ -289,7 +289,7 @@ def main(argv: Optional[Sequence[str]] = None, callbacks: Optional[list] = None)
     config = InternVLConfig.from_pretrained(source)
     config.vision_config.drop_path_rate = model_args.drop_path_rate
     config.use_cache = config.qllama_config.use_cache = False
-    model = InternVLForRetrieval.from_pretrained(source, config=config)
+    model = InternVLForRetrieval.from_pretrained(source, config=config, torch_dtype=weights_dtype(training_args))
     if not model.has_generative_part:
         raise ConfigError(f"{source} is an InternVL-C-only checkpoint (num_query_token=0); the retrieval fine-tune "
                           "trains InternVL-C and -G together: start from OpenGVLab/InternVL-14B-224px")

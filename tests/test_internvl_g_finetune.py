@@ -18,7 +18,8 @@ from transformers import TrainerCallback
 from internvl.datakit import SyntheticImages
 from internvl.datakit.checkpoints import write_tiny_internvl_cg
 from internvl.errors import ConfigError, MissingFileError
-from internvl.hf_training import COMPLETE_MARKER, parse_args, read_deepspeed_config, resume_checkpoint
+from internvl.hf_training import (COMPLETE_MARKER, parse_args, read_deepspeed_config, resume_checkpoint,
+                                  weights_dtype)
 from internvl.internvl_cg import InternVLModel
 from internvl.processing_internvl_cg import build_cg_tokenizer, image_transform
 from internvl.retrieval_data import write_flickr30k
@@ -228,6 +229,7 @@ def test_deepspeed_configs_are_upstreams_without_the_scheduler_and_valid(tmp_pat
         assert '"auto"' not in json.dumps(hf.config)  # every "auto" filled from the flags
         assert hf.config["bf16"]["enabled"] is True and hf.config["train_micro_batch_size_per_gpu"] == 32
         assert DeepSpeedConfig(hf.config).zero_optimization_stage == stage
+        assert weights_dtype(args) == torch.bfloat16  # DeepSpeed keeps the float32 masters: load in bf16
     upstream = json.loads((REPO / "internvl_g" / "zero_stage1_config.json").read_text())
     upstream["scheduler"] = {"type": "WarmupDecayLR", "params": {"warmup_num_steps": "auto"}}
     with_scheduler = tmp_path / "upstream_zero_stage1_config.json"
@@ -245,6 +247,7 @@ def test_upstream_flags_on_this_transformers(tmp_path):
     assert (args.eval_strategy, args.overwrite_output_dir, model.use_custom_trainer) == ("no", True, True)
     assert args.do_train and data.force_image_size is None and data.max_seq_length == 80
     assert args.gradient_checkpointing and args.gradient_checkpointing_kwargs == {"use_reentrant": False}
+    assert weights_dtype(args) == torch.float32  # without DeepSpeed: float32 weights, --bf16 under autocast
     _, _, args = parse_args(types, base + ["--gradient_checkpointing", "False"], defaults=TRAINING_DEFAULTS)
     assert not args.gradient_checkpointing
     arguments = tmp_path / "args.json"
