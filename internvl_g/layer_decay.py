@@ -90,7 +90,8 @@ def layer_decay_param_groups(named_parameters: Iterable, vit_depth: int, qllama_
                              weight_decay: float, vit_rate: float, qllama_rate: float) -> list[dict]:
     """Optimizer parameter groups (``params``, ``lr``, ``weight_decay``, plus ``group_name``, ``lr_scale`` and
     ``param_names`` for the log) of the trainable tensors among ``named_parameters``; ``vit_depth`` and
-    ``qllama_depth`` are the numbers of transformer layers of InternViT and QLLaMA."""
+    ``qllama_depth`` are the numbers of transformer layers of InternViT and QLLaMA. Groups come in descending
+    ``lr_scale``: the first has the full rate, the one the Trainer logs as ``learning_rate``."""
     vit_layers, qllama_layers = vit_depth + 2, qllama_depth + 2
     groups: dict[str, dict] = {}
     for name, param in named_parameters:
@@ -106,4 +107,4 @@ def layer_decay_param_groups(named_parameters: Iterable, vit_depth: int, qllama_
                            "lr": scale * learning_rate, "weight_decay": weight_decay if decay else 0.0}
         groups[key]["params"].append(param)
         groups[key]["param_names"].append(name)
-    return list(groups.values())
+    return sorted(groups.values(), key=lambda group: -group["lr_scale"])

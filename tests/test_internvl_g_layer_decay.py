@@ -47,7 +47,9 @@ def test_group_learning_rates_and_weight_decay_by_hand():
                     "vision_model.encoder.layers.1.attn.proj.bias": (4,), "clip_projector.proj.weight": (4, 4),
                     "qllama.model.layers.0.mlp.up_proj.weight": (4, 4), "qllama.model.norm.weight": (4,),
                     "logit_scale": (), "text_projection": (4, 2)})
-    groups = {g["group_name"]: g for g in layer_decay_param_groups(model.named(), 2, 3, 1.0, 0.1, 0.5, 0.8)}
+    ordered = layer_decay_param_groups(model.named(), 2, 3, 1.0, 0.1, 0.5, 0.8)
+    assert ordered[0]["lr_scale"] == 1.0  # the first group has the full rate (the Trainer logs group 0's)
+    groups = {g["group_name"]: g for g in ordered}
     expected = {  # group: (lr = rate ** (layers - id - 1), capped at 1; weight decay; tensors)
         "vit_layer_0_decay": (0.5 ** 3, 0.1, ["vision_model.embeddings.patch_embedding.weight"]),
         "vit_layer_2_no_decay": (0.5 ** 1, 0.0, ["vision_model.encoder.layers.1.norm1.weight",
