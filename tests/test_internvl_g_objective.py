@@ -171,3 +171,17 @@ def test_two_gloo_processes_give_the_loss_and_gradients_of_one_process_with_the_
     assert set(ddp_grads) == set(grads)
     for name, grad in grads.items():
         torch.testing.assert_close(ddp_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+    from internvl.compat import enable_activation_checkpointing
+
+    model = _model().train()
+    batch = _batch(model.config)
+    loss, grads = _loss_and_grads(model, batch)
+    enable_activation_checkpointing(model, gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert model.vision_model.encoder.gradient_checkpointing and model.qllama_decoder.gradient_checkpointing
+    checkpointed, checkpointed_grads = _loss_and_grads(model, batch)
+    assert checkpointed.item() == pytest.approx(loss.item(), rel=1e-6)
+    for name, grad in grads.items():
+        torch.testing.assert_close(checkpointed_grads[name], grad, rtol=1e-5, atol=1e-7, msg=name)
