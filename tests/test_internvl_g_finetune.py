@@ -357,3 +357,22 @@ def test_upstreams_script_fine_tunes_a_tiny_model_to_a_clearly_better_recall(tmp
         for metric in ("image_retrieval_recall@1", "text_retrieval_recall@1"):
             assert after[name][metric] >= before[name][metric] + 0.1 and after[name][metric] > 2 / 12, (name, after)
         assert after[name]["image_retrieval_recall@5"] >= 0.75 > before[name]["image_retrieval_recall@5"], (name, after)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    # upstream's order: the freezes, then LoRA, then the unfreezes
+    (dict(freeze_model=True, unfreeze_crossattn=True), lambda n: n.startswith("qllama.") and ".cross_attn." in n),
+    (dict(freeze_vision_model=True, freeze_qllama=True),
+     lambda n: not n.startswith(("vision_model.", "qllama."))),  # queries, logit scale and the heads still train
+    (dict(freeze_qllama=True, use_qllama_lora=2, unfreeze_crossattn=True),
+     lambda n: not n.startswith("qllama.") or ".lora_" in n or ".cross_attn." in n),
+])
+def test_other_trainable_sets(flags, expected):
+    from cg_helpers import randomized_internvl_cg, tiny_internvl_cg_config
+
+    from internvl_g.finetune import apply_trainable_set
+
+    model = randomized_internvl_cg(tiny_internvl_cg_config())
+    apply_trainable_set(model, ModelArguments(model_name_or_path="tiny", **flags))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and trainable == {n for n, _ in model.named_parameters() if expected(n)}
