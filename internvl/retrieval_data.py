@@ -53,14 +53,13 @@ caption, as the retrieval fine-tune reads it::
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-from .caption_benchmarks import reference_captions
+from .caption_benchmarks import _read_json, reference_captions
 from .datakit.synthetic import ZH, Sample, SyntheticImages, save_jpeg
 from .errors import DataError, MissingFileError
 
@@ -182,13 +181,7 @@ def read_coco_captions(path: Union[str, os.PathLike]) -> list[CaptionedImage]:
     images are listed. A wrong layout, an entry without file name or caption, an image listed with two
     file names, or an image without any caption is an error naming the file and entry."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"caption file not found: {path} (expected {_COCO_EXPECTED}; "
-                               "see data/README.md for where to get it)")
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path} is not valid JSON ({e}); expected {_COCO_EXPECTED}") from None
+    content = _read_json(path, _COCO_EXPECTED)  # a missing file or bad JSON is named
     names: dict[int, str] = {}
     captions: dict[int, list[str]] = {}
     entries: dict[int, str] = {}

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from internvl.caption_benchmarks import reference_captions
-from internvl.datakit import SyntheticImages
+from internvl.datakit import SyntheticImages, train_sentencepiece
 from internvl.datakit.checkpoints import write_tiny_internvl_c_pth, write_tiny_internvl_cg
 from internvl.internvl_cg import InternVLModel
 from internvl.processing_internvl_cg import image_transform
@@ -21,7 +21,7 @@ from internvl_clip_benchmark.models import RetrievalTokenizer
 KIT = SyntheticImages(num_classes=8, image_size=64)
 
 
-def _train(directory, steps=150, batch=48, num_samples=512):
+def _train(directory, steps=100, batch=48, num_samples=512):
     torch.manual_seed(0)
     model = InternVLModel.from_pretrained(directory).train()
     tokenizer, transform = RetrievalTokenizer(directory), image_transform(model.config)
@@ -45,8 +45,10 @@ def _train(directory, steps=150, batch=48, num_samples=512):
 
 def test_trained_internvl_c_beats_chance_on_both_tasks(tmp_path):
     pretrained = tmp_path / "pretrained"
+    # A 1000-piece tokenizer: the captions take 18 tokens instead of 46, the text tower trains 2.5x faster.
     companion = write_tiny_internvl_cg(pretrained / "InternVL-14B-224px", num_query_token=0,
-                                       qllama={"num_hidden_layers": 2})
+                                       qllama={"num_hidden_layers": 2, "vocab_size": 1000})
+    train_sentencepiece(companion, vocab_size=1000)
     write_tiny_internvl_c_pth(pretrained / "internvl_c_13b_224px.pth", model=_train(companion))
     imagenet = write_imagenet_val(tmp_path / "imagenet-1k", 96, kit=KIT, start=10_000)
     flickr = write_flickr30k(tmp_path / "flickr30k", 24, kit=KIT, start=20_000)
