@@ -53,6 +53,7 @@ caption, as the retrieval fine-tune reads it::
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
