@@ -145,11 +145,15 @@ def write_published_tokenizer_files(directory, tokenizer) -> None:
         special_map.write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def enable_activation_checkpointing(model, **kwargs) -> None:
-    """``model.gradient_checkpointing_enable()``, under the name this transformers uses (5.x renamed it
-    ``activation_checkpointing_enable`` and warns about the old one)."""
-    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-    enable(**kwargs)
+def enable_activation_checkpointing(model, gradient_checkpointing_kwargs: Optional[dict] = None, **kwargs) -> None:
+    """``model.gradient_checkpointing_enable(gradient_checkpointing_kwargs)``, under the names this transformers
+    uses (5.x renamed it ``activation_checkpointing_enable(activation_checkpointing_kwargs)`` and warns about the
+    old one)."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs=gradient_checkpointing_kwargs, **kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs, **kwargs)
 
 
 try:  # 5.x (the old module still re-exports them, deprecated, until 5.10)

@@ -256,9 +256,24 @@ class InternVLModel(InternVLPreTrainedBase):
         """Wrap QLLaMA's self-attention and MLP projections in LoRA adapters (``use_qllama_lora``)."""
         self.qllama = wrap_lora(self.qllama, "llama", r, lora_alpha, lora_dropout)
 
+    def merge_lora(self) -> None:
+        """Fold the LoRA adapters into the weights they wrap (peft's ``merge_and_unload``) and set
+        ``use_backbone_lora`` / ``use_qllama_lora`` to 0, so the model saves and loads as a plain one."""
+        if hasattr(self.vision_model, "merge_and_unload"):
+            self.vision_model = self.vision_model.merge_and_unload()
+        if hasattr(self.qllama, "merge_and_unload"):
+            self.qllama = self.qllama.merge_and_unload()
+        self.config.use_backbone_lora = self.config.use_qllama_lora = 0
+
     @property
     def image_size(self) -> int:
         return self.config.image_size
+
+    @property
+    def qllama_decoder(self):
+        """QLLaMA's decoder stack (:class:`internvl.qllama.QLLaMAModel`), also when LoRA wraps QLLaMA (where
+        ``qllama.model`` is the wrapped ``QLLaMAForCausalLM``)."""
+        return self.qllama.get_decoder()
 
     # ---- features ----------------------------------------------------------------------------------
 
@@ -273,8 +288,8 @@ class InternVLModel(InternVLPreTrainedBase):
     def _query_features(self, vision_embeds: torch.Tensor) -> torch.Tensor:
         """QLLaMA outputs of the queries after they cross-attended to ``vision_embeds``."""
         queries = self.query_tokens.expand(vision_embeds.shape[0], -1, -1).to(vision_embeds.dtype)
-        return self.qllama.model(inputs_embeds=queries, vision_hidden_states=vision_embeds,
-                                 use_cache=False).last_hidden_state
+        return self.qllama_decoder(inputs_embeds=queries, vision_hidden_states=vision_embeds,
+                                   use_cache=False).last_hidden_state
 
     def get_image_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(InternViT tokens, QLLaMA query outputs)``, as the published method."""
@@ -295,8 +310,8 @@ class InternVLModel(InternVLPreTrainedBase):
 
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """QLLaMA's last hidden states over the text alone (causal, no queries)."""
-        return self.qllama.model(input_ids=input_ids, attention_mask=attention_mask,
-                                 use_cache=False).last_hidden_state
+        return self.qllama_decoder(input_ids=input_ids, attention_mask=attention_mask,
+                                   use_cache=False).last_hidden_state
 
     def encode_text(self, text: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Text features ``(batch, clip_embed_dim)``: the hidden state of the last real token, projected.
@@ -352,9 +367,9 @@ class InternVLModel(InternVLPreTrainedBase):
         # Run the queries (which read the image) and the prompt but its last token once per image; generation
         # starts from that cache, expanded to the beams, instead of repeating the work for every beam.
         position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
-        prefill = self.qllama.model(inputs_embeds=inputs_embeds[:, :-1], attention_mask=attention_mask[:, :-1],
-                                    position_ids=position_ids[:, :-1], vision_hidden_states=vision_embeds,
-                                    use_cache=True)
+        prefill = self.qllama_decoder(inputs_embeds=inputs_embeds[:, :-1], attention_mask=attention_mask[:, :-1],
+                                      position_ids=position_ids[:, :-1], vision_hidden_states=vision_embeds,
+                                      use_cache=True)
         config = generation_config or self.qllama.generation_config
         if (not {"max_new_tokens", "max_length"} & generate_kwargs.keys() and config.max_new_tokens is None
                 and config.max_length == GenerationConfig().max_length):

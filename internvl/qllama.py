@@ -124,13 +124,16 @@ class QLLaMACrossAttention(nn.Module):
         self.v_proj = nn.Linear(vision_hidden_size, inner, bias=False)
         self.norm2 = RMSNorm(vision_hidden_size, eps=config.rms_norm_eps)
 
-    def forward(self, queries: torch.Tensor, vision_hidden_states: torch.Tensor) -> torch.Tensor:
+    def forward(self, queries: torch.Tensor, vision_hidden_states: torch.Tensor, vision_repeats: int = 1
+                ) -> torch.Tensor:
         batch, n_q, _ = queries.shape
-        n_v = vision_hidden_states.shape[1]
+        images, n_v, _ = vision_hidden_states.shape
         q = self.q_proj(self.norm1(queries)).view(batch, n_q, self.num_heads, self.head_dim).transpose(1, 2)
         vision = self.norm2(vision_hidden_states)
-        k = self.k_proj(vision).view(batch, n_v, self.num_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(vision).view(batch, n_v, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(vision).view(images, n_v, self.num_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(vision).view(images, n_v, self.num_heads, self.head_dim).transpose(1, 2)
+        if vision_repeats > 1:  # keys/values computed once per image, then stacked like the rows
+            k, v = k.repeat(vision_repeats, 1, 1, 1), v.repeat(vision_repeats, 1, 1, 1)
         out = attention(q, k, v)
         return self.o_proj(out.transpose(1, 2).reshape(batch, n_q, -1))
 
@@ -149,12 +152,13 @@ class QLLaMADecoderLayer(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 attn_mask: Optional[torch.Tensor], causal: bool, past_key_values: Optional[Cache],
-                vision_hidden_states: Optional[torch.Tensor], num_queries: int) -> torch.Tensor:
+                vision_hidden_states: Optional[torch.Tensor], num_queries: int, vision_repeats: int = 1
+                ) -> torch.Tensor:
         hidden_states = hidden_states + self.self_attn(self.input_layernorm(hidden_states), cos, sin, attn_mask,
                                                        causal, past_key_values)
         if self.cross_attn is not None and num_queries:
             queries, text = hidden_states[:, :num_queries], hidden_states[:, num_queries:]
-            queries = queries + self.cross_attn(queries, vision_hidden_states)
+            queries = queries + self.cross_attn(queries, vision_hidden_states, vision_repeats)
             hidden_states = torch.cat([queries, text], dim=1)
         return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
 
@@ -212,7 +216,7 @@ class QLLaMAModel(QLLaMAPreTrainedModel):
                 vision_hidden_states: Optional[torch.FloatTensor] = None, use_cache: Optional[bool] = None,
                 output_hidden_states: Optional[bool] = None, return_dict: Optional[bool] = None,
                 cache_position: Optional[torch.LongTensor] = None, cache: Optional[Cache] = None,
-                **kwargs) -> Union[tuple, BaseModelOutputWithPast]:
+                vision_repeats: int = 1, **kwargs) -> Union[tuple, BaseModelOutputWithPast]:
         """Run the decoder.
 
         Args:
@@ -226,6 +230,9 @@ class QLLaMAModel(QLLaMAPreTrainedModel):
                 created when missing and returned.
             vision_hidden_states: ``(batch, tokens, vision_hidden_size)`` image features (the full InternViT
                 output); they make the leading positions queries (see the module docstring).
+            vision_repeats: with ``k > 1``, ``vision_hidden_states`` holds ``batch / k`` images and the sequence
+                batch is ``k`` stacked copies of rows for them (row ``r`` reads image ``r % (batch / k)``), as the
+                retrieval training stacks its matching and contrastive rows; image keys/values are computed once.
         """
         output_hidden_states = (self.config.output_hidden_states if output_hidden_states is None
                                 else output_hidden_states)
@@ -246,7 +253,7 @@ class QLLaMAModel(QLLaMAPreTrainedModel):
 
         batch, seq, _ = inputs_embeds.shape
         past = past_key_values.get_seq_length() if past_key_values is not None else 0
-        num_queries = self._queries_in_input(vision_hidden_states, batch, seq, past)
+        num_queries = self._queries_in_input(vision_hidden_states, batch, seq, past, vision_repeats)
         query_block = self.num_query_token if vision_hidden_states is not None else 0
         if attention_mask is not None and attention_mask.dim() == 4:  # the caller's mask, used as given
             attn_mask, causal = attention_mask, False
@@ -259,7 +266,8 @@ class QLLaMAModel(QLLaMAPreTrainedModel):
         hidden_states = inputs_embeds
         all_hidden = (hidden_states,) if output_hidden_states else None
         for layer in self.layers:
-            args = (hidden_states, cos, sin, attn_mask, causal, past_key_values, vision_hidden_states, num_queries)
+            args = (hidden_states, cos, sin, attn_mask, causal, past_key_values, vision_hidden_states, num_queries,
+                    vision_repeats)
             if self.gradient_checkpointing and self.training:
                 hidden_states = self._gradient_checkpointing_func(layer.__call__, *args)
             else:
@@ -275,7 +283,7 @@ class QLLaMAModel(QLLaMAPreTrainedModel):
             return tuple(v for v in (hidden_states, cache, all_hidden) if v is not None)
         return BaseModelOutputWithPast(last_hidden_state=hidden_states, hidden_states=all_hidden, **{CACHE_KEY: cache})
 
-    def _queries_in_input(self, vision_hidden_states, batch: int, seq: int, past: int) -> int:
+    def _queries_in_input(self, vision_hidden_states, batch: int, seq: int, past: int, vision_repeats: int = 1) -> int:
         """How many leading positions of this input are queries that cross-attend to the image."""
         if vision_hidden_states is None:
             return 0
@@ -287,8 +295,9 @@ class QLLaMAModel(QLLaMAPreTrainedModel):
         if past > 0 or seq < self.num_query_token:
             raise ValueError(f"the {self.num_query_token} query embeddings must come first and in one piece: "
                              f"got {seq} positions after {past} cached ones")
-        if vision_hidden_states.shape[0] != batch:
-            raise ValueError(f"vision_hidden_states has batch {vision_hidden_states.shape[0]} but the "
+        if vision_hidden_states.shape[0] * vision_repeats != batch:
+            repeats = f" x vision_repeats={vision_repeats}" if vision_repeats != 1 else ""
+            raise ValueError(f"vision_hidden_states has batch {vision_hidden_states.shape[0]}{repeats} but the "
                              f"sequence has batch {batch}")
         return self.num_query_token
 

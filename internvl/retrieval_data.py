@@ -43,9 +43,17 @@ an image in English from :func:`internvl.caption_benchmarks.reference_captions`,
 
   ``<index>`` is the kit's sample index (``start`` .. ``start + num_images - 1``), so splits written from
   disjoint ``start`` blocks share the ``Images/`` folder and never an image, as the real splits do.
+
+``write_coco_karpathy_train(root, num_images)`` -- ``root`` is ``data/coco``, BLIP's training list, one entry per
+caption, as the retrieval fine-tune reads it::
+
+    root/train2014/COCO_train2014_<index:012d>.jpg
+    root/annotations/coco_karpathy_train.json   [{"image": "train2014/COCO_train2014_...jpg", "caption": "...",
+                                                  "image_id": "coco_<index>"}, ...]
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -58,7 +66,7 @@ from .errors import DataError, MissingFileError
 
 __all__ = ["pre_caption", "FlickrCaption", "read_flickr_captions", "write_flickr_captions", "FLICKR30K_CAPTION_FILES",
            "flickr30k_caption_file", "CaptionedImage", "read_coco_captions", "coco_caption_json",
-           "chinese_reference_captions", "write_flickr30k"]
+           "chinese_reference_captions", "write_flickr30k", "write_coco_karpathy_train"]
 
 _PUNCTUATION = re.compile(r"([.!\"()*#:;~])")
 _SPACES = re.compile(r"\s{2,}")
@@ -286,4 +294,28 @@ def write_flickr30k(root: Union[str, os.PathLike], num_images: int, split: str =
             rows[language] += [(path.name, caption) for caption in _captions_in(language, s, per_image)]
     for language, path in files.items():
         write_flickr_captions(path, rows[language])
+    return root
+
+
+def write_coco_karpathy_train(root: Union[str, os.PathLike], num_images: int, per_image: int = 5,
+                              kit: Optional[SyntheticImages] = None, start: int = 0) -> Path:
+    """Write ``num_images`` images with ``per_image`` English captions each as BLIP's COCO Karpathy training list
+    under ``root`` (see the module doc). Refuses to overwrite the list or an image."""
+    if num_images < 1 or start < 0:
+        raise ValueError(f"need num_images >= 1 and start >= 0, got {num_images}, {start}")
+    kit = kit or SyntheticImages()
+    root = Path(root)
+    listing = root / "annotations" / "coco_karpathy_train.json"
+    images = {index: f"train2014/COCO_train2014_{index:012d}.jpg" for index in range(start, start + num_images)}
+    for path in [listing, *(root / name for name in images.values())]:
+        if path.exists():
+            raise FileExistsError(f"{path} already exists; remove it first, a writer never mixes datasets")
+    entries = []
+    for index, name in images.items():
+        s = kit.sample(index)
+        save_jpeg(s.image, root / name)
+        entries += [{"image": name, "caption": caption, "image_id": f"coco_{index}"}
+                    for caption in _captions_in("en", s, per_image)]
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    listing.write_text(json.dumps(entries, indent=1) + "\n", encoding="utf-8")
     return root

@@ -19,7 +19,7 @@ print("HEAVY:" + ",".join(heavy))
 # own, built in a module of that package that imports torch.
 COMMANDS = ["internvl_chat.chat", "internvl_g.evaluate_caption", "internvl_chat.evaluate_caption",
             "internvl_chat.merge_lora", "internvl_chat.data", "segmentation.train", "segmentation.test",
-            "classification.main", "classification.demo", "internvl_clip_benchmark.demo"]
+            "classification.main", "classification.demo", "internvl_clip_benchmark.demo", "internvl_g.demo"]
 
 
 @pytest.mark.parametrize("module", COMMANDS)

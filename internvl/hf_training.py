@@ -1,0 +1,254 @@
+"""What every training entry point on the Hugging Face ``Trainer`` shares (``internvl_g``'s retrieval fine-tune,
+``internvl_chat``'s fine-tunes): upstream's command lines on transformers 4 and 5, resuming, DeepSpeed checks.
+
+* :func:`parse_args`: ``HfArgumentParser`` over the entry point's dataclasses and :class:`TrainingArguments`,
+  from ``argv`` or from one ``.json`` file (upstream's two ways). Upstream's scripts pass flags that transformers
+  has since renamed or removed; they are accepted here, the one place that knows about them:
+  ``--evaluation_strategy`` (now ``--eval_strategy``) and ``--overwrite_output_dir`` (gone in 5.x; kept as a
+  field of :class:`TrainingArguments`, see :func:`resume_checkpoint` for what it means). transformers 5 renamed
+  ``--gradient_checkpointing(_kwargs)`` to ``--activation_checkpointing(_kwargs)`` (the old names still work):
+  an entry point's ``defaults`` may use either name.
+* :func:`resume_checkpoint` and :class:`CheckpointCompleteCallback`: a run killed at any moment resumes with the
+  same command from the newest checkpoint that was written completely; :func:`finished_run` tells a run that
+  is already complete (run again, transformers 5 would train one step more).
+* :func:`read_deepspeed_config`: a DeepSpeed JSON checked before the Trainer reads it; :func:`weights_dtype`: the
+  dtype to load the model in.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import transformers
+from transformers import TrainerCallback
+
+from .errors import ConfigError, MissingFileError
+
+__all__ = ["TrainingArguments", "LEGACY_FLAGS", "parse_args", "resume_checkpoint", "CheckpointCompleteCallback",
+           "COMPLETE_MARKER", "finished_run", "read_deepspeed_config", "weights_dtype"]
+
+logger = logging.getLogger(__name__)
+
+# Upstream spelling -> current spelling, for flags transformers renamed.
+LEGACY_FLAGS = {"evaluation_strategy": "eval_strategy"}
+# Two spellings of one setting (transformers 5's name second); the old one is the only one in 4.x.
+_ALIASES = (("gradient_checkpointing", "activation_checkpointing"),
+            ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"))
+COMPLETE_MARKER = "checkpoint_complete.json"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class TrainingArguments(transformers.TrainingArguments):
+    """``transformers.TrainingArguments`` with the flags upstream's scripts pass that transformers 5 removed."""
+
+    overwrite_output_dir: bool = field(default=False, metadata={"help": (
+        "Allow an --output_dir that holds files but no checkpoint. A run resumes from the newest complete "
+        "checkpoint in --output_dir either way; to start over, use a new --output_dir.")})
+
+
+def _rename_legacy(argv: Sequence[str]) -> list[str]:
+    out = []
+    for arg in argv:
+        flag, eq, value = arg.partition("=")
+        if flag.startswith("--") and flag[2:] in LEGACY_FLAGS:
+            arg = f"--{LEGACY_FLAGS[flag[2:]]}{eq}{value}"
+        out.append(arg)
+    return out
+
+
+def _spellings(name: str) -> set:
+    return next((set(pair) for pair in _ALIASES if name in pair), {name})
+
+
+def _current_spelling(name: str, fields: set) -> str:
+    """transformers 5's name of a renamed argument when this transformers has it (no deprecation warning)."""
+    for old, new in _ALIASES:
+        if name in (old, new):
+            return new if new in fields else old
+    return name
+
+
+def _given(argv: Sequence[str]) -> set:
+    return {arg[2:].partition("=")[0] for arg in argv if arg.startswith("--")}
+
+
+def parse_args(dataclass_types: Sequence[type], argv: Optional[Sequence[str]] = None,
+               defaults: Optional[dict] = None) -> tuple:
+    """Parse ``argv`` (default ``sys.argv[1:]``), or the single ``.json`` file it names, into instances of
+    ``dataclass_types`` (include :class:`TrainingArguments` or a subclass). Unknown flags and keys are errors
+    that name them. ``defaults``: values of the entry point for arguments the command line does not give
+    (under any of their spellings), e.g. ``{"gradient_checkpointing": True}``."""
+    from transformers import HfArgumentParser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(tuple(dataclass_types))
+    fields = {f.name for t in dataclass_types for f in dataclasses.fields(t)}
+    json_file = len(argv) == 1 and argv[0].endswith(".json")
+    given = _given(_rename_legacy(argv)) if not json_file else set()
+    injected = {}
+    for name, value in (defaults or {}).items():
+        spellings = _spellings(name)
+        if not spellings & given:
+            injected[_current_spelling(name, fields)] = value
+    if json_file:
+        path = Path(argv[0])
+        values = _read_json_object(path, "arguments file")
+        values = {LEGACY_FLAGS.get(k, k): v for k, v in values.items()}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ConfigError(f"{path}: unknown argument(s) {', '.join(unknown)}; see --help")
+        for name, value in injected.items():
+            if not _spellings(name) & set(values):
+                values[name] = value
+        return _user_errors(parser.parse_dict, values)
+    prefix = [item for name, value in injected.items()
+              for item in (f"--{name}", json.dumps(value) if isinstance(value, dict) else str(value))]
+    return _user_errors(parser.parse_args_into_dataclasses, args=prefix + _rename_legacy(argv))
+
+
+def _user_errors(parse, *args, **kwargs):
+    # TrainingArguments checks its flags in __post_init__ and raises ValueError ("--bf16 needs a GPU or
+    # --use_cpu", "--deepspeed <json> has no zero_optimization", ...): messages about the flags, for the user.
+    try:
+        parsed = parse(*args, **kwargs)
+    except ValueError as e:
+        raise ConfigError(f"invalid training arguments: {e}") from e
+    for args in parsed:
+        if isinstance(args, transformers.TrainingArguments) and args.device.type == "cpu":
+            # accelerate calls the CPU of a multi-process CPU run "cpu:0", and transformers 4 loads the optimizer
+            # state of a resumed run onto args.device, which torch.load cannot map to "cpu:0": the same device
+            args.__dict__["_setup_devices"] = torch_device("cpu")
+    return parsed
+
+
+def torch_device(name: str):
+    import torch
+
+    return torch.device(name)
+
+
+def _read_json_object(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise MissingFileError(f"{what} {path}: file not found")
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{what} {path} is not valid JSON: {e}") from None
+    if not isinstance(content, dict):
+        raise ConfigError(f"{what} {path}: expected a JSON object, found a JSON {type(content).__name__}")
+    return content
+
+
+def _checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    found = [(int(m[1]), p) for p in output_dir.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))]
+    return sorted(found)
+
+
+def resume_checkpoint(args, is_main: bool = True, own_files: Sequence[str] = ("runs",)) -> Optional[str]:
+    """The checkpoint a run continues from, or None to start from the beginning.
+
+    ``args.resume_from_checkpoint`` when given (it must exist); else the newest ``checkpoint-<step>`` in
+    ``args.output_dir`` that :class:`CheckpointCompleteCallback` marked complete, so the command that was
+    interrupted resumes when run again. Newer checkpoints left incomplete by the interruption are deleted (by the
+    main process; they would be mistaken for complete ones by the Trainer's rotation), each with a log line.
+    An ``output_dir`` with files but no complete checkpoint is an error unless ``args.overwrite_output_dir``
+    (``own_files``, what an earlier attempt of the run itself leaves there, such as its log, do not count).
+    """
+    if args.resume_from_checkpoint:
+        path = Path(args.resume_from_checkpoint)
+        if not path.is_dir():
+            raise MissingFileError(f"--resume_from_checkpoint {path}: no such directory")
+        return str(path)
+    output_dir = Path(args.output_dir)
+    if not output_dir.is_dir():
+        return None
+    complete = None
+    for step, path in reversed(_checkpoints(output_dir)):
+        if (path / COMPLETE_MARKER).is_file():
+            complete = path
+            break
+        if is_main:
+            logger.warning("deleting %s: the run that wrote it stopped before it was complete", path)
+            shutil.rmtree(path)
+    if complete is not None:
+        return str(complete)
+    if not args.overwrite_output_dir and is_main and any(p for p in output_dir.iterdir()
+                                                         if not _CHECKPOINT.match(p.name) and p.name not in own_files):
+        raise ConfigError(f"--output_dir {output_dir} already exists, holds files and no complete checkpoint to "
+                          "resume from; pass --overwrite_output_dir True to write into it anyway, or choose a new one")
+    return None
+
+
+def finished_run(trainer) -> Optional[int]:
+    """The last step, when ``trainer.args.output_dir`` already holds the whole run ``trainer`` would train (the
+    ``trainer_state.json`` saved after the final model, at or past the run's last step), else None. Running a
+    finished command again then has nothing to do (resuming at the last step, transformers 5 trains one more)."""
+    state_file = Path(trainer.args.output_dir) / "trainer_state.json"
+    if not state_file.is_file():
+        return None
+    step = json.loads(state_file.read_text(encoding="utf-8")).get("global_step", 0)
+    args = trainer.args
+    if args.max_steps > 0:
+        total = args.max_steps
+    else:
+        updates = math.ceil(len(trainer.get_train_dataloader()) / args.gradient_accumulation_steps)
+        total = math.ceil(args.num_train_epochs * updates)
+    return step if step >= total else None
+
+
+class CheckpointCompleteCallback(TrainerCallback):
+    """After every process has finished writing ``checkpoint-<step>``, the main process adds
+    :data:`COMPLETE_MARKER` to it: a checkpoint without it was interrupted and is never resumed from."""
+
+    def on_save(self, args, state, control, **kwargs):
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+        if state.is_world_process_zero:
+            directory = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if directory.is_dir():
+                temporary = directory / f".{COMPLETE_MARKER}.tmp"
+                temporary.write_text(json.dumps({"global_step": state.global_step}) + "\n")
+                os.replace(temporary, directory / COMPLETE_MARKER)
+        return control
+
+
+def read_deepspeed_config(path: str, keep_optimizer_groups: bool = False) -> dict:
+    """The DeepSpeed JSON at ``path``, checked: it must exist and parse. With ``keep_optimizer_groups`` (the
+    Trainer builds parameter groups with their own learning rates), an ``optimizer`` or ``scheduler`` block is an
+    error: DeepSpeed would build its own optimizer, or its WarmupLR / WarmupDecayLR would write one learning rate
+    into every group, silently undoing the per-group rates. Without it, a ``scheduler`` block is logged: it
+    replaces ``--lr_scheduler_type``."""
+    config_path = Path(path)
+    config = _read_json_object(config_path, "--deepspeed")
+    for block in ("optimizer", "scheduler"):
+        if block in config and keep_optimizer_groups:
+            raise ConfigError(f"--deepspeed {config_path} has a '{block}' block, which would override the per-group "
+                              f"learning rates (layer-wise decay); remove it so the Trainer's optimizer and "
+                              "--lr_scheduler_type are used")
+    if "scheduler" in config:
+        logger.warning("--deepspeed %s: its 'scheduler' block (%s) replaces --lr_scheduler_type", config_path,
+                       config["scheduler"].get("type"))
+    return config
+
+
+def weights_dtype(args):
+    """The dtype to load the weights in for ``args``: under DeepSpeed with ``--bf16`` / ``--fp16``, that dtype (its
+    optimizer keeps the float32 master weights: half the memory of loading float32, the same training); otherwise
+    float32, with ``--bf16`` / ``--fp16`` computing under autocast."""
+    import torch
+
+    if args.deepspeed and (args.bf16 or args.fp16):
+        return torch.bfloat16 if args.bf16 else torch.float16
+    return torch.float32
