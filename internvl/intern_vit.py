@@ -28,7 +28,7 @@ from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPo
 
 from .errors import MissingFileError
 from .layers import DropPath, RMSNorm, attention
-from .modeling_utils import WEIGHTS_HELP, InternVLConfigBase, InternVLPreTrainedBase
+from .modeling_utils import WEIGHTS_HELP, InternVLConfigBase, InternVLPreTrainedBase, gathered_parameters
 from .runtime import load_torch_file, unwrap_state_dict
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,8 @@ class InternVisionEmbeddings(nn.Module):
     @property
     def grid_size(self) -> int:
         """Side of the square patch grid the stored position embedding was trained at."""
-        return math.isqrt(self.position_embedding.shape[1] - 1)
+        tokens = getattr(self.position_embedding, "ds_shape", self.position_embedding.shape)[1]  # ZeRO-3: full shape
+        return math.isqrt(tokens - 1)
 
     def interpolate_pos_embed(self, height: int, width: int) -> torch.Tensor:
         """Position embedding for a ``height x width`` patch grid (bicubic in fp32, as the reference)."""
@@ -292,7 +293,7 @@ class InternVisionModel(InternVLPreTrainedBase):
             raise ValueError(f"new_size={new_size} is not a multiple of the patch size {patch}")
         grid = new_size // patch
         old = self.embeddings.position_embedding
-        with torch.no_grad():
+        with torch.no_grad(), gathered_parameters([old]):
             resized = self.embeddings.interpolate_pos_embed(grid, grid).clone()
         self.embeddings.position_embedding = nn.Parameter(resized, requires_grad=old.requires_grad)
         self.config.image_size = new_size

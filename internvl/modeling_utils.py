@@ -1,10 +1,11 @@
 """What every InternVL model class shares on top of ``transformers.PreTrainedModel``."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterable, Iterator, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -156,6 +157,30 @@ def _explain_shape_mismatch(cls, directory: str, config=None) -> str:
     listed = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
     return (f"the config of {directory} does not match its weights ({listed}): "
             "check config.json, or the config you passed, against the checkpoint")
+
+
+# DeepSpeed ZeRO-3 partitions every parameter when the model is built (transformers' from_pretrained does it
+# when the Trainer's config says stage 3): a partitioned parameter holds an empty tensor and knows its full
+# size as ``ds_numel`` / ``ds_shape``. Code that reads or writes weights outside forward goes through these.
+# A parameter added afterwards (a resized position embedding, LoRA) is partitioned when DeepSpeed starts.
+
+def parameter_count(parameters: Iterable[nn.Parameter]) -> int:
+    """The number of weights, counting a ZeRO-3-partitioned parameter at its full size."""
+    return sum(getattr(p, "ds_numel", p.numel()) for p in parameters)
+
+
+@contextlib.contextmanager
+def gathered_parameters(parameters: Iterable[nn.Parameter], modify: bool = False) -> Iterator[None]:
+    """Inside the block, ZeRO-3-partitioned ``parameters`` hold their full tensors (a no-op without ZeRO-3);
+    with ``modify=True`` rank 0's changes are partitioned back to every rank."""
+    partitioned = [p for p in parameters if hasattr(p, "ds_id")]
+    if not partitioned:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=0 if modify else None):
+        yield
 
 
 def init_decoder_weights(module: nn.Module, std: float) -> None:

@@ -68,6 +68,7 @@ def build_model(model_args, data_args, training_args, tokenizer, num_new_tokens:
     ``--force_image_size``, new token rows, gradient checkpointing, then freezing and LoRA."""
     from internvl.chat_model import IMG_CONTEXT_TOKEN, InternVLChatConfig, InternVLChatModel
     from internvl.compat import dtype_kwargs, enable_activation_checkpointing
+    from internvl.modeling_utils import gathered_parameters
 
     dtype = _load_dtype(training_args)
     if model_args.model_name_or_path is not None:
@@ -109,12 +110,12 @@ def build_model(model_args, data_args, training_args, tokenizer, num_new_tokens:
     model.config.force_image_size = data_args.force_image_size
     model.num_image_token = int((data_args.force_image_size // patch) ** 2 * data_args.down_sample_ratio ** 2)
 
-    if num_new_tokens > 0 or model.language_model.get_input_embeddings().weight.shape[0] < len(tokenizer):
-        old = model.language_model.get_output_embeddings().weight.shape[0]
+    if num_new_tokens > 0 or model.language_model.get_input_embeddings().num_embeddings < len(tokenizer):
+        old = model.language_model.get_output_embeddings().out_features
         model.language_model.resize_token_embeddings(len(tokenizer))
-        with torch.no_grad():  # new output rows start at the mean of the old ones, as upstream
-            weight = model.language_model.get_output_embeddings().weight
-            weight[old:] = weight[:old].mean(dim=0, keepdim=True)
+        weight = model.language_model.get_output_embeddings().weight
+        with torch.no_grad(), gathered_parameters([weight], modify=True):
+            weight[old:] = weight[:old].mean(dim=0, keepdim=True)  # new output rows: the mean of the old, as upstream
         model.config.llm_config.vocab_size = len(tokenizer)
         model.language_model.config.vocab_size = len(tokenizer)
 
@@ -179,8 +180,10 @@ def _set_trainable(model, model_args) -> None:
 
 
 def _describe_trainable(model) -> str:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    from internvl.modeling_utils import parameter_count
+
+    trainable = parameter_count(p for p in model.parameters() if p.requires_grad)
+    total = parameter_count(model.parameters())
     groups = sorted({name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad})
     return f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%) in {groups or 'none'}"
 

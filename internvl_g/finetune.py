@@ -211,6 +211,8 @@ def apply_trainable_set(model, model_args: ModelArguments) -> None:
     """Freeze and wrap as upstream, in its order: ``--freeze_model``, ``--freeze_vision_model``,
     ``--freeze_qllama``, LoRA (its adapters trainable, the wrapped weights frozen; alpha = 2 x rank),
     ``--unfreeze_crossattn``, ``--unfreeze_qllama_head`` (``qllama.lm_head.weight`` and ``text_projection``)."""
+    from internvl.modeling_utils import parameter_count
+
     if model_args.freeze_model:
         model.requires_grad_(False)
     if model_args.freeze_vision_model:
@@ -235,11 +237,11 @@ def apply_trainable_set(model, model_args: ModelArguments) -> None:
         if model.qllama.get_output_embeddings() is not None:
             model.qllama.get_output_embeddings().weight.requires_grad_(True)
         model.text_projection.requires_grad_(True)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    trainable = parameter_count(p for p in model.parameters() if p.requires_grad)
     if trainable == 0:
         raise ConfigError("the freeze flags leave no parameter to train (--freeze_model / --freeze_vision_model / "
                           "--freeze_qllama); unfreeze something or add LoRA")
-    total = sum(p.numel() for p in model.parameters())
+    total = parameter_count(model.parameters())
     logger.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
 

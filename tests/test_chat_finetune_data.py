@@ -277,10 +277,16 @@ def test_gpus_and_batch_size_that_do_not_divide(tmp_path):
                                                              text=True).stderr
 
 
-def test_deepspeed_configs_fill_from_the_training_flags():
+def test_deepspeed_configs_fill_from_the_training_flags(monkeypatch):
+    """The "auto" entries of the shipped ZeRO configs take the Trainer's flags (transformers' own filling)."""
+    pytest.importorskip("deepspeed", reason="transformers reads DeepSpeed configs only with deepspeed installed")
+    import transformers.integrations.deepspeed as hf_deepspeed
     from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 
     from internvl_chat.arguments import parse_finetune_args
+
+    # The config registers itself globally (is_deepspeed_zero3_enabled); later tests must not see it.
+    monkeypatch.setattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", None)
 
     *_, training_args, _ = parse_finetune_args(["--output_dir", "/tmp/unused", "--use_cpu", "True", "--bf16", "True",
                                                 "--per_device_train_batch_size", "4", "--gradient_accumulation_steps",

@@ -214,7 +214,7 @@ def deepspeed_state():
 
 
 def test_deepspeed_configs_are_upstreams_without_the_scheduler_and_valid(tmp_path, deepspeed_state):
-    from deepspeed.runtime.config import DeepSpeedConfig
+    DeepSpeedConfig = pytest.importorskip("deepspeed.runtime.config").DeepSpeedConfig
 
     for stage in (1, 2, 3):
         path = REPO / "internvl_g" / f"zero_stage{stage}_config.json"
