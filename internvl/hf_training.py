@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -241,6 +242,24 @@ def read_deepspeed_config(path: str, keep_optimizer_groups: bool = False) -> dic
         logger.warning("--deepspeed %s: its 'scheduler' block (%s) replaces --lr_scheduler_type", config_path,
                        config["scheduler"].get("type"))
     return config
+
+
+@contextlib.contextmanager
+def models_built_whole(args):
+    """Inside the block ``from_pretrained`` builds whole models even when ``args`` name a ZeRO-3 config
+    (transformers partitions every model it builds while the Trainer's DeepSpeed config is registered):
+    for the reload after training that merges LoRA and saves."""
+    config = getattr(args, "hf_deepspeed_config", None)
+    if config is None:
+        yield
+        return
+    from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        set_hf_deepspeed_config(config)
 
 
 def weights_dtype(args):

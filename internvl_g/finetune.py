@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 from transformers import TrainerCallback
 
 from internvl.cli import run_main
-from internvl.errors import ConfigError
+from internvl.errors import ConfigError, MissingDependencyError
 from internvl.hf_training import TrainingArguments as _TrainingArguments
 
 logger = logging.getLogger("internvl_g.finetune")
@@ -291,7 +291,16 @@ def main(argv: Optional[Sequence[str]] = None, callbacks: Optional[list] = None)
     config = InternVLConfig.from_pretrained(source)
     config.vision_config.drop_path_rate = model_args.drop_path_rate
     config.use_cache = config.qllama_config.use_cache = False
-    model = InternVLForRetrieval.from_pretrained(source, config=config, torch_dtype=weights_dtype(training_args))
+    try:
+        model = InternVLForRetrieval.from_pretrained(source, config=config, torch_dtype=weights_dtype(training_args))
+    except RuntimeError as err:
+        if "cannot be 0 to view" not in str(err):
+            raise
+        # DeepSpeed 0.19.8's ZeRO-3 broadcasts each new parameter as bytes, which fails for 0-dim ones
+        raise MissingDependencyError(
+            f"this DeepSpeed's ZeRO-3 cannot build InternVL-C/G: its 0-dim logit_scale parameter fails to partition "
+            f"({err}); pip install 'deepspeed!=0.19.8' (0.19.7 and 0.18.9 are tested) or use "
+            f"zero_stage1_config.json / zero_stage2_config.json") from None
     if not model.has_generative_part:
         raise ConfigError(f"{source} is an InternVL-C-only checkpoint (num_query_token=0); the retrieval fine-tune "
                           "trains InternVL-C and -G together: start from OpenGVLab/InternVL-14B-224px")
@@ -336,12 +345,14 @@ def main(argv: Optional[Sequence[str]] = None, callbacks: Optional[list] = None)
 def _merge_saved_lora(output_dir: str, trainer) -> None:
     """Reload the saved model (gathered from every rank, whatever the ZeRO stage), fold its adapters into the
     weights and save it again in place."""
+    from internvl.hf_training import models_built_whole
     from internvl.internvl_cg import InternVLModel
     from internvl.runtime import barrier
 
     barrier()
     if trainer.args.should_save:
-        model = InternVLModel.from_pretrained(output_dir, torch_dtype="auto")
+        with models_built_whole(trainer.args):
+            model = InternVLModel.from_pretrained(output_dir, torch_dtype="auto")
         model.merge_lora()
         for stale in Path(output_dir).glob("model*.safetensors*"):
             stale.unlink()
