@@ -91,8 +91,9 @@ def test_readme_command_runs_as_written(readme, argv, monkeypatch, tmp_path):
     monkeypatch.chdir(REPO)  # the READMEs' commands run from the repository root
     if program == "make":
         target, assignments = command[1], dict(a.split("=", 1) for a in command[2:])
-        out = subprocess.run(["make", "-n", *command[1:]], env=clean_env(**env), capture_output=True, text=True,
-                             check=True).stdout
+        # --no-print-directory: under `make test` the nested make would add "Entering directory" lines
+        out = subprocess.run(["make", "--no-print-directory", "-n", *command[1:]], env=clean_env(**env),
+                             capture_output=True, text=True, check=True).stdout
         expected = f"-m classification.demo --out '{assignments.get('DEMO_OUT', 'demo_output')}'"
         assert target == "demo-classification" and expected in out.splitlines()[-1], out
         return
