@@ -53,24 +53,15 @@ def _setup_logging(rank: int, output_dir: str, log_level: int) -> None:
     transformers.utils.logging.set_verbosity(log_level)
 
 
-def _load_dtype(training_args) -> torch.dtype:
-    """bf16/fp16 weights under DeepSpeed (its optimizer keeps float32 masters), else float32 weights with autocast."""
-    if training_args.deepspeed:
-        if training_args.bf16:
-            return torch.bfloat16
-        if training_args.fp16:
-            return torch.float16
-    return torch.float32
-
-
 def build_model(model_args, data_args, training_args, tokenizer, num_new_tokens: int):
     """The model as upstream prepares it: config overrides, position embeddings resized to
     ``--force_image_size``, new token rows, gradient checkpointing, then freezing and LoRA."""
     from internvl.chat_model import IMG_CONTEXT_TOKEN, InternVLChatConfig, InternVLChatModel
     from internvl.compat import dtype_kwargs, enable_activation_checkpointing
+    from internvl.hf_training import weights_dtype
     from internvl.modeling_utils import gathered_parameters
 
-    dtype = _load_dtype(training_args)
+    dtype = weights_dtype(training_args)
     if model_args.model_name_or_path is not None:
         config = InternVLChatConfig.from_pretrained(model_args.model_name_or_path)
         if config.template != data_args.conv_style:
