@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-# Where the classification demo writes its data, weights and runs (make demo-classification DEMO_OUT=/tmp/x).
+# Where the demos write their data, weights and runs (make demo DEMO_OUT=/tmp/x).
 DEMO_OUT ?= demo_output
 
 .PHONY: install test demo demo-classification demo-retrieval bench clean
@@ -28,7 +28,7 @@ test: $(STAMP)
 
 # The InternVL2 fine-tuning workflow on synthetic data (about 2 minutes on 2 cores).
 demo: $(STAMP)
-	$(PY) -m internvl_chat.demo
+	$(PY) -m internvl_chat.demo --out '$(DEMO_OUT)/internvl_chat'
 
 # InternViT linear probing on synthetic ImageNet layouts, written to $(DEMO_OUT).
 demo-classification: $(STAMP)
