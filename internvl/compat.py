@@ -179,6 +179,19 @@ def init_backbone_mixin(model, config) -> None:
         model._init_backbone(config)
 
 
+def upernet_fcn_head(config, in_index: int, kernel_size: int, dilation: int):
+    """transformers' ``UperNetFCNHead`` reading ``config.auxiliary_in_channels`` channels: newer releases also
+    take the backbone's channel list as ``in_channels`` (used only where the config has none), 4.51 does not."""
+    import inspect
+
+    from transformers.models.upernet.modeling_upernet import UperNetFCNHead
+
+    kwargs = {"in_index": in_index, "kernel_size": kernel_size, "dilation": dilation}
+    if "in_channels" in inspect.signature(UperNetFCNHead.__init__).parameters:
+        kwargs["in_channels"] = None
+    return UperNetFCNHead(config, **kwargs)
+
+
 def config_kwargs(config_dict: dict) -> dict:
     """A (published) config dict as keyword arguments for a transformers config class: ``torch_dtype``
     becomes ``dtype`` where transformers renamed it (4.56 and later warn about the old key)."""

@@ -110,7 +110,9 @@ def build_head(args: dict, where: str) -> tuple[nn.Module, list[int], dict]:
         head = LinearHead(in_channels, num_classes, a["with_norm"], a["dropout_ratio"])
         init_like_mmseg(head, head.classifier)
         return head, [a["in_index"]], loss
-    from transformers.models.upernet.modeling_upernet import UperNetFCNHead, UperNetHead
+    from transformers.models.upernet.modeling_upernet import UperNetHead
+
+    from internvl.compat import upernet_fcn_head
 
     if kind == "FCNHead":
         if a["with_norm"]:
@@ -118,8 +120,7 @@ def build_head(args: dict, where: str) -> tuple[nn.Module, list[int], dict]:
         config = SimpleNamespace(auxiliary_in_channels=a["in_channels"], auxiliary_channels=channels,
                                  auxiliary_num_convs=a["num_convs"], auxiliary_concat_input=a["concat_input"],
                                  num_labels=num_classes)
-        head = UperNetFCNHead(config, in_channels=None, in_index=0, kernel_size=a["kernel_size"],
-                              dilation=a["dilation"])
+        head = upernet_fcn_head(config, in_index=0, kernel_size=a["kernel_size"], dilation=a["dilation"])
         in_index = a["in_index"]
         if not isinstance(in_index, int):
             raise ConfigError(f"{where}.in_index={in_index}: an FCNHead reads one feature map")

@@ -106,7 +106,7 @@ def test_transformers_upernet_uses_the_registered_backbone():
                                      out_indices=[1, 2, 3, 4], with_fpn=True)
     assert isinstance(AutoBackbone.from_config(config), InternViTBackbone)
     model = UperNetForSemanticSegmentation(UperNetConfig(backbone_config=config, num_labels=5, hidden_size=16,
-                                                         auxiliary_channels=8)).eval()
+                                                         auxiliary_channels=8, auxiliary_in_channels=64)).eval()
     assert isinstance(model.backbone, InternViTBackbone)
     with torch.no_grad():
         out = model(pixel_values=torch.randn(1, 3, 56, 56), labels=torch.randint(0, 5, (1, 56, 56)))
