@@ -262,6 +262,22 @@ def models_built_whole(args):
         set_hf_deepspeed_config(config)
 
 
+def zero3_checkpoint_options(args) -> dict:
+    """Extra ``torch.utils.checkpoint`` options for a run with ``args``: under ZeRO-3, no check of the recomputed
+    tensors' shapes. That check looks at the weights after DeepSpeed has partitioned them again (shape [0]) and
+    fails although the recomputation saw them whole (seen with transformers 4.51)."""
+    config = getattr(args, "hf_deepspeed_config", None)
+    return {"determinism_check": "none"} if config is not None and config.is_zero3() else {}
+
+
+def apply_zero3_checkpoint_options(args) -> None:
+    """Add :func:`zero3_checkpoint_options` to the checkpointing options the Trainer passes to the model."""
+    options = zero3_checkpoint_options(args)
+    for name in ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"):  # 4.x, 5.x spellings
+        if options and isinstance(getattr(args, name, None), dict):
+            setattr(args, name, {**getattr(args, name), **options})
+
+
 def weights_dtype(args):
     """The dtype to load the weights in for ``args``: under DeepSpeed with ``--bf16`` / ``--fp16``, that dtype (its
     optimizer keeps the float32 master weights: half the memory of loading float32, the same training); otherwise

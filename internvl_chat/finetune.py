@@ -58,7 +58,7 @@ def build_model(model_args, data_args, training_args, tokenizer, num_new_tokens:
     ``--force_image_size``, new token rows, gradient checkpointing, then freezing and LoRA."""
     from internvl.chat_model import IMG_CONTEXT_TOKEN, InternVLChatConfig, InternVLChatModel
     from internvl.compat import dtype_kwargs, enable_activation_checkpointing
-    from internvl.hf_training import weights_dtype
+    from internvl.hf_training import weights_dtype, zero3_checkpoint_options
     from internvl.modeling_utils import gathered_parameters
 
     dtype = weights_dtype(training_args)
@@ -112,7 +112,7 @@ def build_model(model_args, data_args, training_args, tokenizer, num_new_tokens:
 
     model.language_model.config.use_cache = False
     if model_args.grad_checkpoint:
-        kwargs = {"gradient_checkpointing_kwargs": {"use_reentrant": False}}
+        kwargs = {"gradient_checkpointing_kwargs": {"use_reentrant": False, **zero3_checkpoint_options(training_args)}}
         enable_activation_checkpointing(model.vision_model, **kwargs)
         enable_activation_checkpointing(model.language_model, **kwargs)
 

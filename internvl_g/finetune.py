@@ -113,7 +113,11 @@ def _build_trainer_class():
 
         def create_optimizer(self, *args, **kwargs):
             if self.layer_decay is None or self.optimizer is not None:
-                return super().create_optimizer(*args, **kwargs)
+                optimizer = super().create_optimizer(*args, **kwargs)
+                # No trainable bias or norm (head / LoRA runs) leaves the no-decay group empty; DeepSpeed's ZeRO-3
+                # optimizer drops empty groups, and transformers 4.x sizes the LR scheduler by the groups before.
+                optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]
+                return optimizer
             model = self.model
             config = model.config
             groups = layer_decay_param_groups(
@@ -250,8 +254,8 @@ def main(argv: Optional[Sequence[str]] = None, callbacks: Optional[list] = None)
     import transformers
     from transformers import set_seed
 
-    from internvl.hf_training import (CheckpointCompleteCallback, finished_run, parse_args, read_deepspeed_config,
-                                      resume_checkpoint, weights_dtype)
+    from internvl.hf_training import (CheckpointCompleteCallback, apply_zero3_checkpoint_options, finished_run,
+                                      parse_args, read_deepspeed_config, resume_checkpoint, weights_dtype)
     from internvl.internvl_cg import InternVLConfig
     from internvl.processing_internvl_cg import build_cg_tokenizer
     from internvl.modeling_utils import check_checkpoint_dir
@@ -266,6 +270,7 @@ def main(argv: Optional[Sequence[str]] = None, callbacks: Optional[list] = None)
     model_args, data_args, training_args = parse_args((ModelArguments, DataTrainingArguments, TrainingArguments), argv,
                                                       defaults=TRAINING_DEFAULTS)
     check_arguments(model_args, data_args)
+    apply_zero3_checkpoint_options(training_args)
     layer_decay = decay_rates_from_env() if model_args.use_custom_trainer else None
     if training_args.deepspeed:
         if isinstance(training_args.deepspeed, str):

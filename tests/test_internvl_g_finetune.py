@@ -270,7 +270,7 @@ def test_upstream_flags_on_this_transformers(tmp_path):
     (["--dataset_name", "my_set"], ConfigError, "--dataset_name 'my_set' is not a known dataset"),
     (["--use_custom_trainer", "--deepspeed", "upstream.json", "--use_cpu", "True"], ConfigError,
      "upstream.json has a 'scheduler' block"),
-    (["--bf16", "True"], ConfigError, "invalid training arguments: .*bf16"),
+    (["--bf16", "True", "--fp16", "True", "--use_cpu", "True"], ConfigError, "invalid training arguments: .*fp16 and bf16"),
     (["--resume_from_checkpoint", "nowhere"], MissingFileError, "--resume_from_checkpoint nowhere: no such directory"),
 ])
 def test_bad_flags_are_named(source, flickr, tmp_path, monkeypatch, deepspeed_state, flags, error, message):
