@@ -11,10 +11,12 @@ that newer transformers renamed or removed (``--evaluation_strategy``, and in tr
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional, Sequence
 
 from internvl.errors import ConfigError
@@ -159,6 +161,12 @@ def parse_finetune_args(argv: Optional[Sequence[str]] = None):
         raise ConfigError(f"training arguments: {err}{hint}") from None
     if unknown:
         raise ConfigError(f"unknown flag(s): {' '.join(unknown)}; see `python -m internvl_chat.finetune --help`")
+    given = (set(json.loads(Path(argv[0]).read_text())) if len(argv) == 1 and argv[0].endswith(".json")
+             else {arg[2:].partition("=")[0] for arg in argv if arg.startswith("--")})
+    if "average_tokens_across_devices" not in given and training_args.world_size > 1:
+        # transformers 4.51 defaults it to False (later releases to True): a step's loss would be the mean of the
+        # ranks' token means instead of the mean over all its tokens, unlike one process with the same batch
+        training_args.average_tokens_across_devices = True
     finetune = FinetuneArguments(**{name: getattr(legacy, name) if hasattr(legacy, name)
                                     else getattr(training_args, name) for name in ours})
     if "warmup_ratio" not in training_fields and finetune.warmup_ratio:
