@@ -37,8 +37,10 @@ def _run(root, meta, out, *flags, deepspeed=True):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = str(probe.getsockname()[1])
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RANK": "0", "LOCAL_RANK": "0",
-           "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+    # a clean environment: what earlier in-process runs left in os.environ (ACCELERATE_*, ...) changes a run
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "PYTHONPATH": str(REPO),
+           "OMP_NUM_THREADS": "1", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": port}
     argv = finetune_argv(base_checkpoint(root), meta, out, *FLAGS, *flags)
     if deepspeed:
         argv += ["--deepspeed", str(REPO / "internvl_chat/zero_stage3_config.json")]
