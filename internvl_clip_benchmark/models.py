@@ -193,13 +193,7 @@ def _load_hf(directory: Path, dtype: torch.dtype):
         model = InternVLModel.from_pretrained(directory, dtype=dtype, low_cpu_mem_usage=True)
     except (OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"cannot load {directory} as InternVL-C/G: {e}") from None
-    # A LoRA fine-tune: fold the adapters into the weights, as upstream's evaluation does.
-    if model.config.use_backbone_lora:
-        model.vision_model = model.vision_model.merge_and_unload()
-        model.config.use_backbone_lora = 0
-    if model.config.use_qllama_lora:
-        model.qllama = model.qllama.merge_and_unload()
-        model.config.use_qllama_lora = 0
+    model.merge_lora()  # a LoRA fine-tune: the adapters folded into the weights, as upstream's evaluation does
     return model
 
 
