@@ -26,10 +26,10 @@ import torch
 from timing import timed  # benchmarks/timing.py, beside this script
 from internvl import InternVisionConfig
 from internvl.datakit import SyntheticImages, train_sentencepiece
-from internvl.caption_benchmarks import (BENCHMARKS, CaptionDataset, load_image_list,
+from internvl.data.caption_benchmarks import (BENCHMARKS, CaptionDataset, load_image_list,
                                         write_coco_karpathy)
-from internvl.internvl_cg import InternVLConfig, InternVLModel
-from internvl.processing_internvl_cg import build_cg_tokenizer, image_transform
+from internvl.models.internvl_cg import InternVLConfig, InternVLModel
+from internvl.models.processing_internvl_cg import build_cg_tokenizer, image_transform
 from internvl_g.evaluate_caption import collate_batch, generate_captions
 
 

@@ -25,7 +25,7 @@ import torch
 
 from timing import timed  # benchmarks/timing.py, beside this script
 from internvl import InternVisionConfig
-from internvl.chat_model import InternVLChatConfig, InternVLChatModel
+from internvl.models.chat_model import InternVLChatConfig, InternVLChatModel
 from internvl.datakit import train_sentencepiece
 
 IMAGE_TOKENS = ["<|im_end|>", "<|im_start|>", "<img>", "</img>", "<IMG_CONTEXT>"]

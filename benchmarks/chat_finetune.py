@@ -33,7 +33,7 @@ FLAGS = ["--conv_style", "internlm2-chat", "--force_image_size", "56", "--down_s
 
 def _setup(root: Path):
     from internvl.datakit.checkpoints import write_tiny_internvl_chat
-    from internvl_chat.data.chat_jsonl import write_synthetic_chat_data
+    from internvl_chat.chat_data.chat_jsonl import write_synthetic_chat_data
 
     base = root / "base"
     write_tiny_internvl_chat(base, "internlm2")
@@ -55,7 +55,7 @@ def _train(base: Path, meta: Path, out: Path, *extra: str) -> dict:
 def _padding(dataset, group: bool, batch_size: int, num_chunks: int) -> tuple[float, float]:
     """``(padding fraction, rank imbalance)`` of the sampler's batches: padded tokens over all tokens, and the
     mean over steps of the largest chunk's padded tokens over the mean chunk's (1.0: every rank equally busy)."""
-    from internvl_chat.data.dataset import ChatSampler
+    from internvl_chat.chat_data.dataset import ChatSampler
 
     real = [len(dataset[i]["input_ids"]) for i in range(len(dataset))]
     sampler = ChatSampler(dataset.lengths if group else [0] * len(real), dataset.sizes, batch_size, num_chunks,
@@ -76,7 +76,7 @@ def _padding(dataset, group: bool, batch_size: int, num_chunks: int) -> tuple[fl
 
 def _dataset(base: Path, meta: Path, *extra: str):
     from internvl_chat.arguments import parse_data_args
-    from internvl_chat.data.build import build_training_data, data_options, load_training_tokenizer
+    from internvl_chat.chat_data.build import build_training_data, data_options, load_training_tokenizer
 
     model_args, data_args, _ = parse_data_args(["--model_name_or_path", str(base), "--meta_path", str(meta), *FLAGS,
                                                 *extra], "benchmark")
@@ -102,9 +102,9 @@ def padding(root: Path, base: Path, meta: Path) -> None:
 
 
 def loader(root: Path, base: Path, meta: Path, workers: int) -> None:
-    from internvl.datakit.synthetic import SyntheticImages
-    from internvl_chat.data.chat_jsonl import write_synthetic_chat_data
-    from internvl_chat.data.dataset import collate
+    from internvl.data.synthetic import SyntheticImages
+    from internvl_chat.chat_data.chat_jsonl import write_synthetic_chat_data
+    from internvl_chat.chat_data.dataset import collate
 
     big = write_synthetic_chat_data(root / "big", 64, kit=SyntheticImages(image_size=700), name="big",
                                     kinds=("caption", "qa"), data_augment=True)
@@ -149,9 +149,9 @@ def loader(root: Path, base: Path, meta: Path, workers: int) -> None:
 
 
 def captions(root: Path, base: Path, images: int) -> None:
-    from internvl.caption_benchmarks import BENCHMARKS, CaptionDataset, load_image_list, write_coco_karpathy
-    from internvl.chat_model import InternVLChatModel
-    from internvl.tokenization import load_tokenizer
+    from internvl.data.caption_benchmarks import BENCHMARKS, CaptionDataset, load_image_list, write_coco_karpathy
+    from internvl.models.chat_model import InternVLChatModel
+    from internvl.models.tokenization import load_tokenizer
     from internvl_chat.evaluate_caption import PROMPT, Tiler, collate_tiles
 
     write_coco_karpathy(root / "coco", images)

@@ -36,7 +36,7 @@ from classification.engine import Training, amp_dtype_for, build_criterion, trai
 from classification.model import build_model
 from classification.optim import LRSchedule, build_optimizer
 from internvl.datakit import SyntheticImages
-from internvl.runtime import DistInfo
+from internvl.train.distributed import DistInfo
 
 CONFIG = Path(__file__).resolve().parents[1] / "classification" / "configs" / "tiny" / "intern_vit_tiny_synthetic.yaml"
 

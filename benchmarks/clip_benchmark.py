@@ -86,7 +86,7 @@ def main() -> None:
     from clip_benchmark.models import load_clip
 
     from internvl.datakit import SyntheticImages
-    from internvl.processing_internvl_cg import image_transform
+    from internvl.models.processing_internvl_cg import image_transform
     from internvl_clip_benchmark.cli import main as clip_main
     from internvl_clip_benchmark.datasets.imagenet import write_imagenet_val
     from internvl_clip_benchmark.datasets.mscoco import write_mscoco_captions

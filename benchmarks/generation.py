@@ -9,7 +9,7 @@ intermediate 2048, vocabulary 32000; about 90M parameters), in fp32 and bf16:
 
 * KV cache (``use_cache=True``, the normal path) vs recomputing the whole sequence every step
   (``use_cache=False``), for InternLM2 and for the peer;
-* the peer is transformers' ``LlamaForCausalLM`` holding the same weights (``internvl.internlm2.to_llama``:
+* the peer is transformers' ``LlamaForCausalLM`` holding the same weights (``internvl.models.internlm2.to_llama``:
   ``wqkv`` unfused), so both run the same arithmetic and greedy outputs must agree; the ratio column is
   InternLM2 tokens/s over LLaMA tokens/s.
 
@@ -27,7 +27,7 @@ import os
 import torch
 
 from timing import timed  # benchmarks/timing.py, beside this script
-from internvl.internlm2 import InternLM2Config, InternLM2ForCausalLM, to_llama
+from internvl.models.internlm2 import InternLM2Config, InternLM2ForCausalLM, to_llama
 
 
 def build(args) -> InternLM2ForCausalLM:

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from internvl import InternVisionConfig, InternVisionModel
-from internvl.intern_vit import to_timm_vision_transformer
+from internvl.models.intern_vit import to_timm_vision_transformer
 
 DEFAULT_CACHE = Path(__file__).resolve().parent / ".cache"
 
@@ -71,7 +71,7 @@ def throughput(device: str, batch: int, rounds: int, iters: int) -> None:
 def throughput_6b(device: str, batch: int, iters: int) -> None:
     """The full InternViT-6B (224px, bf16, random weights) on a GPU: images/s with the attention
     backend the dispatcher picks vs the explicit softmax(QK^T)V reference path."""
-    from internvl.layers import available_kernels, set_attention_backend
+    from internvl.models.layers import available_kernels, set_attention_backend
 
     with torch.device("meta"):
         model = InternVisionModel(InternVisionConfig())

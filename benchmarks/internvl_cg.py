@@ -27,8 +27,8 @@ import sys
 import torch
 
 from timing import timed  # benchmarks/timing.py, beside this script
-from internvl.intern_vit import InternVisionConfig
-from internvl.internvl_cg import InternVLConfig, InternVLModel
+from internvl.models.intern_vit import InternVisionConfig
+from internvl.models.internvl_cg import InternVLConfig, InternVLModel
 
 
 def mid_size_config() -> InternVLConfig:

@@ -29,8 +29,8 @@ import torch
 
 from timing import timed  # benchmarks/timing.py, beside this script
 from internvl.datakit.checkpoints import randomize_weights, tiny_internvl_cg_config
-from internvl.intern_vit import InternVisionConfig
-from internvl.internvl_cg import InternVLConfig
+from internvl.models.intern_vit import InternVisionConfig
+from internvl.models.internvl_cg import InternVLConfig
 from internvl_g.retrieval_model import InternVLForRetrieval
 
 

@@ -94,7 +94,7 @@ def gpu6b(args) -> None:
     if not torch.cuda.is_available():
         print("\n== gpu6b: no CUDA device, skipped ==")
         return
-    from internvl.intern_vit import InternVisionConfig, InternVisionModel
+    from internvl.models.intern_vit import InternVisionConfig, InternVisionModel
     device = torch.device("cuda")
     config = InternVisionConfig(image_size=504)  # InternViT-6B: 3200 x 48, 25 heads, 504 px (36x36 patches)
     with torch.device("meta"):

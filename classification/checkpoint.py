@@ -30,8 +30,8 @@ from typing import Any, Optional
 import torch
 
 from internvl.errors import CheckpointError
-from internvl.runtime import (load_checkpoint, load_latest_checkpoint, load_torch_file, save_checkpoint,
-                              unwrap_state_dict)
+from internvl.fileio import load_checkpoint, load_torch_file, unwrap_state_dict
+from internvl.train.checkpoints import load_latest_checkpoint, save_checkpoint
 
 from .optim import HeadEma
 
@@ -79,7 +79,7 @@ def _plain(obj):
 def read_checkpoint(path: str | Path) -> dict:
     """A checkpoint dict on the CPU, from our own files or upstream's (which pickle a yacs config).
 
-    A missing or damaged file is an error naming it (:func:`internvl.runtime.load_torch_file`)."""
+    A missing or damaged file is an error naming it (:func:`internvl.fileio.load_torch_file`)."""
     path = Path(path)
     try:
         return load_checkpoint(path)
@@ -95,7 +95,7 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def model_tensors(checkpoint: dict, path) -> dict:
-    """The model's tensors of a checkpoint (:func:`internvl.runtime.unwrap_state_dict`: under ``model`` as
+    """The model's tensors of a checkpoint (:func:`internvl.fileio.unwrap_state_dict`: under ``model`` as
     ours and upstream's, ``module`` as DeepSpeed's, or the dict itself)."""
     return unwrap_state_dict(checkpoint, path)
 

@@ -45,7 +45,7 @@ def write_data(out: Path, kit, train_per_class: int, val_per_class: int) -> dict
 
 def tiny_backbone_config(image_size: int):
     """The backbone of configs/tiny/intern_vit_tiny_synthetic.yaml: InternViT-6B's recipe at 1.8M parameters."""
-    from internvl.intern_vit import InternVisionConfig
+    from internvl.models.intern_vit import InternVisionConfig
 
     return InternVisionConfig(hidden_size=192, num_attention_heads=3, intermediate_size=768, num_hidden_layers=4,
                               image_size=image_size, patch_size=14, norm_type="rms_norm", qk_normalization=True,

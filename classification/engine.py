@@ -26,7 +26,8 @@ from classification.features import build_feature_cache
 from classification.model import InternViTClassifier, build_model, load_classifier_weights
 from classification.optim import HeadEma, LRSchedule, build_optimizer
 from internvl.errors import CheckpointError, ConfigError
-from internvl.runtime import DistInfo, all_gather_object, all_reduce_sum, autocast, barrier, seed_everything
+from internvl.train.distributed import DistInfo, all_gather_object, all_reduce_sum, barrier, seed_everything
+from internvl.train.precision import autocast
 
 logger = logging.getLogger("classification")
 

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from internvl.runtime import all_gather_object, autocast, barrier
+from internvl.train.distributed import all_gather_object, barrier
+from internvl.train.precision import autocast
 
 from .dataset import ImageDataset, Item, UnreadableImages, eval_batches, make_loader
 

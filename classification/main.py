@@ -56,7 +56,7 @@ def run(argv=None) -> dict:
     """The command line: parse ``argv``, join the process group (if launched by torchrun / srun), log to
     ``<--output>/<config name>/log_rank0.txt``, run (:func:`classification.engine.main`), clean up."""
     args = build_parser().parse_args(argv)  # --help answers before torch is imported
-    from internvl.runtime import cleanup_distributed, init_distributed, setup_logging
+    from internvl.train.distributed import cleanup_distributed, init_distributed, setup_logging
 
     info = init_distributed()
     try:

@@ -6,7 +6,7 @@ upstream heads (``classification/models/intern_vit_6b.py`` of OpenGVLab/InternVL
     cls_patch_concat   [class token, mean of the patch tokens] -> BatchNorm -> Linear   (the published probe)
     attention_pooling  a trained attention-pooling block over all tokens -> BatchNorm -> Linear
     clip_projector     InternVL-C's frozen attention-pooling projector (768-d) -> BatchNorm -> Linear
-                       (both pooling heads are ``internvl.layers.AttentionPooling``, InternVL-C's block)
+                       (both pooling heads are ``internvl.models.layers.AttentionPooling``, InternVL-C's block)
     cls_token          the class token alone -> BatchNorm -> Linear                        (not upstream)
 
 The BatchNorm has eps 1e-6 and becomes SyncBatchNorm under DDP on GPUs (``HEAD_NORM_TYPE: ln`` swaps in a
@@ -28,8 +28,8 @@ from torch import nn
 
 from internvl.compat import enable_activation_checkpointing
 from internvl.errors import CheckpointError, ConfigError, MissingFileError
-from internvl.intern_vit import InternVisionConfig, InternVisionModel, rename_timm_hf
-from internvl.layers import AttentionPooling
+from internvl.models.intern_vit import InternVisionConfig, InternVisionModel, rename_timm_hf
+from internvl.models.layers import AttentionPooling
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from internvl.intern_vit import rename_timm_hf
+from internvl.models.intern_vit import rename_timm_hf
 
 
 def classification_name(name: str) -> str:

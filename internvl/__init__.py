@@ -11,24 +11,62 @@
 ``model_type`` with ``AutoConfig`` / ``AutoModel`` (``intern_vit_6b``, ``internlm2``, ``internvl_chat``), so
 ``AutoModel.from_pretrained(dir)`` reads those directories with no ``trust_remote_code``;
 :func:`register_auto_classes` does it up front. InternVL-C/G's ``"internvl"`` is registered only on request
-(:func:`internvl.internvl_cg.register_internvl_cg`): transformers has its own ``"internvl"`` (InternVL3 -hf).
+(:func:`internvl.models.internvl_cg.register_internvl_cg`): transformers has its own ``"internvl"`` (InternVL3 -hf).
 """
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 
 __version__ = "0.1.0"
 
 # name -> the module that defines it
 _EXPORTS = {
-    "InternVisionConfig": ".intern_vit", "InternVisionModel": ".intern_vit",
-    "InternVLConfig": ".internvl_cg", "InternVLModel": ".internvl_cg", "load_internvl_c_pth": ".internvl_cg",
-    "build_cg_tokenizer": ".processing_internvl_cg", "image_transform": ".processing_internvl_cg",
-    "InternLM2Config": ".internlm2", "InternLM2Model": ".internlm2", "InternLM2ForCausalLM": ".internlm2",
-    "InternLM2Tokenizer": ".tokenization", "load_tokenizer": ".tokenization",
-    "InternVLChatConfig": ".chat_model", "InternVLChatModel": ".chat_model",
-    "attention": ".layers", "set_attention_backend": ".layers",
+    "InternVisionConfig": ".models.intern_vit", "InternVisionModel": ".models.intern_vit",
+    "InternVLConfig": ".models.internvl_cg", "InternVLModel": ".models.internvl_cg",
+    "load_internvl_c_pth": ".models.internvl_cg",
+    "build_cg_tokenizer": ".models.processing_internvl_cg", "image_transform": ".models.processing_internvl_cg",
+    "InternLM2Config": ".models.internlm2", "InternLM2Model": ".models.internlm2",
+    "InternLM2ForCausalLM": ".models.internlm2",
+    "InternLM2Tokenizer": ".models.tokenization", "load_tokenizer": ".models.tokenization",
+    "InternVLChatConfig": ".models.chat_model", "InternVLChatModel": ".models.chat_model",
+    "attention": ".models.layers", "set_attention_backend": ".models.layers",
 }
+
+# Module paths of the flat layout before the layers (internvl.chat_image, internvl.layers, ...): importing one
+# gives the module at its new home, so scripts written against the old paths keep working.
+MOVED_MODULES = {
+    "layers": "models.layers", "modeling_utils": "models.modeling_utils", "intern_vit": "models.intern_vit",
+    "qllama": "models.qllama", "internvl_cg": "models.internvl_cg", "internlm2": "models.internlm2",
+    "processing_internvl_cg": "models.processing_internvl_cg", "tokenization": "models.tokenization",
+    "conversation": "models.conversation", "chat_model": "models.chat_model",
+    "transforms": "data.transforms", "chat_image": "data.chat_image", "caption_benchmarks": "data.caption_benchmarks",
+    "retrieval_data": "data.retrieval", "datakit.synthetic": "data.synthetic",
+    "caption_metrics": "eval.caption_metrics", "caption_eval": "eval.caption_eval",
+    "hf_training": "train.hf", "runtime": "train.distributed",
+}
+
+
+class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Resolves ``internvl.<old path>`` to the module at its new home (the same module object)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        old = fullname[len(__name__) + 1:] if fullname.startswith(__name__ + ".") else None
+        if old in MOVED_MODULES:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        return importlib.import_module(f"{__name__}.{MOVED_MODULES[spec.name[len(__name__) + 1:]]}")
+
+    def exec_module(self, module):
+        pass  # already executed at its new home
+
+
+if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
+    sys.meta_path.append(_MovedModuleFinder())
 
 __all__ = sorted(_EXPORTS) + ["register_auto_classes"]
 
@@ -49,5 +87,5 @@ def __dir__():
 def register_auto_classes() -> None:
     """Register InternViT, InternLM2 and InternVL-Chat with the transformers Auto classes now (importing
     their modules does it; this imports them)."""
-    for module in (".intern_vit", ".internlm2", ".chat_model"):
+    for module in (".models.intern_vit", ".models.internlm2", ".models.chat_model"):
         importlib.import_module(module, __name__)

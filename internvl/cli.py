@@ -12,7 +12,7 @@
 * Any other exception is a bug: its full traceback is shown, exit status 1.
 * Ctrl-C exits with status 130 and one line.
 
-Where :func:`internvl.runtime.setup_logging` has installed its handlers, the line or traceback goes
+Where :func:`internvl.train.distributed.setup_logging` has installed its handlers, the line or traceback goes
 through them, so it reaches the run's log file as well as stderr; before that, stderr only.
 This module imports nothing heavy, so ``--help`` stays fast.
 """

@@ -187,7 +187,7 @@ def parse_finetune_args(argv: Optional[Sequence[str]] = None):
 
 @dataclass
 class DataToolArguments:
-    """Flags of ``python -m internvl_chat.data`` beyond the data flags."""
+    """Flags of ``python -m internvl_chat.chat_data`` beyond the data flags."""
 
     output: Optional[str] = field(default=None, metadata={"help": "inspect: the JSONL file to write"})
     limit: Optional[int] = field(default=None, metadata={"help": "inspect: write only the first N samples"})

@@ -57,7 +57,7 @@ def _device_and_dtype(device: str, dtype: str):
     """The ``torch.device`` and dtype the flags ask for ("auto": CUDA when available; bf16 where it computes)."""
     import torch
 
-    from internvl.runtime import resolve_dtype
+    from internvl.train.precision import resolve_dtype
 
     try:
         device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
@@ -71,8 +71,8 @@ def _device_and_dtype(device: str, dtype: str):
 
 def load_model(path: str, device, dtype, load_in_8bit: bool = False):
     """The model and tokenizer of a checkpoint directory, ready for ``chat``."""
-    from internvl.chat_model import InternVLChatModel
-    from internvl.tokenization import load_tokenizer
+    from internvl.models.chat_model import InternVLChatModel
+    from internvl.models.tokenization import load_tokenizer
 
     kwargs = {"dtype": dtype, "low_cpu_mem_usage": True}  # from_pretrained passes it on as this transformers wants
     if load_in_8bit:
@@ -93,8 +93,8 @@ def load_media(model, images: Sequence[str], video: Optional[str], max_num: int,
     """``(pixel_values or None, num_patches_list, question prefix)`` for the given images or video."""
     import torch
 
-    from internvl.chat_image import load_image, load_video
-    from internvl.conversation import image_prefix, video_prefix
+    from internvl.data.chat_image import load_image, load_video
+    from internvl.models.conversation import image_prefix, video_prefix
 
     size = model.config.image_size
     if video:

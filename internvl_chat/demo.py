@@ -4,7 +4,7 @@
    model, tiny and random: there are no small published weights) and synthetic data: a fine-tuning set
    (meta json + JSONL of caption conversations), a held-out set in the same format, and a held-out caption
    test in the COCO Karpathy layout;
-2. check the training data (``python -m internvl_chat.data check``);
+2. check the training data (``python -m internvl_chat.chat_data check``);
 3. evaluate the base model's captions on both held-out sets (``evaluate_caption``: ``coco`` and ``custom``);
 4. LoRA fine-tune it (``internvl_chat.finetune`` with the 2B LoRA recipe's flags, scaled down);
 5. evaluate the LoRA output directory as it is, then merge it (``tools/merge_lora.py``);
@@ -60,15 +60,15 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from internvl.caption_benchmarks import write_coco_karpathy
-    from internvl.chat_image import load_image
-    from internvl.chat_model import InternVLChatModel
+    from internvl.data.caption_benchmarks import write_coco_karpathy
+    from internvl.data.chat_image import load_image
+    from internvl.models.chat_model import InternVLChatModel
     from internvl.datakit.checkpoints import write_tiny_internvl_chat
-    from internvl.tokenization import load_tokenizer
+    from internvl.models.tokenization import load_tokenizer
 
     from . import evaluate_caption, finetune
-    from .data.__main__ import main as data_main
-    from .data.chat_jsonl import CAPTION_QUESTION, write_synthetic_chat_data
+    from .chat_data.__main__ import main as data_main
+    from .chat_data.chat_jsonl import CAPTION_QUESTION, write_synthetic_chat_data
     from .merge_lora import merge_lora
 
     start = time.time()
@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
 
     data_flags = ["--conv_style", "internlm2-chat", "--force_image_size", "56", "--max_dynamic_patch", "1",
                   "--down_sample_ratio", "0.5", "--max_seq_length", "512"]
-    print("\n=== 2. python -m internvl_chat.data check ===")
+    print("\n=== 2. python -m internvl_chat.chat_data check ===")
     status, report = _quiet(data_main, ["check", "--meta_path", str(train_meta), "--model_name_or_path", str(base),
                                         *data_flags])
     print("  " + report.strip().splitlines()[-1])
@@ -135,7 +135,7 @@ def main(argv=None) -> dict:
     pixel_values = load_image(image, input_size=model.config.image_size, max_num=1)
     with torch.inference_mode():
         answer = model.chat(tokenizer, pixel_values, CAPTION_QUESTION, dict(max_new_tokens=30, do_sample=False))
-    from internvl.datakit.synthetic import SyntheticImages
+    from internvl.data.synthetic import SyntheticImages
 
     print(f"  {image}\n  Q: {CAPTION_QUESTION}\n  A: {answer}\n  (truth: {SyntheticImages().sample(held_out).caption_en})")
 

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from internvl.caption_benchmarks import BENCHMARKS, CaptionDataset, load_image_list
-from internvl.caption_eval import caption_in_shards, check_caption_args, report_captions
-from internvl.caption_metrics import check_java, load_coco_references, summary_line
+from internvl.data.caption_benchmarks import BENCHMARKS, CaptionDataset, load_image_list
+from internvl.eval.caption_eval import caption_in_shards, check_caption_args, report_captions
+from internvl.eval.caption_metrics import check_java, load_coco_references, summary_line
 from internvl.cli import run_main
 from internvl.errors import ConfigError, DataError, MissingFileError
 
@@ -120,10 +120,10 @@ def load_model(args: argparse.Namespace, device: torch.device):
     """The tokenizer first (a directory without tokenizer files fails before the weights load), then the model."""
     import torch
 
-    from internvl.chat_model import InternVLChatModel
+    from internvl.models.chat_model import InternVLChatModel
     from internvl.compat import dtype_kwargs
-    from internvl.runtime import resolve_dtype
-    from internvl.tokenization import load_tokenizer
+    from internvl.train.precision import resolve_dtype
+    from internvl.models.tokenization import load_tokenizer
 
     if not (Path(args.checkpoint) / "config.json").is_file():
         raise MissingFileError(f"--checkpoint {args.checkpoint}: no config.json there; see pretrained/README.md")
@@ -142,7 +142,7 @@ def load_model(args: argparse.Namespace, device: torch.device):
                                                            load_in_4bit=args.load_in_4bit)
         kwargs["device_map"] = {"": device.index or 0}
     if args.auto and torch.cuda.device_count() > 1:
-        from internvl.chat_model import InternVLChatConfig
+        from internvl.models.chat_model import InternVLChatConfig
 
         kwargs["device_map"] = split_model(InternVLChatConfig.from_pretrained(args.checkpoint),
                                            torch.cuda.device_count())
@@ -157,7 +157,7 @@ class Tiler:
     """Image -> ``(tiles, 3, S, S)``: one resized tile, or dynamic tiling with ``--dynamic`` (as upstream)."""
 
     def __init__(self, image_size: int, dynamic: bool, max_num: int, use_thumbnail: bool):
-        from internvl.transforms import build_transform
+        from internvl.data.transforms import build_transform
 
         self.transform = build_transform(image_size, "resize")
         self.image_size, self.dynamic, self.max_num, self.use_thumbnail = image_size, dynamic, max_num, use_thumbnail
@@ -165,7 +165,7 @@ class Tiler:
     def __call__(self, image) -> torch.Tensor:
         import torch
 
-        from internvl.chat_image import dynamic_preprocess
+        from internvl.data.chat_image import dynamic_preprocess
 
         tiles = (dynamic_preprocess(image, max_num=self.max_num, image_size=self.image_size,
                                     use_thumbnail=self.use_thumbnail) if self.dynamic else [image])
@@ -207,7 +207,7 @@ class Question:
 
 def custom_questions(meta_path: str, max_samples: Optional[int] = None) -> list:
     """Every gpt turn of every sample of the meta json's datasets (see the module doc)."""
-    from .data.chat_jsonl import load_samples, read_meta
+    from .chat_data.chat_jsonl import load_samples, read_meta
 
     questions, problems, taken = [], [], 0
     for spec in read_meta(meta_path):
@@ -226,7 +226,7 @@ def custom_questions(meta_path: str, max_samples: Optional[int] = None) -> list:
     if problems:
         shown = "\n  ".join(str(p) for p in problems[:10])
         raise DataError(f"{len(problems)} sample(s) of {meta_path} are unusable:\n  {shown}\nrun `python -m "
-                        "internvl_chat.data check` on the same meta json for the whole list")
+                        "internvl_chat.chat_data check` on the same meta json for the whole list")
     if not questions:
         raise DataError(f"{meta_path}: no sample to evaluate on")
     return questions
@@ -242,8 +242,8 @@ class QuestionDataset:  # map-style, for a torch DataLoader
         return len(self.questions)
 
     def __getitem__(self, index: int):
-        from internvl.chat_image import load_video
-        from internvl.transforms import open_image
+        from internvl.data.chat_image import load_video
+        from internvl.data.transforms import open_image
 
         q = self.questions[index]
         if q.video:
@@ -292,7 +292,7 @@ def answer_batch(model, tokenizer, q_by_key: dict, batch, generation: dict, dtyp
 
 # ------------------------------------------------------------------------------------------------ main
 def evaluate(args: argparse.Namespace) -> list:
-    from internvl.runtime import cleanup_distributed, init_distributed, seed_everything, setup_logging
+    from internvl.train.distributed import cleanup_distributed, init_distributed, seed_everything, setup_logging
 
     info = init_distributed()
     setup_logging(info.rank, log_file=Path(args.out_dir) / "log_rank0.txt")  # errors too (run_main)
@@ -357,7 +357,7 @@ def _evaluate_benchmark(name, items, data_root, model, tokenizer, tiler, generat
 def _evaluate_custom(questions, model, tokenizer, tiler, generation, dtype, args, info, settings):
     import torch
 
-    from internvl.transforms import open_image
+    from internvl.data.transforms import open_image
 
     by_key = {q.key: q for q in questions}
     for q in questions:  # tiles per image of multi-image questions (sizes only: no pixels decoded twice)

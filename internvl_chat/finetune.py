@@ -44,7 +44,7 @@ log = logging.getLogger("internvl_chat.finetune")
 def _setup_logging(rank: int, output_dir: str, log_level: int) -> None:
     import transformers
 
-    from internvl.runtime import setup_logging
+    from internvl.train.distributed import setup_logging
 
     setup_logging(rank, log_file=Path(output_dir) / "training_log.txt")
     # transformers' own lines (the Trainer's "***** Running training *****", warnings) through the same handlers
@@ -56,10 +56,10 @@ def _setup_logging(rank: int, output_dir: str, log_level: int) -> None:
 def build_model(model_args, data_args, training_args, tokenizer, num_new_tokens: int):
     """The model as upstream prepares it: config overrides, position embeddings resized to
     ``--force_image_size``, new token rows, gradient checkpointing, then freezing and LoRA."""
-    from internvl.chat_model import IMG_CONTEXT_TOKEN, InternVLChatConfig, InternVLChatModel
+    from internvl.models.chat_model import IMG_CONTEXT_TOKEN, InternVLChatConfig, InternVLChatModel
     from internvl.compat import dtype_kwargs, enable_activation_checkpointing
-    from internvl.hf_training import weights_dtype, zero3_checkpoint_options
-    from internvl.modeling_utils import gathered_parameters
+    from internvl.train.hf import weights_dtype, zero3_checkpoint_options
+    from internvl.models.modeling_utils import gathered_parameters
 
     dtype = weights_dtype(training_args)
     if model_args.model_name_or_path is not None:
@@ -124,9 +124,9 @@ def _build_new_model(model_args, data_args, dtype):
     """A new InternVL-Chat from a vision model and a language model (upstream's --vision_path/--llm_path)."""
     from transformers import AutoModelForCausalLM
 
-    from internvl.chat_model import InternVLChatConfig, InternVLChatModel
+    from internvl.models.chat_model import InternVLChatConfig, InternVLChatModel
     from internvl.compat import dtype_kwargs
-    from internvl.intern_vit import InternVisionModel
+    from internvl.models.intern_vit import InternVisionModel
 
     if model_args.vision_path is None or model_args.llm_path is None:
         raise ConfigError("give --model_name_or_path, or both --vision_path and --llm_path")
@@ -171,7 +171,7 @@ def _set_trainable(model, model_args) -> None:
 
 
 def _describe_trainable(model) -> str:
-    from internvl.modeling_utils import parameter_count
+    from internvl.models.modeling_utils import parameter_count
 
     trainable = parameter_count(p for p in model.parameters() if p.requires_grad)
     total = parameter_count(model.parameters())
@@ -193,11 +193,11 @@ def _resume_point(training_args) -> Optional[str]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from transformers import set_seed
 
-    from internvl.runtime import init_distributed
+    from internvl.train.distributed import init_distributed
 
     from .arguments import parse_finetune_args
-    from .data.build import build_training_data, data_options, load_training_tokenizer
-    from .data.dataset import collate
+    from .chat_data.build import build_training_data, data_options, load_training_tokenizer
+    from .chat_data.dataset import collate
     from .merge_lora import remote_code_files
     from internvl.compat import write_published_tokenizer_files
     from .trainer import BadSampleLedger, ChatTrainer, LogCallback

@@ -52,10 +52,10 @@ def merge_lora(input_path: str, output_path: str, base: Optional[str] = None, dt
     """Merge and write (see the module doc); returns the output directory."""
     import torch
 
-    from internvl.chat_model import InternVLChatModel
+    from internvl.models.chat_model import InternVLChatModel
     from internvl.compat import dtype_kwargs, write_published_tokenizer_files
-    from internvl.runtime import resolve_dtype
-    from internvl.tokenization import load_tokenizer
+    from internvl.train.precision import resolve_dtype
+    from internvl.models.tokenization import load_tokenizer
 
     source, out = Path(input_path), Path(output_path)
     if not (source / "config.json").is_file():

@@ -1,11 +1,11 @@
 """The HF ``Trainer`` for InternVL-Chat: upstream's sampler, a token-exact loss, and the bad-sample ledger.
 
-* Sampling: :class:`internvl_chat.data.dataset.ChatSampler` (seeded per epoch, so a resumed run draws the
+* Sampling: :class:`internvl_chat.chat_data.dataset.ChatSampler` (seeded per epoch, so a resumed run draws the
   same order; ``--group_by_length`` and ``--use_data_resampling`` as upstream).
 * Loss: next-token cross-entropy summed over the trained tokens and divided by the trained tokens of the
   whole optimizer step, all ranks and accumulation steps together (transformers' ``num_items_in_batch``),
   so the loss and gradient do not depend on how a global batch is split across GPUs.
-* Unusable samples reach the trainer as void items (:mod:`internvl_chat.data.dataset`); each is logged with
+* Unusable samples reach the trainer as void items (:mod:`internvl_chat.chat_data.dataset`); each is logged with
   its ``file:line`` and appended to ``OUTPUT_DIR/bad_samples.jsonl``, and the run stops with an error
   once more than ``--max_bad_samples`` were seen (counted over all ranks).
 """
@@ -21,9 +21,9 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from internvl.errors import DataError
-from internvl.modeling_utils import causal_lm_loss
+from internvl.models.modeling_utils import causal_lm_loss
 
-from .data.dataset import ChatSampler
+from .chat_data.dataset import ChatSampler
 
 __all__ = ["ChatTrainer", "BadSampleLedger", "LogCallback"]
 
@@ -81,7 +81,7 @@ class BadSampleLedger:
     def _enforce(self, last: str) -> None:
         if self.total > self.limit:
             raise DataError(f"{self.total} unusable sample(s), more than --max_bad_samples {self.limit}; the last one: "
-                            f"{last}. Every one is listed in {self.path}. Run `python -m internvl_chat.data check` with "
+                            f"{last}. Every one is listed in {self.path}. Run `python -m internvl_chat.chat_data check` with "
                             "the same --meta_path and data flags to see them all before training, fix or remove them, "
                             "or raise --max_bad_samples to skip them")
 

@@ -33,8 +33,8 @@ def write_demo(out: os.PathLike, images: int = 16, kit=None) -> Path:
     each dataset has ``images`` images (at least 10: upstream's recall@10), from disjoint sample blocks."""
     from internvl.datakit import SyntheticImages
     from internvl.datakit.checkpoints import write_tiny_internvl_c_pth, write_tiny_internvl_cg
-    from internvl.internvl_cg import InternVLModel
-    from internvl.retrieval_data import write_flickr30k
+    from internvl.models.internvl_cg import InternVLModel
+    from internvl.data.retrieval import write_flickr30k
 
     from .datasets.birdsnap import write_birdsnap
     from .datasets.imagenet import write_imagenet_val

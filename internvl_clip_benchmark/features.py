@@ -35,8 +35,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from internvl.errors import MissingFileError, UserError
-from internvl.runtime import atomic_save
-from internvl.transforms import ImageDecodeError, open_image
+from internvl.fileio import atomic_save
+from internvl.data.transforms import ImageDecodeError, open_image
 
 __all__ = ["ImageView", "image_view", "ImageFiles", "FeatureStore", "FeatureModel", "FeatureDataset",
            "content_fingerprint", "files_digest", "encode_images", "CACHE_VERSION"]

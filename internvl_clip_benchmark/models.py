@@ -1,4 +1,4 @@
-"""The ``internvl`` model type of CLIP Benchmark: upstream's six model names on :mod:`internvl.internvl_cg`.
+"""The ``internvl`` model type of CLIP Benchmark: upstream's six model names on :mod:`internvl.models.internvl_cg`.
 
 A CLIP Benchmark loader returns ``(model, transform, tokenizer)`` such that ``model.encode_image(
 transform(image) batch)``, ``model.encode_text(tokenizer(texts).to(device))`` are the features LAION's
@@ -70,10 +70,10 @@ MODELS = {spec.name: spec for spec in (
 
 class RetrievalTokenizer:
     """``tokenizer(texts) -> LongTensor (batch, length)`` as CLIP Benchmark calls it: the retrieval
-    conventions of :func:`internvl.processing_internvl_cg.build_cg_tokenizer`, trimmed to the longest text."""
+    conventions of :func:`internvl.models.processing_internvl_cg.build_cg_tokenizer`, trimmed to the longest text."""
 
     def __init__(self, checkpoint_dir: Union[str, os.PathLike]):
-        from internvl.processing_internvl_cg import build_cg_tokenizer
+        from internvl.models.processing_internvl_cg import build_cg_tokenizer
 
         self.directory = Path(checkpoint_dir)
         self.cg = build_cg_tokenizer(self.directory, task="retrieval")
@@ -144,7 +144,7 @@ def _pth_companion(pth: Path, tokenizer_dir: Optional[Union[str, os.PathLike]]) 
 def _c_only_config(companion: Path):
     """InternVL-C's config for a ``.pth``: the companion's InternViT / text decoder shapes (when it has a
     config.json), else the published ones; no queries, the vision tower's own image size."""
-    from internvl.internvl_cg import InternVLConfig
+    from internvl.models.internvl_cg import InternVLConfig
 
     if not (companion / "config.json").is_file():
         return InternVLConfig(num_query_token=0)
@@ -165,8 +165,8 @@ def _model_type_of(directory: Path) -> Optional[str]:
 
 
 def _load_pth(pth: Path, companion: Path, dtype: torch.dtype):
-    from internvl.intern_vit import load_state_dict_file
-    from internvl.internvl_cg import load_internvl_c_pth
+    from internvl.models.intern_vit import load_state_dict_file
+    from internvl.models.internvl_cg import load_internvl_c_pth
 
     try:
         state_dict = load_state_dict_file(pth)
@@ -180,7 +180,7 @@ def _load_pth(pth: Path, companion: Path, dtype: torch.dtype):
 
 
 def _load_hf(directory: Path, dtype: torch.dtype):
-    from internvl.internvl_cg import InternVLModel
+    from internvl.models.internvl_cg import InternVLModel
 
     if not (directory / "config.json").is_file():
         raise CheckpointError(f"{directory} is not a Hugging Face checkpoint directory: it has no config.json; "
@@ -215,7 +215,7 @@ def load_internvl(model_name: str, pretrained: Union[str, os.PathLike], cache_di
 
     ``cache_dir`` (CLIP Benchmark's ``--model_cache_dir``) is unused: nothing is downloaded. ``dtype``
     defaults to float16 on CUDA (as upstream evaluates) and float32 on the CPU."""
-    from internvl.processing_internvl_cg import image_transform
+    from internvl.models.processing_internvl_cg import image_transform
 
     spec, pretrained = _spec(model_name), Path(pretrained).expanduser()
     _check_source(spec, pretrained)

@@ -35,15 +35,16 @@ METRICS = ("image_retrieval_recall@1", "text_retrieval_recall@1", "image_retriev
 
 
 def retrieval(out: Path, pretrained: Path, results: Path) -> dict:
-    """Recall of both model names on the test split, through the CLIP Benchmark CLI; ``{model: metrics}``."""
-    from internvl_clip_benchmark.cli import main as clip_benchmark
+    """Recall of both model names on the test split, through the CLIP Benchmark CLI; ``{model: metrics}``.
 
+    The CLI runs as its own command (``clip_benchmark eval``, as a user runs it): apps never import each other."""
     scores = {}
     for name in MODELS:
-        clip_benchmark(["eval", "--model_type", "internvl", "--model", name, "--pretrained", str(pretrained),
-                        "--task", "zeroshot_retrieval", "--dataset", "flickr30k", "--dataset_root",
-                        str(out / "data" / "flickr30k"), "--language", "en", "--output", str(results),
-                        "--batch_size", "32", "--num_workers", "0", "--no_amp", "--quiet"])
+        subprocess.run([sys.executable, "-m", "internvl_clip_benchmark.cli", "eval", "--model_type", "internvl",
+                        "--model", name, "--pretrained", str(pretrained), "--task", "zeroshot_retrieval",
+                        "--dataset", "flickr30k", "--dataset_root", str(out / "data" / "flickr30k"), "--language",
+                        "en", "--output", str(results), "--batch_size", "32", "--num_workers", "0", "--no_amp",
+                        "--quiet"], check=True)
         scores[name] = json.loads(results.read_text().splitlines()[-1])["metrics"]
     return scores
 
@@ -73,7 +74,7 @@ def write_demo_data(out: Path, train_images: int, test_images: int, seed: int = 
     """The tiny checkpoint and the synthetic Flickr30K of step 1 under ``out``; returns the checkpoint."""
     from internvl.datakit import SyntheticImages
     from internvl.datakit.checkpoints import write_tiny_internvl_cg
-    from internvl.retrieval_data import write_flickr30k
+    from internvl.data.retrieval import write_flickr30k
 
     kit = SyntheticImages(num_classes=8, image_size=64, seed=seed)
     pretrained = write_tiny_internvl_cg(out / "pretrained" / "InternVL-14B-224px", seed=seed, tokenizer_vocab=1000)

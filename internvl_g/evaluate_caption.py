@@ -24,12 +24,12 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
-from internvl.caption_benchmarks import BENCHMARKS, CaptionDataset, load_image_list
-from internvl.caption_eval import check_caption_args
-from internvl.caption_metrics import check_java, load_coco_references, summary_line
+from internvl.data.caption_benchmarks import BENCHMARKS, CaptionDataset, load_image_list
+from internvl.eval.caption_eval import check_caption_args
+from internvl.eval.caption_metrics import check_java, load_coco_references, summary_line
 from internvl.cli import run_main
 from internvl.errors import MissingFileError
-from internvl.processing_internvl_cg import CAPTION_PROMPT, build_cg_tokenizer, image_transform
+from internvl.models.processing_internvl_cg import CAPTION_PROMPT, build_cg_tokenizer, image_transform
 
 # torch, transformers and the model are imported where they are used, so --help and flag errors are instant.
 
@@ -114,7 +114,7 @@ def load_model(checkpoint: str, device, dtype):
     14B parameters), then the model, in ``dtype`` on ``device``."""
     if not Path(checkpoint).is_dir():
         raise MissingFileError(f"checkpoint directory not found: {checkpoint}; see pretrained/README.md")
-    from internvl.internvl_cg import InternVLModel
+    from internvl.models.internvl_cg import InternVLModel
 
     tokenizer = build_cg_tokenizer(checkpoint, task="caption")  # no EOS after the prompt
     model = InternVLModel.from_pretrained(checkpoint, torch_dtype=dtype, low_cpu_mem_usage=True)
@@ -122,8 +122,9 @@ def load_model(checkpoint: str, device, dtype):
 
 
 def evaluate(args: argparse.Namespace) -> list[list]:
-    from internvl.caption_eval import caption_in_shards, report_captions
-    from internvl.runtime import init_distributed, resolve_dtype, seed_everything, setup_logging
+    from internvl.eval.caption_eval import caption_in_shards, report_captions
+    from internvl.train.distributed import init_distributed, seed_everything, setup_logging
+    from internvl.train.precision import resolve_dtype
 
     info = init_distributed()
     setup_logging(info.rank, log_file=Path(args.out_dir) / "log_rank0.txt")  # errors too (run_main)
@@ -165,7 +166,7 @@ def evaluate(args: argparse.Namespace) -> list[list]:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
-    from internvl.runtime import cleanup_distributed
+    from internvl.train.distributed import cleanup_distributed
 
     try:
         evaluate(args)

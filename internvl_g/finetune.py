@@ -27,7 +27,7 @@ from transformers import TrainerCallback
 
 from internvl.cli import run_main
 from internvl.errors import ConfigError, MissingDependencyError
-from internvl.hf_training import TrainingArguments as _TrainingArguments
+from internvl.train.hf import TrainingArguments as _TrainingArguments
 
 logger = logging.getLogger("internvl_g.finetune")
 
@@ -215,7 +215,7 @@ def apply_trainable_set(model, model_args: ModelArguments) -> None:
     """Freeze and wrap as upstream, in its order: ``--freeze_model``, ``--freeze_vision_model``,
     ``--freeze_qllama``, LoRA (its adapters trainable, the wrapped weights frozen; alpha = 2 x rank),
     ``--unfreeze_crossattn``, ``--unfreeze_qllama_head`` (``qllama.lm_head.weight`` and ``text_projection``)."""
-    from internvl.modeling_utils import parameter_count
+    from internvl.models.modeling_utils import parameter_count
 
     if model_args.freeze_model:
         model.requires_grad_(False)
@@ -254,12 +254,12 @@ def main(argv: Optional[Sequence[str]] = None, callbacks: Optional[list] = None)
     import transformers
     from transformers import set_seed
 
-    from internvl.hf_training import (CheckpointCompleteCallback, apply_zero3_checkpoint_options, finished_run,
+    from internvl.train.hf import (CheckpointCompleteCallback, apply_zero3_checkpoint_options, finished_run,
                                       parse_args, read_deepspeed_config, resume_checkpoint, weights_dtype)
-    from internvl.internvl_cg import InternVLConfig
-    from internvl.processing_internvl_cg import build_cg_tokenizer
-    from internvl.modeling_utils import check_checkpoint_dir
-    from internvl.runtime import init_distributed, setup_logging
+    from internvl.models.internvl_cg import InternVLConfig
+    from internvl.models.processing_internvl_cg import build_cg_tokenizer
+    from internvl.models.modeling_utils import check_checkpoint_dir
+    from internvl.train.distributed import init_distributed, setup_logging
 
     from .layer_decay import decay_rates_from_env
     from .retrieval_model import InternVLForRetrieval
@@ -350,9 +350,9 @@ def main(argv: Optional[Sequence[str]] = None, callbacks: Optional[list] = None)
 def _merge_saved_lora(output_dir: str, trainer) -> None:
     """Reload the saved model (gathered from every rank, whatever the ZeRO stage), fold its adapters into the
     weights and save it again in place."""
-    from internvl.hf_training import models_built_whole
-    from internvl.internvl_cg import InternVLModel
-    from internvl.runtime import barrier
+    from internvl.train.hf import models_built_whole
+    from internvl.models.internvl_cg import InternVLModel
+    from internvl.train.distributed import barrier
 
     barrier()
     if trainer.args.should_save:

@@ -35,7 +35,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from transformers.utils import ModelOutput
 
-from internvl.internvl_cg import InternVLModel
+from internvl.models.internvl_cg import InternVLModel
 
 __all__ = ["InternVLForRetrieval", "RetrievalOutput", "retrieval_attention_mask", "gather_with_grad", "soft_targets",
            "contrastive_loss", "itm_loss", "TEXT_FIELDS"]

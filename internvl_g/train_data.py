@@ -1,6 +1,6 @@
 """Training data of the retrieval fine-tune: which caption files ``--dataset_name`` means, and the samples.
 
-The caption formats are read by :mod:`internvl.retrieval_data` (shared with ``clip_benchmark``); this module
+The caption formats are read by :mod:`internvl.data.retrieval` (shared with ``clip_benchmark``); this module
 says where each named training set lives and turns captions into training samples, as upstream's
 ``FlickrDataset`` / ``COCODataset`` do:
 
@@ -42,8 +42,8 @@ import torch
 from torch.utils.data import Dataset
 
 from internvl.errors import ConfigError, DataError, MissingFileError
-from internvl.retrieval_data import pre_caption, read_coco_captions, read_flickr_captions
-from internvl.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageDecodeError, open_image
+from internvl.data.retrieval import pre_caption, read_coco_captions, read_flickr_captions
+from internvl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageDecodeError, open_image
 
 __all__ = ["DatasetSpec", "DATASETS", "FORMATS", "resolve_dataset", "CaptionSample", "read_samples", "train_transform",
            "RetrievalTrainDataset", "collate", "SUMMARIZE_PREFIX"]

@@ -41,7 +41,7 @@ from transformers.modeling_outputs import BackboneOutput
 from internvl.compat import (BackboneConfigMixin, BackboneMixin, enable_activation_checkpointing,
                              init_backbone_mixin, set_backbone_outputs)
 from internvl.errors import CheckpointError, ConfigError, MissingFileError
-from internvl.intern_vit import InternVisionConfig, InternVisionModel
+from internvl.models.intern_vit import InternVisionConfig, InternVisionModel
 
 logger = logging.getLogger(__name__)
 

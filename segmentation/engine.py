@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from internvl.errors import CheckpointError, ConfigError
-from internvl.runtime import DistInfo, resolve_dtype, shard_indices
+from internvl.train.distributed import DistInfo, shard_indices
+from internvl.train.precision import resolve_dtype
 
 from .ade20k import ADE20KDataset
 from .config import to_plain

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from internvl.errors import CheckpointError, ConfigError
-from internvl.intern_vit import rename_timm_hf
-from internvl.runtime import autocast
+from internvl.models.intern_vit import rename_timm_hf
+from internvl.train.precision import autocast
 
 from .backbone import InternViTBackbone, build_backbone, check_keys
 from .heads import build_head, segmentation_loss

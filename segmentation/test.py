@@ -41,7 +41,7 @@ def main(argv=None) -> dict:
     import torch
 
     from internvl.errors import ConfigError
-    from internvl.runtime import cleanup_distributed, init_distributed, setup_logging
+    from internvl.train.distributed import cleanup_distributed, init_distributed, setup_logging
     from segmentation.ade20k import build_dataset
     from segmentation.config import DATA_ARGS, load_config, section, to_plain
     from segmentation.engine import build_model, evaluate, load_weights

@@ -116,7 +116,7 @@ def average_norm_statistics(model, info) -> None:
     evaluation, so every process holds what the checkpoint holds."""
     import torch
 
-    from internvl.runtime import all_reduce_sum
+    from internvl.train.distributed import all_reduce_sum
     if not info.distributed or info.device.type == "cuda":
         return
     for module in model.modules():
@@ -127,7 +127,7 @@ def average_norm_statistics(model, info) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)  # first: --help and flag errors need no torch
-    from internvl.runtime import cleanup_distributed, init_distributed, setup_logging
+    from internvl.train.distributed import cleanup_distributed, init_distributed, setup_logging
     from segmentation.config import load_config
 
     cfg = load_config(args.config, dict(args.cfg_options))
@@ -149,7 +149,8 @@ def train(args, cfg, info, work_dir: Path) -> dict:
     from tqdm import tqdm
 
     from internvl.errors import CheckpointError, ConfigError
-    from internvl.runtime import barrier, latest_checkpoint, save_checkpoint, seed_everything
+    from internvl.train.distributed import barrier, seed_everything
+    from internvl.train.checkpoints import latest_checkpoint, save_checkpoint
     from segmentation.ade20k import build_dataset
     from segmentation.config import (CHECKPOINT_ARGS, DATA_ARGS, EVALUATION_ARGS, LOG_ARGS, LR_ARGS,
                                      OPTIMIZER_ARGS, OPTIMIZER_CONFIG_ARGS, RUNNER_ARGS, section, to_plain)

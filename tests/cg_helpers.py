@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from internvl.datakit.checkpoints import randomize_weights, tiny_internvl_cg_config, write_tiny_internvl_cg
-from internvl.internvl_cg import InternVLConfig, InternVLModel
+from internvl.models.internvl_cg import InternVLConfig, InternVLModel
 
 __all__ = ["tiny_internvl_cg_config", "randomized_internvl_cg", "write_tiny_internvl_cg"]
 

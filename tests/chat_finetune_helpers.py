@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from internvl.datakit.checkpoints import write_chat_tokenizer, write_tiny_internvl_chat
-from internvl.tokenization import load_tokenizer
+from internvl.models.tokenization import load_tokenizer
 
 TEMPLATE_OF = {"internlm2": "internlm2-chat", "qwen2": "Hermes-2", "phi3": "phi3-chat", "llama": "internvl2_5"}
 # The data flags of the tiny checkpoints: 56 px tiles of 14 px patches -> 4 tokens per tile.
@@ -57,7 +57,7 @@ def finetune_argv(base: Path, meta: Path, out: Path, *extra: str, llm: str = "in
 
 @pytest.fixture(autouse=True)
 def _drop_run_logging():
-    """The entry points run in-process install the run's log handlers (internvl.runtime.setup_logging) on the
+    """The entry points run in-process install the run's log handlers (internvl.train.distributed.setup_logging) on the
     stderr pytest captured for that test; remove them afterwards, as a finished process would."""
     yield
     root = logging.getLogger()

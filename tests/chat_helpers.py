@@ -1,7 +1,7 @@
 """Tiny InternVL-Chat models for the chat tests (the writers live in ``internvl.datakit.checkpoints``)."""
 from __future__ import annotations
 
-from internvl.chat_model import InternVLChatModel
+from internvl.models.chat_model import InternVLChatModel
 from internvl.datakit.checkpoints import (CHAT_SPECIAL_TOKENS, CHAT_VOCAB_SIZE, randomize_weights, tiny_chat_config,
                                           write_chat_tokenizer, write_tiny_internvl_chat)
 

@@ -13,15 +13,15 @@ import torch
 from cg_helpers import write_tiny_internvl_cg
 from PIL import Image
 
-from internvl.caption_benchmarks import (BENCHMARKS, CaptionDataset, load_image_list, reference_captions,
+from internvl.data.caption_benchmarks import (BENCHMARKS, CaptionDataset, load_image_list, reference_captions,
                                         write_coco_karpathy, write_flickr30k_karpathy, write_nocaps)
-from internvl.caption_metrics import (METRICS, JavaNotFoundError, check_java, load_coco_references,
+from internvl.eval.caption_metrics import (METRICS, JavaNotFoundError, check_java, load_coco_references,
                                         score_captions, summary_line)
 from internvl.datakit import SyntheticImages
 from internvl.errors import ConfigError
-from internvl.processing_internvl_cg import image_transform
-from internvl.runtime import shard_indices
-from internvl.transforms import ImageDecodeError
+from internvl.models.processing_internvl_cg import image_transform
+from internvl.train.distributed import shard_indices
+from internvl.data.transforms import ImageDecodeError
 from internvl_g.evaluate_caption import parse_args
 
 REPO = Path(__file__).resolve().parents[1]
@@ -293,9 +293,9 @@ def _free_port() -> str:
 def test_cli_captions_are_the_models_beam_search_captions(evaluate_sh_run, tiny_checkpoint, caption_data):
     """What the CLI wrote equals InternVLModel.generate called by hand, one image at a time, with the
     published settings (prompt without EOS, beam 5, 8..30 new tokens)."""
-    from internvl.internvl_cg import InternVLModel
-    from internvl.processing_internvl_cg import build_cg_tokenizer, image_transform
-    from internvl.transforms import open_image
+    from internvl.models.internvl_cg import InternVLModel
+    from internvl.models.processing_internvl_cg import build_cg_tokenizer, image_transform
+    from internvl.data.transforms import open_image
 
     _, out_dir = evaluate_sh_run
     model = InternVLModel.from_pretrained(tiny_checkpoint, torch_dtype=torch.float32).eval()
@@ -315,8 +315,8 @@ def test_cli_captions_are_the_models_beam_search_captions(evaluate_sh_run, tiny_
 
 
 def test_batched_generation_equals_one_image_at_a_time(tiny_checkpoint, caption_data):
-    from internvl.internvl_cg import InternVLModel
-    from internvl.processing_internvl_cg import build_cg_tokenizer
+    from internvl.models.internvl_cg import InternVLModel
+    from internvl.models.processing_internvl_cg import build_cg_tokenizer
     from internvl_g.evaluate_caption import collate_batch, generate_captions
 
     model = InternVLModel.from_pretrained(tiny_checkpoint, torch_dtype=torch.float32).eval()

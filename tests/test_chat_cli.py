@@ -7,8 +7,8 @@ import torch
 from chat_helpers import write_checkpoint
 from PIL import Image
 
-from internvl.chat_image import load_image
-from internvl.conversation import image_prefix
+from internvl.data.chat_image import load_image
+from internvl.models.conversation import image_prefix
 from internvl_chat.chat import main
 
 GREEDY = dict(max_new_tokens=6, do_sample=False)
@@ -82,7 +82,7 @@ def test_streaming_prints_while_generating(checkpoint, monkeypatch):
     most) for text to appear: what the screen shows then does not depend on thread scheduling."""
     import time
 
-    from internvl.internlm2 import InternLM2ForCausalLM
+    from internvl.models.internlm2 import InternLM2ForCausalLM
 
     directory = checkpoint[0]
     out, printed_at_step, wait_for_text = io.StringIO(), [], [False]
@@ -134,7 +134,7 @@ def test_device_and_8bit_flags(checkpoint, capsys, monkeypatch):
     """The GPU-only flags: refused clearly without a GPU, and passed to from_pretrained as transformers wants."""
     import importlib.util
 
-    from internvl.chat_model import InternVLChatModel
+    from internvl.models.chat_model import InternVLChatModel
     from internvl_chat import chat
 
     directory = checkpoint[0]

@@ -9,12 +9,12 @@ from PIL import Image
 
 from chat_finetune_helpers import DATA_FLAGS, base_checkpoint, training_tokenizer
 from chat_finetune_helpers import _drop_run_logging  # noqa: F401 (autouse fixture)
-from internvl.chat_image import dynamic_preprocess
+from internvl.data.chat_image import dynamic_preprocess
 from internvl.errors import ConfigError, DataError, MissingFileError
-from internvl_chat.data.__main__ import main as data_main
-from internvl_chat.data.chat_jsonl import SampleProblem, parse_sample, read_meta, write_synthetic_chat_data
-from internvl_chat.data.dataset import (ChatSampler, DataOptions, collate, count_tiles, length_grouped_indices)
-from internvl_chat.data.preprocess import check_template
+from internvl_chat.chat_data.__main__ import main as data_main
+from internvl_chat.chat_data.chat_jsonl import SampleProblem, parse_sample, read_meta, write_synthetic_chat_data
+from internvl_chat.chat_data.dataset import (ChatSampler, DataOptions, collate, count_tiles, length_grouped_indices)
+from internvl_chat.chat_data.preprocess import check_template
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,7 @@ def test_meta_json_errors_name_the_file_dataset_and_key(tmp_path):
 
 
 def test_repeat_time_keeps_a_prefix_or_repeats(tmp_path):
-    from internvl_chat.data.chat_jsonl import read_lines
+    from internvl_chat.chat_data.chat_jsonl import read_lines
 
     jsonl = tmp_path / "a.jsonl"
     jsonl.write_text("".join(f'{{"n": {i}}}\n' for i in range(10)) + "\n")  # a blank line is no sample
@@ -108,7 +108,7 @@ def test_each_bad_line_is_named_with_its_field(tmp_path):
 def test_unknown_template_and_checkpoint_without_tokenizer(root, tmp_path):
     with pytest.raises(ConfigError, match="--conv_style 'vicuna_v1' has no training recipe; use one of"):
         check_template("vicuna_v1")
-    from internvl_chat.data.build import load_training_tokenizer
+    from internvl_chat.chat_data.build import load_training_tokenizer
 
     bare = tmp_path / "bare"
     bare.mkdir()
@@ -151,8 +151,8 @@ def test_inspect_writes_what_the_trainer_sees(root, mixed, tmp_path):
     assert data_main(["inspect", *_data_flags(base, mixed), "--output", str(out)]) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 12 and [r["where"].rsplit(":", 1)[1] for r in records] == [str(i) for i in range(1, 13)]
-    from internvl_chat.data.build import data_options, load_training_tokenizer
-    from internvl_chat.data.build import build_training_data
+    from internvl_chat.chat_data.build import data_options, load_training_tokenizer
+    from internvl_chat.chat_data.build import build_training_data
     from internvl_chat.arguments import parse_data_args
 
     model_args, data_args, _ = parse_data_args(_data_flags(base, mixed), "test")
@@ -180,8 +180,8 @@ def test_tile_counts_without_pixels_equal_the_tiling():
 
 def test_padding_does_not_change_the_loss(root):
     """A sample's loss is the same in a batch padded to its own length (length-grouped) as beside a longer one."""
-    from internvl.chat_model import InternVLChatModel
-    from internvl.modeling_utils import causal_lm_loss
+    from internvl.models.chat_model import InternVLChatModel
+    from internvl.models.modeling_utils import causal_lm_loss
 
     base = base_checkpoint(root)
     model = InternVLChatModel.from_pretrained(base).eval()
@@ -305,8 +305,8 @@ def test_multi_image_samples_split_the_tile_budget(root, tmp_path):
     """Upstream's rule: each of n images gets at most max(1, max_dynamic_patch // n) tiles (then the thumbnail)."""
     import random
 
-    from internvl_chat.data.build import build_training_data
-    from internvl_chat.data.chat_jsonl import parse_sample
+    from internvl_chat.chat_data.build import build_training_data
+    from internvl_chat.chat_data.chat_jsonl import parse_sample
 
     Image.new("RGB", (400, 100), (200, 30, 30)).save(tmp_path / "wide.jpg")
     line = json.dumps({"image": ["wide.jpg", "wide.jpg"], "conversations": [

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from chat_finetune_helpers import base_checkpoint, finetune_argv
-from internvl_chat.data.chat_jsonl import write_synthetic_chat_data
+from internvl_chat.chat_data.chat_jsonl import write_synthetic_chat_data
 
 pytest.importorskip("deepspeed", reason="pip install deepspeed (the test extra installs it)")
 

@@ -11,9 +11,9 @@ import torch
 
 from chat_finetune_helpers import base_checkpoint, finetune_argv
 from chat_finetune_helpers import _drop_run_logging  # noqa: F401 (autouse fixture)
-from internvl.caption_benchmarks import write_coco_karpathy
+from internvl.data.caption_benchmarks import write_coco_karpathy
 from internvl_chat import evaluate_caption, finetune
-from internvl_chat.data.chat_jsonl import write_synthetic_chat_data
+from internvl_chat.chat_data.chat_jsonl import write_synthetic_chat_data
 
 REPO = Path(__file__).resolve().parents[1]
 

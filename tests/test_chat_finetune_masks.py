@@ -9,7 +9,7 @@ the two agree only if the walk is right."""
 import pytest
 
 from chat_finetune_helpers import TEMPLATE_OF, training_tokenizer
-from internvl_chat.data.preprocess import IGNORE_INDEX, UnusableSample, tokenize_conversation
+from internvl_chat.chat_data.preprocess import IGNORE_INDEX, UnusableSample, tokenize_conversation
 
 CONVERSATIONS = {
     "multi-turn": ([("human", "<image>\nWhat colour is the shape?"), ("gpt", "red"),

@@ -17,7 +17,7 @@ from chat_finetune_helpers import base_checkpoint, finetune_argv
 from chat_finetune_helpers import _drop_run_logging  # noqa: F401 (autouse fixture)
 from internvl.errors import DataError
 from internvl_chat import finetune
-from internvl_chat.data.chat_jsonl import write_synthetic_chat_data
+from internvl_chat.chat_data.chat_jsonl import write_synthetic_chat_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,14 +97,14 @@ def test_merged_model_equals_the_lora_model_and_loads_as_the_base(root, lora_run
     """tools/merge_lora.py: same logits, published names, the base's remote code, AutoModel loads it."""
     from transformers import AutoModel
 
-    from internvl.chat_model import InternVLChatModel
+    from internvl.models.chat_model import InternVLChatModel
 
     base = base_checkpoint(root, copy_to=tmp_path / "base_with_code")
     # Remote-code files as the published directories ship them; here they re-export the suite's classes.
     (base / "configuration_internvl_chat.py").write_text(
-        "from internvl.chat_model import InternVLChatConfig as Base\n\n\nclass InternVLChatConfig(Base):\n    pass\n")
+        "from internvl.models.chat_model import InternVLChatConfig as Base\n\n\nclass InternVLChatConfig(Base):\n    pass\n")
     (base / "modeling_internvl_chat.py").write_text(
-        "from internvl.chat_model import InternVLChatModel as Base\n\n\nclass InternVLChatModel(Base):\n    pass\n")
+        "from internvl.models.chat_model import InternVLChatModel as Base\n\n\nclass InternVLChatModel(Base):\n    pass\n")
     config = json.loads((lora_run / "config.json").read_text())
     config["_name_or_path"] = str(base)
     (lora_run / "config.json").write_text(json.dumps(config))

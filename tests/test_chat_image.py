@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from internvl.chat_image import (dynamic_preprocess, find_closest_aspect_ratio, frame_indices, load_image, load_video,
+from internvl.data.chat_image import (dynamic_preprocess, find_closest_aspect_ratio, frame_indices, load_image, load_video,
                                  target_grids)
-from internvl.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageDecodeError
+from internvl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageDecodeError
 
 
 def grid_of(width, height, max_num=12, min_num=1, image_size=448):

@@ -15,9 +15,9 @@ from test_intern_vit import reference_forward as vit_reference_forward
 from transformers import AutoModel, GenerationConfig, LlamaTokenizer, Qwen2Config, TextIteratorStreamer
 
 from internvl.compat import CAN_SAVE_BIN, rope_settings
-from internvl.chat_model import InternVLChatConfig, InternVLChatModel, register_internvl_chat
-from internvl.conversation import get_conv_template, image_prefix, video_prefix
-from internvl.internlm2 import InternLM2Config
+from internvl.models.chat_model import InternVLChatConfig, InternVLChatModel, register_internvl_chat
+from internvl.models.conversation import get_conv_template, image_prefix, video_prefix
+from internvl.models.internlm2 import InternLM2Config
 
 # config.json of OpenGVLab/InternVL2-2B as published (PretrainedConfig defaults left out).
 PUBLISHED_CONFIG = {

@@ -1,7 +1,7 @@
 """Conversation templates: full prompt strings written out by hand from the reference templates."""
 import pytest
 
-from internvl.conversation import get_conv_template, image_prefix, video_prefix
+from internvl.models.conversation import get_conv_template, image_prefix, video_prefix
 
 INTERNVL2_SYSTEM = "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。"
 INTERNVL2_5_SYSTEM = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"

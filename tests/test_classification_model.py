@@ -13,7 +13,7 @@ from classification.config import load_config
 from classification.model import InternViTClassifier, build_model, load_classifier_weights
 from internvl import InternVisionConfig, InternVisionModel
 from internvl.errors import CheckpointError, ConfigError, MissingFileError
-from internvl.intern_vit import rename_timm_hf
+from internvl.models.intern_vit import rename_timm_hf
 
 
 def classifier(cls_target="cls_patch_concat", num_classes=5, **kw) -> InternViTClassifier:

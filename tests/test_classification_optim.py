@@ -15,7 +15,7 @@ from classification.engine import Training, amp_dtype_for, build_criterion, need
 from classification.model import InternViTClassifier
 from classification.optim import HeadEma, LRSchedule, build_optimizer
 from internvl import InternVisionModel
-from internvl.runtime import DistInfo
+from internvl.train.distributed import DistInfo
 
 CONFIG = "classification/configs/tiny/intern_vit_tiny_synthetic.yaml"
 CLASSES, WIDTH, LR = 5, 128, 0.3  # the tiny backbone's [class token, mean patch token] is 2 x 64 wide

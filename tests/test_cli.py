@@ -5,7 +5,7 @@ import pytest
 
 from internvl.cli import DEBUG_ENV, run_main
 from internvl.errors import ConfigError, DataError, MissingFileError, UserError
-from internvl.runtime import setup_logging
+from internvl.train.distributed import setup_logging
 
 
 def _raise(err):

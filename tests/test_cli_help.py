@@ -18,7 +18,7 @@ print("HEAVY:" + ",".join(heavy))
 # Not here: `python -m internvl_clip_benchmark` (the clip_benchmark command), whose parser is CLIP Benchmark's
 # own, built in a module of that package that imports torch.
 COMMANDS = ["internvl_chat.chat", "internvl_g.evaluate_caption", "internvl_chat.evaluate_caption",
-            "internvl_chat.merge_lora", "internvl_chat.data", "segmentation.train", "segmentation.test",
+            "internvl_chat.merge_lora", "internvl_chat.chat_data", "segmentation.train", "segmentation.test",
             "classification.main", "classification.demo", "internvl_clip_benchmark.demo", "internvl_g.demo"]
 
 

@@ -14,8 +14,8 @@ import torch
 from internvl.cli import run_main
 from internvl.datakit import SyntheticImages
 from internvl.datakit.checkpoints import write_tiny_internvl_cg
-from internvl.processing_internvl_cg import image_transform
-from internvl.retrieval_data import write_flickr30k
+from internvl.models.processing_internvl_cg import image_transform
+from internvl.data.retrieval import write_flickr30k
 from internvl_clip_benchmark.cli import main
 from internvl_clip_benchmark.datasets import build_dataset
 from internvl_clip_benchmark.datasets.webdataset import write_wds_classification
@@ -143,9 +143,9 @@ def test_feature_cache_on_disk_is_reused_and_invalidated(pretrained, data, tmp_p
     assert stats["computed"] == 1 and len(list(cache.glob("*.pt"))) == 2
     assert retrained == run("internvl_g_retrieval_hf", cached=False)[0] != first
     # Another transform of the same weights, model name and images (here: 70 px instead of 56): another entry.
-    import internvl.processing_internvl_cg
+    import internvl.models.processing_internvl_cg
 
-    monkeypatch.setattr(internvl.processing_internvl_cg, "image_transform", lambda config, task: image_transform(70, task))
+    monkeypatch.setattr(internvl.models.processing_internvl_cg, "image_transform", lambda config, task: image_transform(70, task))
     resized, stats = run("internvl_g_retrieval_hf")
     assert stats["computed"] == 1 and len(list(cache.glob("*.pt"))) == 3
     assert resized == run("internvl_g_retrieval_hf", cached=False)[0] != retrained

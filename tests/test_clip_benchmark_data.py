@@ -8,7 +8,7 @@ from PIL import Image
 
 from internvl.datakit import SyntheticImages
 from internvl.errors import ConfigError, DataError, MissingFileError
-from internvl.retrieval_data import write_flickr30k
+from internvl.data.retrieval import write_flickr30k
 from internvl_clip_benchmark.datasets import build_dataset
 from internvl_clip_benchmark.datasets.birdsnap import write_birdsnap
 from internvl_clip_benchmark.datasets.mscoco import write_mscoco_captions

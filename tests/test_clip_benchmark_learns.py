@@ -8,12 +8,12 @@ import random
 import torch
 import torch.nn.functional as F
 
-from internvl.caption_benchmarks import reference_captions
+from internvl.data.caption_benchmarks import reference_captions
 from internvl.datakit import SyntheticImages, train_sentencepiece
 from internvl.datakit.checkpoints import write_tiny_internvl_c_pth, write_tiny_internvl_cg
-from internvl.internvl_cg import InternVLModel
-from internvl.processing_internvl_cg import image_transform
-from internvl.retrieval_data import write_flickr30k
+from internvl.models.internvl_cg import InternVLModel
+from internvl.models.processing_internvl_cg import image_transform
+from internvl.data.retrieval import write_flickr30k
 from internvl_clip_benchmark.cli import main
 from internvl_clip_benchmark.datasets.imagenet import write_imagenet_val
 from internvl_clip_benchmark.models import RetrievalTokenizer

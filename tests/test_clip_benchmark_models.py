@@ -10,7 +10,7 @@ from torchvision import transforms as T
 from internvl.datakit import SyntheticImages
 from internvl.datakit.checkpoints import write_tiny_internvl_c_pth, write_tiny_internvl_cg
 from internvl.errors import CheckpointError, ConfigError, MissingFileError
-from internvl.internvl_cg import InternVLModel
+from internvl.models.internvl_cg import InternVLModel
 from internvl_clip_benchmark.models import MODELS, load_internvl
 
 KIT = SyntheticImages(num_classes=4, image_size=64)

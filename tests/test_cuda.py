@@ -6,7 +6,7 @@ from test_intern_vit import randomized, rel_err
 
 from internvl import InternVisionModel, layers
 from internvl.compat import enable_activation_checkpointing
-from internvl.layers import attention, set_attention_backend
+from internvl.models.layers import attention, set_attention_backend
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

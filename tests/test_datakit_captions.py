@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from internvl.datakit import SyntheticImages
-from internvl.caption_benchmarks import reference_captions, write_coco_karpathy, write_flickr30k_karpathy, write_nocaps
+from internvl.data.caption_benchmarks import reference_captions, write_coco_karpathy, write_flickr30k_karpathy, write_nocaps
 
 KIT = SyntheticImages(num_classes=4, image_size=32)
 

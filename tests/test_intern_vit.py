@@ -10,7 +10,7 @@ from transformers import AutoModel
 
 from internvl.compat import CAN_SAVE_BIN, enable_activation_checkpointing
 from internvl import InternVisionConfig, InternVisionModel
-from internvl.intern_vit import rename_timm_hf, to_timm_vision_transformer
+from internvl.models.intern_vit import rename_timm_hf, to_timm_vision_transformer
 
 FAMILIES = {"6b": tiny_vit_6b_family, "300m": tiny_vit_300m_family}
 

@@ -9,11 +9,11 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.generation.streamers import BaseStreamer
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-from internvl.internlm2 import (InternLM2Attention, InternLM2Config, InternLM2ForCausalLM, InternLM2Model,
+from internvl.models.internlm2 import (InternLM2Attention, InternLM2Config, InternLM2ForCausalLM, InternLM2Model,
                                 register_internlm2, to_llama, unfuse_wqkv)
 from internvl.compat import TRANSFORMERS_5, enable_activation_checkpointing, output_cache
-from internvl.layers import set_attention_backend
-from internvl.modeling_utils import checkpoint_shapes
+from internvl.models.layers import set_attention_backend
+from internvl.models.modeling_utils import checkpoint_shapes
 
 # The llm_config of OpenGVLab/InternVL2-2B (internlm/internlm2-chat-1_8b), as published.
 PUBLISHED_LLM_CONFIG = {

@@ -11,9 +11,9 @@ from helpers import read_manifest
 from test_intern_vit import reference_forward as reference_vit
 from transformers import AutoConfig, AutoModel
 
-from internvl.internvl_cg import (MODES, InternVLConfig, InternVLModel, load_internvl_c_pth, register_internvl_cg,
+from internvl.models.internvl_cg import (MODES, InternVLConfig, InternVLModel, load_internvl_c_pth, register_internvl_cg,
                                   rename_internvl_c_pth)
-from internvl.processing_internvl_cg import CAPTION_PROMPT, build_cg_tokenizer, image_transform
+from internvl.models.processing_internvl_cg import CAPTION_PROMPT, build_cg_tokenizer, image_transform
 
 
 def rel_err(actual, expected):
@@ -432,7 +432,7 @@ def _image():
 
 
 def test_image_transforms_by_task():
-    from internvl.transforms import build_transform
+    from internvl.data.transforms import build_transform
 
     image = _image()
     retrieval = image_transform(56)(image)

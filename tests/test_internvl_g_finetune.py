@@ -19,11 +19,11 @@ from transformers import TrainerCallback
 from internvl.datakit import SyntheticImages
 from internvl.datakit.checkpoints import write_tiny_internvl_cg
 from internvl.errors import ConfigError, MissingFileError
-from internvl.hf_training import (COMPLETE_MARKER, parse_args, read_deepspeed_config, resume_checkpoint,
+from internvl.train.hf import (COMPLETE_MARKER, parse_args, read_deepspeed_config, resume_checkpoint,
                                   weights_dtype)
-from internvl.internvl_cg import InternVLModel
-from internvl.processing_internvl_cg import build_cg_tokenizer, image_transform
-from internvl.retrieval_data import write_flickr30k
+from internvl.models.internvl_cg import InternVLModel
+from internvl.models.processing_internvl_cg import build_cg_tokenizer, image_transform
+from internvl.data.retrieval import write_flickr30k
 from internvl_g.finetune import TRAINING_DEFAULTS, DataTrainingArguments, ModelArguments, TrainingArguments, main
 
 REPO = Path(__file__).resolve().parents[1]

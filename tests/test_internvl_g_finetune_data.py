@@ -10,8 +10,8 @@ import torch
 from internvl.datakit import SyntheticImages
 from internvl.datakit.checkpoints import write_tiny_internvl_cg
 from internvl.errors import ConfigError, DataError, MissingFileError
-from internvl.processing_internvl_cg import build_cg_tokenizer
-from internvl.retrieval_data import write_coco_karpathy_train, write_flickr30k
+from internvl.models.processing_internvl_cg import build_cg_tokenizer
+from internvl.data.retrieval import write_coco_karpathy_train, write_flickr30k
 from internvl_g.train_data import (DATASETS, RetrievalTrainDataset, collate, read_samples, resolve_dataset,
                                    train_transform)
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from internvl import layers
-from internvl.layers import RMSNorm, attention, set_attention_backend
+from internvl.models.layers import RMSNorm, attention, set_attention_backend
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_rotary_matches_transformers_llama_and_its_scalings():
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
-    from internvl.layers import RotaryEmbedding, apply_rotary
+    from internvl.models.layers import RotaryEmbedding, apply_rotary
 
     q, k = torch.randn(2, 4, 12, 16), torch.randn(2, 4, 12, 16)
     positions = torch.arange(12).expand(2, 12)

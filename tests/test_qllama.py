@@ -5,7 +5,7 @@ import torch
 from transformers import LlamaForCausalLM
 
 from internvl.compat import enable_activation_checkpointing, output_cache
-from internvl.qllama import QLLAMA_7B_CONFIG, QLLaMAForCausalLM, qllama_config
+from internvl.models.qllama import QLLAMA_7B_CONFIG, QLLaMAForCausalLM, qllama_config
 
 VISION_WIDTH = 48
 

@@ -1,4 +1,4 @@
-"""internvl.retrieval_data: upstream's caption cleaning, the Flickr30K and COCO caption formats read from
+"""internvl.data.retrieval: upstream's caption cleaning, the Flickr30K and COCO caption formats read from
 hand-written files, and the synthetic Flickr30K writer."""
 import json
 
@@ -6,7 +6,7 @@ import pytest
 
 from internvl.datakit import SyntheticImages
 from internvl.errors import DataError, MissingFileError
-from internvl.retrieval_data import (chinese_reference_captions, coco_caption_json, pre_caption, read_coco_captions,
+from internvl.data.retrieval import (chinese_reference_captions, coco_caption_json, pre_caption, read_coco_captions,
                                      read_flickr_captions, write_flickr30k)
 
 KIT = SyntheticImages(num_classes=4, image_size=32)

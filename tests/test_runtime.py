@@ -1,4 +1,4 @@
-"""internvl.runtime: launcher detection, real 2-process gloo groups, logging, seeding, checkpoints, dtypes."""
+"""internvl.train.distributed, internvl.train.checkpoints, internvl.train.precision: launcher detection, real 2-process gloo groups, logging, seeding, checkpoints, dtypes."""
 import contextlib
 import json
 import logging
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from internvl.runtime import (DistInfo, LaunchEnv, all_gather_object, all_reduce_sum, atomic_save, autocast, barrier,
-                              cleanup_distributed, default_dtype_for, detect_launch_env, init_distributed,
-                              latest_checkpoint, load_checkpoint, parse_slurm_nodelist, resolve_dtype,
-                              save_checkpoint, seed_everything, setup_logging)
+from internvl.train.distributed import DistInfo, LaunchEnv, all_gather_object, all_reduce_sum, barrier, cleanup_distributed, detect_launch_env, init_distributed, parse_slurm_nodelist, seed_everything, setup_logging
+from internvl.fileio import atomic_save, load_checkpoint
+from internvl.train.precision import autocast, default_dtype_for, resolve_dtype
+from internvl.train.checkpoints import latest_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -148,7 +148,7 @@ def test_init_distributed_rejects_bad_env_before_anything(no_launcher_env):
 # --------------------------------------------------------------------------- real 2-process runs
 WORKER = """
 import json, os, sys, torch
-from internvl.runtime import all_gather_object, all_reduce_sum, barrier, cleanup_distributed, init_distributed
+from internvl.train.distributed import all_gather_object, all_reduce_sum, barrier, cleanup_distributed, init_distributed
 info = init_distributed()
 total = all_reduce_sum(torch.tensor([float(info.rank + 1), 10.0]))
 gathered = all_gather_object({"rank": info.rank, "pid": os.getpid()})

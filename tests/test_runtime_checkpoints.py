@@ -1,4 +1,4 @@
-"""internvl.runtime's checkpoint files: the permissions they are written with, damaged files named as such
+"""internvl.train.checkpoints and internvl.fileio: the permissions they are written with, damaged files named as such
 (and passed over by auto-resume), and the one unwrap of trainer-wrapped state dicts."""
 import logging
 import os
@@ -10,9 +10,9 @@ from helpers import tiny_vit_6b_family
 
 from internvl import InternVisionModel
 from internvl.errors import CheckpointError, MissingFileError
-from internvl.intern_vit import load_state_dict_file
-from internvl.runtime import (atomic_save, load_checkpoint, load_latest_checkpoint, load_torch_file, save_checkpoint,
-                              unwrap_state_dict)
+from internvl.models.intern_vit import load_state_dict_file
+from internvl.fileio import atomic_save, load_checkpoint, load_torch_file, unwrap_state_dict
+from internvl.train.checkpoints import load_latest_checkpoint, save_checkpoint
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from torch import nn
 from internvl.datakit import write_intern_vit_pth
 from internvl.datakit.checkpoints import tiny_vision_config
 from internvl.errors import CheckpointError, ConfigError
-from internvl.intern_vit import InternVisionModel
+from internvl.models.intern_vit import InternVisionModel
 from segmentation.backbone import InternViTBackbone, InternViTBackboneConfig, MMSegInternViT6B, build_backbone
 from segmentation.heads import segmentation_loss
 from segmentation.model import build_segmentor, convert_mmseg_state_dict, slide_windows
@@ -169,7 +169,7 @@ def test_upstream_checkpoint_names_load_into_the_model():
             if isinstance(module, nn.BatchNorm2d):
                 module.running_mean.uniform_(-1, 1)
                 module.running_var.uniform_(0.5, 2)
-    from internvl.intern_vit import rename_timm_hf
+    from internvl.models.intern_vit import rename_timm_hf
 
     def mmseg_name(name):  # the inverse of the conversion: upstream's names for our tensors
         if name.startswith("backbone.vit."):
@@ -281,7 +281,7 @@ def test_published_configs_build_at_full_size_with_the_published_backbone_names(
     and shapes of intern_vit_6b_224px.pth (position embedding at 504 px), and a 504 px step runs."""
     from helpers import read_manifest
 
-    from internvl.intern_vit import rename_timm_hf
+    from internvl.models.intern_vit import rename_timm_hf
     from segmentation.config import config_dir, load_config, to_plain
 
     head_tuning = "intern_vit_6b/head_tuning/upernet_intern_vit_6b_504_80k_ade20k_bs16_lr4e-5_frozen.py"

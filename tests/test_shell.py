@@ -73,7 +73,7 @@ def bash(tmp_path):
 # Joins the process group the launcher set up, sums the ranks, prints one JSON record per process.
 DDP_PROGRAM = (
     "import json, sys, torch\n"
-    "from internvl.runtime import all_reduce_sum, cleanup_distributed, init_distributed\n"
+    "from internvl.train.distributed import all_reduce_sum, cleanup_distributed, init_distributed\n"
     "info = init_distributed()\n"
     "total = all_reduce_sum(torch.tensor([float(info.rank + 1)])).item()\n"
     # One write per record: the processes share a pipe, and print() under -u writes the newline separately.

@@ -8,7 +8,7 @@ import sentencepiece as spm
 from internvl.compat import TRANSFORMERS_5
 from internvl.errors import CheckpointError
 from internvl.datakit import train_sentencepiece
-from internvl.tokenization import InternLM2Tokenizer, load_tokenizer
+from internvl.models.tokenization import InternLM2Tokenizer, load_tokenizer
 
 # The special tokens of OpenGVLab/InternVL2-2B's tokenizer_config.json, in id order. The published ids are
 # 92538..92552 (the SentencePiece vocabulary has 92544 pieces); here they follow the tiny model's pieces.
@@ -159,7 +159,7 @@ def test_pickles_for_dataloader_workers(tok):
 def test_fast_class_name_auto_map_and_auto_tokenizer_give_this_class(tmp_path):
     from transformers import AutoTokenizer
 
-    from internvl.internlm2 import register_internlm2
+    from internvl.models.internlm2 import register_internlm2
 
     write_internlm2_tokenizer(tmp_path, tokenizer_class="InternLM2TokenizerFast")
     assert type(load_tokenizer(tmp_path)) is InternLM2Tokenizer

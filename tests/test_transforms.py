@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 from transformers import CLIPImageProcessor
 
-from internvl.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageDecodeError, build_transform, open_image
+from internvl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageDecodeError, build_transform, open_image
 
 
 def _image(w, h, seed=0):

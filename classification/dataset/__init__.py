@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from internvl.datakit.synthetic import SyntheticImages
+from internvl.data.synthetic import SyntheticImages
 from internvl.errors import ConfigError
 
 from . import class_folders, imagenet, imagenetv2

@@ -6,7 +6,7 @@ A folder's label is the position of its name in the class list (:func:`read_clas
 1000), never its position among the folders that happen to exist. ImageNet-A and -R hold 200 of the
 1000 classes: the evaluation keeps the logits of the classes present (``EvalSet.class_subset``).
 
-Synthetic writers (images from :mod:`internvl.datakit.synthetic`, index ``start`` on)::
+Synthetic writers (images from :mod:`internvl.data.synthetic`, index ``start`` on)::
 
     write_class_subset(root, n, classes, kit)    root/<class>/<index>.jpg for the classes in ``classes``
     write_imagenet_sketch(root, n, kit)          root/<class>/<index>.JPEG, every class, grey contours
@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 
 from PIL import Image, ImageFilter, ImageOps
 
-from internvl.datakit.synthetic import SyntheticImages, save_jpeg
+from internvl.data.synthetic import SyntheticImages, save_jpeg
 from internvl.errors import DataError, MissingFileError
 
 from .pipeline import DATA_HELP, IMG_EXTENSIONS, EvalSet, ImageDataset, images_under

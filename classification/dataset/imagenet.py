@@ -14,7 +14,7 @@ ImageNet-ReaL (``imagenet-real``): the ImageNet-1K val split scored against ``DA
 (or ``meta_data/real.json``), one list of labels per val image in file-number order (entry *i*
 belongs to ``ILSVRC2012_val_{i+1:08d}.JPEG``); an empty list means ReaL gives the image no label.
 
-Synthetic writers (images from :mod:`internvl.datakit.synthetic`; ``<index>`` is the zero-padded
+Synthetic writers (images from :mod:`internvl.data.synthetic`; ``<index>`` is the zero-padded
 sample index, e.g. 000123)::
 
     write_imagenet_lists(root, splits)   root/<split>/<class>/<index>.JPEG, root/meta_data/<split>.txt
@@ -36,7 +36,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from internvl.datakit.synthetic import SyntheticImages, new_dataset_root, save_jpeg, split_ranges
+from internvl.data.synthetic import SyntheticImages, new_dataset_root, save_jpeg, split_ranges
 from internvl.errors import DataError, MissingFileError
 
 from .class_folders import read_class_names, scan_class_folders

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from internvl.datakit.synthetic import SyntheticImages, new_dataset_root, save_jpeg
+from internvl.data.synthetic import SyntheticImages, new_dataset_root, save_jpeg
 from internvl.errors import DataError
 
 from .class_folders import class_folders

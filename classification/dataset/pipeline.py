@@ -21,9 +21,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from internvl.errors import ConfigError, DataError
-from internvl.runtime import shard_indices
-from internvl.transforms import ImageDecodeError, open_image
-from internvl.transforms import build_transform as build_eval_geometry
+from internvl.train.distributed import shard_indices
+from internvl.data.transforms import ImageDecodeError, open_image
+from internvl.data.transforms import build_transform as build_eval_geometry
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ class TrainBatchSampler:
 
 def eval_batches(dataset_len: int, batch_size: int, num_replicas: int = 1, rank: int = 0,
                  sequential: bool = False) -> list[list[int]]:
-    """This process's evaluation batches: its contiguous shard (``internvl.runtime.shard_indices``: every
+    """This process's evaluation batches: its contiguous shard (``internvl.train.distributed.shard_indices``: every
     index once over all processes, no padding), or all indices in every process with ``sequential``."""
     mine = list(range(dataset_len)) if sequential else list(shard_indices(dataset_len, num_replicas, rank))
     return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]

@@ -2,10 +2,13 @@
 deterministic image set with captions (``synthetic``), tiny tokenizers (``tokenizer``) and tiny
 checkpoints in the published layouts (``checkpoints``). The writers of each on-disk dataset format
 live beside their readers, in the subproject that reads them (``classification.dataset``,
-``internvl.caption_benchmarks``, ...). See ``internvl/datakit/synthetic.py`` for the generator."""
-from .synthetic import *  # noqa: F401,F403
+``internvl.data.caption_benchmarks``, ...). The image generator itself is
+:mod:`internvl.data.synthetic` (the data layer: dataset writers beside their readers use it); this package,
+above the models, adds the tiny tokenizers and checkpoints."""
+from ..data.synthetic import *  # noqa: F401,F403
 from .tokenizer import *  # noqa: F401,F403
-from . import synthetic, tokenizer
+from ..data import synthetic
+from . import tokenizer
 
 __all__ = synthetic.__all__ + tokenizer.__all__ + ["write_intern_vit_pth"]
 

@@ -61,7 +61,7 @@ _PHI3_CHAT_TOKENS = ["<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", 
 
 def tiny_vision_config(family: str = "6b", **overrides):
     """A 3-layer, 64-wide InternViT of the ``"6b"`` or ``"300m"`` family at 56 px (4x4 patches of 14)."""
-    from ..intern_vit import InternVisionConfig
+    from ..models.intern_vit import InternVisionConfig
 
     if family not in _VIT_FAMILY_FIELDS:
         raise ValueError(f"unknown InternViT family {family!r}: use one of {sorted(_VIT_FAMILY_FIELDS)}")
@@ -100,7 +100,7 @@ def write_intern_vit_pth(path: str | os.PathLike, config=None, seed: int = 0) ->
     :func:`tiny_vision_config` ``("6b")``) as the classification ``.pth`` of ``intern_vit_6b_224px.pth``:
     a flat state dict under the timm-style names (``pos_embed``, ``blocks.0.attn.qkv.weight`` ...) that
     classification and segmentation load as their backbone. The global RNG is left as it was."""
-    from ..intern_vit import InternVisionModel, rename_timm_hf
+    from ..models.intern_vit import InternVisionModel, rename_timm_hf
 
     config = config or tiny_vision_config("6b")
     generator_state = torch.random.get_rng_state()
@@ -145,7 +145,7 @@ def tiny_internvl_cg_config(vocab_size: int = 300, **overrides):
     """InternViT-6B recipe (width 64, 3 layers, 56 px) + QLLaMA (width 64, 4 layers, cross-attention in
     layers 0 and 2, 8 queries), 32-d embeddings. ``overrides`` go to ``InternVLConfig``; a ``qllama``
     dict updates the QLLaMA fields."""
-    from ..internvl_cg import InternVLConfig
+    from ..models.internvl_cg import InternVLConfig
 
     qllama = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
                   num_attention_heads=4, hidden_act="silu", max_position_embeddings=256, rms_norm_eps=1e-6,
@@ -164,8 +164,8 @@ def write_tiny_internvl_cg(out_dir: str | os.PathLike, seed: int = 0, tokenizer_
     ``preprocessor_config.json``. The model's vocabulary is the tokenizer's (``tokenizer_vocab`` pieces: 1000
     merges English words, about 3x fewer tokens per caption than 400, for models that train). ``config_overrides``
     go to :func:`tiny_internvl_cg_config` (e.g. ``force_image_size=70``)."""
-    from ..internvl_cg import InternVLModel
-    from ..transforms import IMAGENET_MEAN, IMAGENET_STD
+    from ..models.internvl_cg import InternVLModel
+    from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -197,7 +197,7 @@ def write_tiny_internvl_c_pth(path: str | os.PathLike, model=None, seed: int = 0
     """
     import torch
 
-    from ..internvl_cg import InternVLConfig, InternVLModel, rename_internvl_c_pth
+    from ..models.internvl_cg import InternVLConfig, InternVLModel, rename_internvl_c_pth
 
     if model is None:
         config = tiny_internvl_cg_config(**{**config_overrides, "num_query_token": 0})
@@ -232,7 +232,7 @@ def tiny_chat_config(llm: str = "internlm2", template: Optional[str] = None, llm
                      **overrides):
     """InternViT-300M family (56 px tiles, 4x4 patches -> 4 image tokens) + a 2-layer ``llm`` with GQA
     (``internlm2``, ``qwen2``, ``llama`` or ``phi3``), with the vocabulary of :func:`write_chat_tokenizer`."""
-    from ..chat_model import InternVLChatConfig
+    from ..models.chat_model import InternVLChatConfig
 
     if llm not in _CHAT_LLM_FIELDS:
         raise ValueError(f"unknown language model {llm!r}: use one of {', '.join(CHAT_LLMS)}")
@@ -251,14 +251,14 @@ def tiny_chat_config(llm: str = "internlm2", template: Optional[str] = None, llm
 
 def write_chat_tokenizer(out_dir: str | os.PathLike, llm: str = "internlm2"):
     """Write the tokenizer files of a tiny ``llm`` chat checkpoint; return the tokenizer as
-    :func:`internvl.tokenization.load_tokenizer` reads it back.
+    :func:`internvl.models.tokenization.load_tokenizer` reads it back.
 
     InternLM2 gets the published ``tokenizer_config.json`` layout (``InternLM2Tokenizer``, the special
     tokens at fixed ids right after the SentencePiece vocabulary); the other language models get
     transformers' LLaMA tokenizer over the same model with the same special tokens added. As the published
     tokenizers: InternLM2's encodes text without SentencePiece's leading space; Qwen2's adds no ``<s>``; Phi-3's also has ``<|system|>``, ``<|user|>``, ``<|assistant|>``,
     ``<|end|>`` and pads with ``<|endoftext|>``."""
-    from ..tokenization import load_tokenizer
+    from ..models.tokenization import load_tokenizer
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -306,7 +306,7 @@ def write_chat_tokenizer(out_dir: str | os.PathLike, llm: str = "internlm2"):
 def write_tiny_internvl_chat(out_dir: str | os.PathLike, llm: str = "internlm2", seed: int = 0, **config_overrides):
     """Write a tiny InternVL2-style directory (config.json, model.safetensors, tokenizer files with the
     image special tokens); return ``(model, tokenizer)``. ``config_overrides`` go to :func:`tiny_chat_config`."""
-    from ..chat_model import InternVLChatModel
+    from ..models.chat_model import InternVLChatModel
 
     model = randomize_weights(InternVLChatModel(tiny_chat_config(llm, **config_overrides)), seed)
     model.save_pretrained(out_dir)

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Optional
 
-from .synthetic import SyntheticImages
+from ..data.synthetic import SyntheticImages
 
 __all__ = ["train_sentencepiece", "MULTILINGUAL_LINES"]
 

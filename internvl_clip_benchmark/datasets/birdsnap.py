@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from internvl.datakit.synthetic import SyntheticImages, save_jpeg
+from internvl.data.synthetic import SyntheticImages, save_jpeg
 from internvl.errors import ConfigError, DataError, MissingFileError
 
 from .common import DATA_HELP, ListedImages, check_images_exist, classification_prompts

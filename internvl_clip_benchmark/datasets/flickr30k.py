@@ -6,10 +6,10 @@ Chinese captions (``zh``), 1000 test images with 5 captions each, in upstream's 
     <root>/flickr30k_cn_test.txt                 cn (upstream ships it: clip_benchmark/data/flickr30k/)
     <root>/flickr30k_test_zh.txt                 zh
 
-The caption files are the Flickr30K format of :mod:`internvl.retrieval_data` (``image,caption`` header,
+The caption files are the Flickr30K format of :mod:`internvl.data.retrieval` (``image,caption`` header,
 ``<id>.jpg,<caption>`` lines); ``--split`` picks ``test`` / ``val`` / ``train`` in the names and
 ``--annotation_file`` replaces the file. Captions are cleaned with upstream's ``pre_caption``, every language.
-The synthetic writer is :func:`internvl.retrieval_data.write_flickr30k` (en, cn), shared with the
+The synthetic writer is :func:`internvl.data.retrieval.write_flickr30k` (en, cn), shared with the
 retrieval fine-tuning that trains on the same files.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from internvl.retrieval_data import pre_caption, read_flickr_captions, write_flickr30k
+from internvl.data.retrieval import pre_caption, read_flickr_captions, write_flickr30k
 
 from .common import ListedImages, caption_file, check_images_exist
 

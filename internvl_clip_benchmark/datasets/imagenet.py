@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from internvl.datakit.synthetic import SyntheticImages, save_jpeg
+from internvl.data.synthetic import SyntheticImages, save_jpeg
 
 __all__ = ["write_imagenet_val"]
 

@@ -6,7 +6,7 @@
     <root>/coco-cn_test.json             cn: COCO captions, file names relative to <root> ("train2014/..." or
                                          "val2014/..."; upstream ships it: clip_benchmark/data/mscoco_captions/)
 
-Both are COCO caption files (:func:`internvl.retrieval_data.read_coco_captions`; BLIP's Karpathy list
+Both are COCO caption files (:func:`internvl.data.retrieval.read_coco_captions`; BLIP's Karpathy list
 works too); ``--annotation_file`` replaces the file. Captions are cleaned with upstream's ``pre_caption``.
 """
 from __future__ import annotations
@@ -16,9 +16,9 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from internvl.caption_benchmarks import reference_captions
-from internvl.datakit.synthetic import SyntheticImages, save_jpeg
-from internvl.retrieval_data import chinese_reference_captions, coco_caption_json, pre_caption, read_coco_captions
+from internvl.data.caption_benchmarks import reference_captions
+from internvl.data.synthetic import SyntheticImages, save_jpeg
+from internvl.data.retrieval import chinese_reference_captions, coco_caption_json, pre_caption, read_coco_captions
 
 from .common import ListedImages, caption_file, check_images_exist
 

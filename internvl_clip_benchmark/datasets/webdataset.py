@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from internvl.datakit.synthetic import SyntheticImages
+from internvl.data.synthetic import SyntheticImages
 
 __all__ = ["write_wds_classification"]
 

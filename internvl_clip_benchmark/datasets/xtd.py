@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 from typing import Optional, Sequence
 
-from internvl.datakit.synthetic import SyntheticImages, save_jpeg
+from internvl.data.synthetic import SyntheticImages, save_jpeg
 from internvl.errors import ConfigError, DataError, MissingFileError
 
 from .common import DATA_HELP, ListedImages, check_images_exist

@@ -8,7 +8,7 @@
 # Your own data: a template to copy. Describe it in shell/data/custom_finetune.json (one entry per JSONL file:
 # "root" = the folder the image paths are relative to, "annotation" = the .jsonl, "repeat_time" to over- or
 # under-sample it, "data_augment" for JPEG re-encoding; see internvl_chat/README.md for the JSONL lines), then:
-#   python -m internvl_chat.data check --meta_path shell/data/custom_finetune.json --model_name_or_path \
+#   python -m internvl_chat.chat_data check --meta_path shell/data/custom_finetune.json --model_name_or_path \
 #       ./pretrained/InternVL2-2B --conv_style internlm2-chat --force_image_size 448 --max_dynamic_patch 6 \
 #       --dynamic_image_size True --use_thumbnail True --max_seq_length 4096     # every problem, file:line
 #   GPUS=1 PER_DEVICE_BATCH_SIZE=4 bash shell/internvl2.0/2nd_finetune/<this script>

@@ -32,7 +32,7 @@ from typing import Optional, Sequence
 import transformers
 from transformers import TrainerCallback
 
-from .errors import ConfigError, MissingFileError
+from ..errors import ConfigError, MissingFileError
 
 __all__ = ["TrainingArguments", "LEGACY_FLAGS", "parse_args", "resume_checkpoint", "CheckpointCompleteCallback",
            "COMPLETE_MARKER", "finished_run", "read_deepspeed_config", "weights_dtype"]

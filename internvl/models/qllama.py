@@ -19,7 +19,7 @@ Tensor names are the published ones (``model.layers.N.cross_attn.{q,k,v,o}_proj`
 the configuration is a ``transformers.LlamaConfig`` with two extra fields, ``num_query_token`` and
 ``cross_attention_frequency`` (the published ``qllama_config``), and :class:`QLLaMAForCausalLM` is a
 ``GenerationMixin`` with a ``DynamicCache``, so captioning uses ``transformers`` generation (greedy, beam
-search, sampling, ...). Attention runs through :func:`internvl.layers.attention`.
+search, sampling, ...). Attention runs through :func:`internvl.models.layers.attention`.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils import logging
 
-from .compat import CACHE_KEY, output_cache, rope_settings, tied_weights_keys
+from ..compat import CACHE_KEY, output_cache, rope_settings, tied_weights_keys
 from .layers import RMSNorm, RotaryEmbedding, apply_rotary, attention, decoder_mask
 from .modeling_utils import InternVLPreTrainedBase, causal_lm_loss, init_decoder_weights
 

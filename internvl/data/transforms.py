@@ -8,7 +8,7 @@ geometries cover them:
                    crop_pct=1.0 is what CLIPImageProcessor does with the published
                    preprocessor_config.json (shortest_edge = crop_size, bicubic)
 
-    from internvl.transforms import build_transform, open_image
+    from internvl.data.transforms import build_transform, open_image
     transform = build_transform(224, "center_crop")
     pixel_values = transform(open_image("cat.jpg")).unsqueeze(0)
 """
@@ -19,7 +19,7 @@ from typing import Sequence
 
 from PIL import Image, UnidentifiedImageError
 
-from .errors import DataError, MissingFileError
+from ..errors import DataError, MissingFileError
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageDecodeError", "open_image", "build_transform"]
 

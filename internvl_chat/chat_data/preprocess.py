@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from internvl.chat_model import IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN
-from internvl.conversation import get_conv_template
+from internvl.models.chat_model import IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN
+from internvl.models.conversation import get_conv_template
 from internvl.errors import ConfigError
 
 __all__ = ["IGNORE_INDEX", "TRAINING_TEMPLATES", "UnusableSample", "Tokenized", "check_template",

@@ -10,7 +10,7 @@ fails fast, with what to install, when no working ``java`` is on the PATH (inste
 a ``float('')`` deep inside METEOR). METEOR's JVM takes seconds to load its paraphrase table, so one
 is started per process and reused by every ``score_captions`` call::
 
-    from internvl.caption_metrics import check_java, load_coco_references, score_captions
+    from internvl.eval.caption_metrics import check_java, load_coco_references, score_captions
     check_java()
     refs = load_coco_references("data/coco/annotations/coco_karpathy_test_gt.json")
     scores = score_captions(refs, {391895: "a man riding a motorcycle on a dirt road"})
@@ -26,7 +26,7 @@ import subprocess
 from pathlib import Path
 from typing import Mapping
 
-from .errors import UserError
+from ..errors import UserError
 
 __all__ = ["METRICS", "JavaNotFoundError", "check_java", "load_coco_references", "score_captions",
            "average_length", "summary_line"]

@@ -6,9 +6,9 @@ are pixel-shuffled (2x2 neighbours concatenated, ``downsample_ratio=0.5``) and p
 placeholders of the prompt. The published checkpoints load as they are::
 
     import torch
-    from internvl.chat_image import load_image
-    from internvl.chat_model import InternVLChatModel
-    from internvl.tokenization import load_tokenizer
+    from internvl.data.chat_image import load_image
+    from internvl.models.chat_model import InternVLChatModel
+    from internvl.models.tokenization import load_tokenizer
 
     path = "pretrained/InternVL2-2B"
     model = InternVLChatModel.from_pretrained(path, torch_dtype=torch.bfloat16, low_cpu_mem_usage=True).eval()
@@ -17,7 +17,7 @@ placeholders of the prompt. The published checkpoints load as they are::
     print(model.chat(tokenizer, pixel_values, "Describe the image.", dict(max_new_tokens=256)))
 
 ``llm_config.architectures[0]`` picks the language model: ``InternLM2ForCausalLM``
-(:mod:`internvl.internlm2`), or ``Qwen2ForCausalLM`` / ``LlamaForCausalLM`` / ``Phi3ForCausalLM``
+(:mod:`internvl.models.internlm2`), or ``Qwen2ForCausalLM`` / ``LlamaForCausalLM`` / ``Phi3ForCausalLM``
 from transformers (InternVL2-1B, InternVL2-40B/76B, InternVL2-4B).
 """
 from __future__ import annotations
@@ -35,9 +35,9 @@ from torch import nn
 from transformers import AutoConfig, GenerationConfig, PretrainedConfig
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from .compat import CACHE_KEY, config_kwargs, output_cache
+from ..compat import CACHE_KEY, config_kwargs, output_cache
 from .conversation import Conversation, get_conv_template
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 from .intern_vit import InternVisionConfig, InternVisionModel
 from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase, causal_lm_loss, wrap_lora
 
@@ -57,12 +57,12 @@ class _LLMSpec:
     module: str            # where the config and model classes live
     config_class: str
     model_class: str
-    lora_family: str       # its key in internvl.modeling_utils.LORA_TARGETS
+    lora_family: str       # its key in internvl.models.modeling_utils.LORA_TARGETS
     decoder_layer: str     # the class of one decoder block (what device maps must not split)
 
 
 SUPPORTED_LLMS = {
-    "InternLM2ForCausalLM": _LLMSpec("internvl.internlm2", "InternLM2Config", "InternLM2ForCausalLM", "internlm2",
+    "InternLM2ForCausalLM": _LLMSpec("internvl.models.internlm2", "InternLM2Config", "InternLM2ForCausalLM", "internlm2",
                                      "InternLM2DecoderLayer"),
     "Qwen2ForCausalLM": _LLMSpec("transformers", "Qwen2Config", "Qwen2ForCausalLM", "llama", "Qwen2DecoderLayer"),
     "LlamaForCausalLM": _LLMSpec("transformers", "LlamaConfig", "LlamaForCausalLM", "llama", "LlamaDecoderLayer"),
@@ -94,9 +94,9 @@ class InternVLChatConfig(InternVLConfigBase):
         downsample_ratio: pixel-shuffle ratio; 0.5 turns a 32x32 patch grid into 16x16 = 256 tokens.
         ps_version: ``"v2"`` (InternVL2 and later) or ``"v1"``, whose shuffle leaves rows and columns
             transposed (InternVL-Chat-V1-5 was trained that way).
-        template: conversation template name (:mod:`internvl.conversation`).
+        template: conversation template name (:mod:`internvl.models.conversation`).
         dynamic_image_size / use_thumbnail / min_dynamic_patch / max_dynamic_patch: the tiling the
-            model was trained with (:func:`internvl.chat_image.dynamic_preprocess`).
+            model was trained with (:func:`internvl.data.chat_image.dynamic_preprocess`).
         use_backbone_lora / use_llm_lora: LoRA rank to wrap the vision / language model with at
             construction (0: none; needs ``peft``).
         pad2square: pad images to a square instead of resizing (training data option).
@@ -201,7 +201,7 @@ class InternVLChatModel(InternVLPreTrainedBase):
         super().__init__(config)
         if config.template is None:
             raise ConfigError("InternVLChatConfig.template is not set: name the conversation template the model was "
-                              "trained with, e.g. 'internlm2-chat' (see internvl.conversation)")
+                              "trained with, e.g. 'internlm2-chat' (see internvl.models.conversation)")
         self.patch_size = config.vision_config.patch_size
         self.select_layer = config.select_layer
         self.template = config.template
@@ -410,7 +410,7 @@ class InternVLChatModel(InternVLPreTrainedBase):
             given = f"{len(num_patches_list)} image(s) (num_patches_list={list(num_patches_list)})"
             raise DataError(
                 f"the prompt has {found} '<image>' placeholder(s) but {given} were given: write one '<image>' per "
-                "image, e.g. 'Image-1: <image>\\nImage-2: <image>\\n' (internvl.conversation.image_prefix), and pass "
+                "image, e.g. 'Image-1: <image>\\nImage-2: <image>\\n' (internvl.models.conversation.image_prefix), and pass "
                 "the same pixel_values on every turn of a conversation about an image")
         for num_patches in num_patches_list:
             query = query.replace(IMAGE_PLACEHOLDER, start + context * (self.num_image_token * num_patches) + end, 1)
@@ -442,7 +442,7 @@ class InternVLChatModel(InternVLPreTrainedBase):
         """Answer ``question`` about the images in ``pixel_values`` (or none: ``pixel_values=None``).
 
         Args:
-            pixel_values: tiles of all images, ``(tiles, 3, S, S)`` (:func:`internvl.chat_image.load_image`).
+            pixel_values: tiles of all images, ``(tiles, 3, S, S)`` (:func:`internvl.data.chat_image.load_image`).
             question: the user's message. Without ``<image>`` (and on the first turn) it becomes
                 ``"<image>\\n" + question``; with several images write one ``<image>`` each.
             generation_config: ``dict`` of ``generate`` arguments (``max_new_tokens``, ``do_sample``,
@@ -559,7 +559,7 @@ def _special_token_id(tokenizer, token: str, purpose: str) -> int:
                                    and token != tokenizer.unk_token)
     if unknown:
         raise ConfigError(f"the tokenizer has no {token!r} token ({purpose}); load the tokenizer saved with the "
-                          "checkpoint (internvl.tokenization.load_tokenizer(checkpoint_dir)), or add it with "
+                          "checkpoint (internvl.models.tokenization.load_tokenizer(checkpoint_dir)), or add it with "
                           "tokenizer.add_special_tokens({'additional_special_tokens': [...]}) and "
                           "model.resize_token_embeddings(len(tokenizer))")
     return token_id

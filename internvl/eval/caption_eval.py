@@ -2,14 +2,14 @@
 ``internvl_chat/evaluate_caption.py``): shard the set over the ranks, caption it batch by batch, gather the
 captions in set order, and on rank 0 score them and write the results::
 
-    from internvl.caption_eval import caption_in_shards, report_captions
+    from internvl.eval.caption_eval import caption_in_shards, report_captions
 
     merged = caption_in_shards(dataset, caption_batch, info, batch_size=8, num_workers=2, collate_fn=collate,
                                desc="coco captions")           # [(id, caption)] of every rank, in set order
     report_captions("coco", merged, references, out_dir, prompt, settings={...})   # rank 0 scores and writes
 
 ``caption_batch(batch) -> [(id, caption), ...]`` is the model-specific part. Ranks take contiguous shards
-(:func:`internvl.runtime.shard_indices`), so no image is captioned twice and the gathered list is in the
+(:func:`internvl.train.distributed.shard_indices`), so no image is captioned twice and the gathered list is in the
 order of the set.
 """
 from __future__ import annotations
@@ -50,11 +50,11 @@ def check_caption_args(parser, args, known: Sequence[str], positive: Sequence[st
 def caption_in_shards(dataset, caption_batch: Callable, info, batch_size: int, num_workers: int,
                       collate_fn: Callable, desc: str = "captioning") -> list:
     """Caption this rank's shard of ``dataset`` with ``caption_batch`` and return every rank's ``(id, caption)``
-    pairs in the order of the set (``info``: :class:`internvl.runtime.DistInfo`)."""
+    pairs in the order of the set (``info``: :class:`internvl.train.distributed.DistInfo`)."""
     import torch
     from tqdm import tqdm
 
-    from .runtime import all_gather_object, shard_indices
+    from ..train.distributed import all_gather_object, shard_indices
 
     shard = torch.utils.data.Subset(dataset, shard_indices(len(dataset), info.world_size, info.rank))
     loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, num_workers=num_workers,
@@ -79,7 +79,7 @@ def report_captions(name: str, merged: Sequence, references: Mapping, out_dir: s
     "caption"}]``), score ``merged`` against ``references``, print upstream's result line and write
     ``<name>_<stamp>_scores.json`` (scores, average length, ``settings``). Returns ``[name, prompt, average
     length, scores]`` on rank 0, None elsewhere; every rank waits for rank 0."""
-    from .runtime import barrier
+    from ..train.distributed import barrier
 
     summary = None
     if is_main:

@@ -3,7 +3,7 @@ evaluation (``clip_benchmark``): the Flickr30K caption files, COCO caption files
 cleaning, and their synthetic writers. Which split file a subproject opens is the subproject's business;
 the formats are read and written here, once::
 
-    from internvl.retrieval_data import pre_caption, read_flickr_captions, read_coco_captions
+    from internvl.data.retrieval import pre_caption, read_flickr_captions, read_coco_captions
     rows = read_flickr_captions("data/flickr30k/flickr30k_cn_test.txt")   # FlickrCaption(image, caption, line)
     images = read_coco_captions("data/mscoco_captions/coco-cn_test.json")  # CaptionedImage(file_name, captions, ...)
     pre_caption("A dog (brown) runs!")                                     # 'a dog brown runs'
@@ -31,8 +31,8 @@ each of ``.!"()*#:;~`` becomes a space, runs of spaces collapse to one, leading/
 at most 50 space-separated words are kept. Chinese text passes through unchanged but for those ASCII
 marks.
 
-Synthetic writers (tests and demos; images from :mod:`internvl.datakit.synthetic`, caption ``k`` of
-an image in English from :func:`internvl.caption_benchmarks.reference_captions`, in Chinese from
+Synthetic writers (tests and demos; images from :mod:`internvl.data.synthetic`, caption ``k`` of
+an image in English from :func:`internvl.data.caption_benchmarks.reference_captions`, in Chinese from
 :func:`chinese_reference_captions`):
 
 ``write_flickr30k(root, num_images, split, languages)`` -- ``root`` is ``data/flickr30k``::
@@ -61,8 +61,8 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
 from .caption_benchmarks import _read_json, reference_captions
-from .datakit.synthetic import ZH, Sample, SyntheticImages, save_jpeg
-from .errors import DataError, MissingFileError
+from .synthetic import ZH, Sample, SyntheticImages, save_jpeg
+from ..errors import DataError, MissingFileError
 
 __all__ = ["pre_caption", "FlickrCaption", "read_flickr_captions", "write_flickr_captions", "FLICKR30K_CAPTION_FILES",
            "flickr30k_caption_file", "CaptionedImage", "read_coco_captions", "coco_caption_json",

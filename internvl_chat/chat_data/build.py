@@ -1,5 +1,5 @@
 """From flags to data: the tokenizer as training uses it, the model geometry the samples depend on, and the
-datasets of a meta json. Shared by ``finetune``, ``python -m internvl_chat.data`` and the evaluation, so
+datasets of a meta json. Shared by ``finetune``, ``python -m internvl_chat.chat_data`` and the evaluation, so
 all three see the same samples."""
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ SPECIAL_TOKENS = ["<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>", "<ref
 def load_training_tokenizer(path: str, max_seq_length: int, use_fast: bool = False):
     """``(tokenizer, number of special tokens added)``: the checkpoint's tokenizer (slow unless ``use_fast``,
     as upstream), ``model_max_length = max_seq_length``, with upstream's special tokens added if missing."""
-    from internvl.tokenization import load_tokenizer
+    from internvl.models.tokenization import load_tokenizer
 
     if path is None:
         raise ConfigError("--model_name_or_path is required (the checkpoint directory with the tokenizer files)")
@@ -50,7 +50,7 @@ def _is_internlm2(path: str) -> bool:
 
 
 def _chat_config(path: str):
-    from internvl.chat_model import InternVLChatConfig
+    from internvl.models.chat_model import InternVLChatConfig
 
     if not (Path(path) / "config.json").is_file():
         raise MissingFileError(f"{path} has no config.json: not an InternVL-Chat checkpoint directory")
@@ -69,7 +69,7 @@ def num_image_token(model_args, data_args) -> int:
             raise ConfigError(f"--down_sample_ratio {data_args.down_sample_ratio} differs from the checkpoint's "
                               f"downsample_ratio {config.downsample_ratio}; the projector is built for the latter")
     elif model_args.vision_path is not None:
-        from internvl.intern_vit import InternVisionConfig
+        from internvl.models.intern_vit import InternVisionConfig
 
         patch = InternVisionConfig.from_pretrained(model_args.vision_path).patch_size
     else:

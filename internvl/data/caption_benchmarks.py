@@ -4,7 +4,7 @@ test, NoCaps val): where their files live, their reader, and their synthetic wri
 InternVL-G (``internvl_g/evaluate.sh``) and InternVL-Chat (``internvl_chat/evaluate.sh``) caption the same
 sets in the same upstream layouts, so the format knowledge lives here, once::
 
-    from internvl.caption_benchmarks import BENCHMARKS, CaptionDataset, load_image_list
+    from internvl.data.caption_benchmarks import BENCHMARKS, CaptionDataset, load_image_list
     spec = BENCHMARKS["coco"]
     items = load_image_list(data_root / spec.image_list, data_root / spec.image_root, spec.list_format)
     dataset = CaptionDataset(items, transform)          # (transform(image), image_id) per listed image
@@ -12,7 +12,7 @@ sets in the same upstream layouts, so the format knowledge lives here, once::
 The reader checks every entry before a model is loaded: a wrong format names the file, the entry and
 the fields expected; duplicate ids and missing images are errors.
 
-Synthetic writers (tests and demos; images from :mod:`internvl.datakit.synthetic`):
+Synthetic writers (tests and demos; images from :mod:`internvl.data.synthetic`):
 
 ``<id>`` below is the global sample index (``start`` .. ``start + num_images - 1``); it is the image
 id of every format, so an image's references are found by the index it was drawn from. Write
@@ -68,11 +68,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
 
-from .errors import DataError, MissingFileError
+from ..errors import DataError, MissingFileError
 from .transforms import ImageDecodeError, open_image
 
 if TYPE_CHECKING:  # the writers import the data kit (and torch) when they run, not the reader
-    from .datakit.synthetic import Sample, SyntheticImages
+    from .synthetic import Sample, SyntheticImages
 
 __all__ = ["BENCHMARKS", "CaptionBenchmark", "CaptionImage", "load_image_list", "CaptionDataset",
            "reference_captions", "write_coco_karpathy", "write_flickr30k_karpathy", "write_nocaps"]
@@ -213,13 +213,13 @@ _NOCAPS_DOMAINS = ("in-domain", "near-domain", "out-domain")
 
 
 def _background_adjective(background: str) -> str:
-    from .datakit.synthetic import _BACKGROUND_ADJ
+    from .synthetic import _BACKGROUND_ADJ
 
     return _BACKGROUND_ADJ[background]
 
 
 def _kit_and_writer(kit: Optional[SyntheticImages]):
-    from .datakit.synthetic import SyntheticImages, save_jpeg
+    from .synthetic import SyntheticImages, save_jpeg
 
     return kit or SyntheticImages(), save_jpeg
 
@@ -320,7 +320,7 @@ def write_nocaps(root: str | os.PathLike, num_images: int, kit: Optional[Synthet
         images.append({"id": index, "file_name": f"{open_images_id}.jpg", "open_images_id": open_images_id,
                        "height": kit.image_size, "width": kit.image_size,
                        "domain": _NOCAPS_DOMAINS[index % len(_NOCAPS_DOMAINS)]})
-    content = {"info": {"description": "synthetic stand-in for nocaps val, written by internvl.caption_benchmarks"},
+    content = {"info": {"description": "synthetic stand-in for nocaps val, written by internvl.data.caption_benchmarks"},
                "licenses": [], **_coco_caption_file(images, references, 10)}
     _write_json(annotation_file, content)
     return root

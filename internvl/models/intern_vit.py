@@ -26,10 +26,10 @@ from torch import nn
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
 
-from .errors import MissingFileError
+from ..errors import MissingFileError
 from .layers import DropPath, RMSNorm, attention
 from .modeling_utils import WEIGHTS_HELP, InternVLConfigBase, InternVLPreTrainedBase, gathered_parameters
-from .runtime import load_torch_file, unwrap_state_dict
+from ..fileio import load_torch_file, unwrap_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -336,7 +336,7 @@ def _cast(state_dict: dict, dtype: Optional[torch.dtype]) -> dict:
 def load_state_dict_file(path: Union[str, os.PathLike]) -> dict:
     """Read a ``.pth``/``.bin``/``.safetensors`` state dict memory-mapped (no second copy in RAM),
     unwrapping the ``model`` / ``module`` / ``state_dict`` nesting of training checkpoints
-    (:func:`internvl.runtime.unwrap_state_dict`). A damaged ``.pth``/``.bin`` is an error naming it."""
+    (:func:`internvl.fileio.unwrap_state_dict`). A damaged ``.pth``/``.bin`` is an error naming it."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise MissingFileError(f"checkpoint not found: {path}; {WEIGHTS_HELP}")

@@ -1,5 +1,5 @@
 """Text and image preprocessing of InternVL-C/G (the HF modeling / processing split: the model is in
-:mod:`internvl.internvl_cg`).
+:mod:`internvl.models.internvl_cg`).
 
 The published model card and evaluation code fix the conventions, and every pipeline takes them from here:
 
@@ -9,7 +9,7 @@ The published model card and evaluation code fix the conventions, and every pipe
 * images: resized to the model's square input size (``force_image_size`` or the vision tower's), bicubic,
   ImageNet mean/std; classification resizes the shorter side and center-crops instead::
 
-    from internvl.processing_internvl_cg import build_cg_tokenizer, image_transform
+    from internvl.models.processing_internvl_cg import build_cg_tokenizer, image_transform
     tokenizer = build_cg_tokenizer("pretrained/InternVL-14B-224px", task="retrieval")
     input_ids = tokenizer.tokenize(["a photo of a red panda"]).input_ids
     transform = image_transform(model.config)   # or an int size
@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from .errors import MissingFileError
+from ..errors import MissingFileError
 
 __all__ = ["CGTokenizer", "build_cg_tokenizer", "image_transform", "RETRIEVAL_PREFIX", "CAPTION_PROMPT",
            "RETRIEVAL_MAX_LENGTH"]
@@ -119,7 +119,7 @@ def build_cg_tokenizer(checkpoint_dir: Union[str, os.PathLike], task: str = "ret
 
 
 def image_transform(config, task: str = "retrieval"):
-    """The evaluation transform, ``internvl.transforms.build_transform`` at the model's image size
+    """The evaluation transform, ``internvl.data.transforms.build_transform`` at the model's image size
     (an ``InternVLConfig``: ``force_image_size`` or ``vision_config.image_size``; or an int): bicubic,
     ImageNet mean/std.
 
@@ -127,7 +127,7 @@ def image_transform(config, task: str = "retrieval"):
     caption evaluations do; ``task="classification"``: shorter side to the size, then a center crop
     (``"center_crop"``), what ``CLIPImageProcessor`` does with the published ``preprocessor_config.json``.
     """
-    from .transforms import build_transform
+    from ..data.transforms import build_transform
 
     size = config if isinstance(config, int) else config.image_size
     modes = {"retrieval": "resize", "caption": "resize", "classification": "center_crop"}

@@ -13,7 +13,7 @@ QLLaMA's language-model head also writes captions (:meth:`InternVLModel.generate
 published remote code::
 
     from internvl import InternVLModel, build_cg_tokenizer, image_transform
-    from internvl.transforms import open_image
+    from internvl.data.transforms import open_image
 
     path = "pretrained/InternVL-14B-224px"
     model = InternVLModel.from_pretrained(path, torch_dtype=torch.bfloat16).cuda().eval()
@@ -45,14 +45,14 @@ import torch
 from torch import nn
 from transformers import GenerationConfig, LlamaConfig
 
-from .compat import CACHE_KEY, config_kwargs, output_cache, tied_weights_keys
+from ..compat import CACHE_KEY, config_kwargs, output_cache, tied_weights_keys
 from .intern_vit import (InternVisionConfig, InternVisionModel, config_from_state_dict, load_state_dict_file,
                          rename_timm_hf, rename_with_table)
 from .layers import AttentionPooling, PoolingCrossAttention
 from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase, wrap_lora
 from .processing_internvl_cg import CAPTION_PROMPT
 from .qllama import QLLAMA_7B_CONFIG, QLLaMAForCausalLM
-from .runtime import unwrap_state_dict
+from ..fileio import unwrap_state_dict
 
 
 __all__ = ["InternVLConfig", "InternVLModel", "MODES", "load_internvl_c_pth", "rename_internvl_c_pth",
@@ -71,7 +71,7 @@ class InternVLConfig(InternVLConfigBase):
     """Configuration of :class:`InternVLModel`, with the published ``config.json`` field names.
 
     Defaults are OpenGVLab/InternVL-14B-224px: InternViT-6B-224px (``vision_config``), QLLaMA-7B
-    (``qllama_config``, a ``LlamaConfig``; :data:`internvl.qllama.QLLAMA_7B_CONFIG` when not given),
+    (``qllama_config``, a ``LlamaConfig``; :data:`internvl.models.qllama.QLLAMA_7B_CONFIG` when not given),
     768-d embeddings, 16-head attention pooling, 96 queries, cross-attention every 2nd layer.
 
     Args:
@@ -271,7 +271,7 @@ class InternVLModel(InternVLPreTrainedBase):
 
     @property
     def qllama_decoder(self):
-        """QLLaMA's decoder stack (:class:`internvl.qllama.QLLaMAModel`), also when LoRA wraps QLLaMA (where
+        """QLLaMA's decoder stack (:class:`internvl.models.qllama.QLLaMAModel`), also when LoRA wraps QLLaMA (where
         ``qllama.model`` is the wrapped ``QLLaMAForCausalLM``)."""
         return self.qllama.get_decoder()
 

@@ -2,7 +2,7 @@
 
 Every pipeline builds the tokenizer of a checkpoint directory with one call::
 
-    from internvl.tokenization import load_tokenizer
+    from internvl.models.tokenization import load_tokenizer
     tokenizer = load_tokenizer("pretrained/InternVL2-2B")
 
 ``tokenizer_config.json`` names the class. The InternLM2 language models (InternVL2-2B/8B/26B, InternVL-Chat
@@ -22,8 +22,8 @@ import sentencepiece as spm
 from transformers import PreTrainedTokenizer
 from transformers.utils import logging
 
-from .compat import write_published_tokenizer_files
-from .errors import CheckpointError, ConfigError, MissingFileError
+from ..compat import write_published_tokenizer_files
+from ..errors import CheckpointError, ConfigError, MissingFileError
 
 logger = logging.get_logger(__name__)
 

@@ -3,7 +3,7 @@
 The prompt a model sees must be byte-identical to the one it was trained on, so each template
 keeps the reference's system message, role markers and separators exactly::
 
-    from internvl.conversation import get_conv_template
+    from internvl.models.conversation import get_conv_template
 
     conv = get_conv_template("internlm2-chat")        # InternVL2-2B / 8B / 26B
     conv.append_message(conv.roles[0], "<image>\\nWhat is in the picture?")

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from .compat import add_legacy_rope_keys, config_kwargs, dtype_kwargs, is_shape_mismatch_error, pop_dtype_kwarg
-from .errors import CheckpointError, ConfigError, MissingFileError
+from ..compat import add_legacy_rope_keys, config_kwargs, dtype_kwargs, is_shape_mismatch_error, pop_dtype_kwarg
+from ..errors import CheckpointError, ConfigError, MissingFileError
 
 WEIGHTS_HELP = "see pretrained/README.md for the published checkpoints and where to put them"
 

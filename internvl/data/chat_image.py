@@ -5,7 +5,7 @@ published models) on the grid whose aspect ratio is closest to the image's, amon
 ``min_num..max_num`` tiles, and add a downscaled thumbnail of the whole image when there is more
 than one tile. Each tile becomes ``num_image_token`` (256) language-model tokens::
 
-    from internvl.chat_image import load_image, load_video
+    from internvl.data.chat_image import load_image, load_video
 
     pixel_values = load_image("photo.jpg", max_num=12)              # (tiles, 3, 448, 448)
     pixel_values, num_patches_list = load_video("clip.mp4", num_segments=8)
@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from PIL import Image
 
-from .errors import DataError, MissingDependencyError, MissingFileError
+from ..errors import DataError, MissingDependencyError, MissingFileError
 from .transforms import build_transform, open_image
 
 __all__ = ["target_grids", "find_closest_aspect_ratio", "dynamic_preprocess", "load_image", "frame_indices",
@@ -154,7 +154,7 @@ def load_video(path: Union[str, os.PathLike], num_segments: int = 32, bound: Opt
 
     Returns ``(pixel_values, num_patches_list)``: all tiles of all frames stacked, and the tile
     count of each frame, as ``InternVLChatModel.chat`` takes them with a ``Frame1: <image>\\n...``
-    prompt (:func:`internvl.conversation.video_prefix`)."""
+    prompt (:func:`internvl.models.conversation.video_prefix`)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise MissingFileError(f"video not found: {path}")

@@ -1,7 +1,7 @@
 """Check and inspect fine-tuning data before a GPU is spent, with the flags of the training command.
 
-    python -m internvl_chat.data check   --meta_path META.json --model_name_or_path DIR [data flags]
-    python -m internvl_chat.data inspect --meta_path META.json --model_name_or_path DIR [data flags] --output OUT.jsonl
+    python -m internvl_chat.chat_data check   --meta_path META.json --model_name_or_path DIR [data flags]
+    python -m internvl_chat.chat_data inspect --meta_path META.json --model_name_or_path DIR [data flags] --output OUT.jsonl
 
 ``check`` reads every line of every dataset: JSON syntax, required keys, roles, placeholders against
 the images given, each image or video present and decodable, and the tokenized length against
@@ -26,8 +26,8 @@ from typing import Optional, Sequence
 from internvl.cli import run_main
 from internvl.errors import ConfigError
 
-log = logging.getLogger("internvl_chat.data")
-USAGE = "usage: python -m internvl_chat.data {check,inspect} --meta_path META.json --model_name_or_path DIR [flags]"
+log = logging.getLogger("internvl_chat.chat_data")
+USAGE = "usage: python -m internvl_chat.chat_data {check,inspect} --meta_path META.json --model_name_or_path DIR [flags]"
 TRAIN_OPEN, TRAIN_CLOSE = "⟦", "⟧"
 
 
@@ -70,7 +70,7 @@ def _results(dataset, max_frames: Optional[int], num_workers: int, desc: str):
 
 def readable(input_ids: Sequence[int], labels: Sequence[int], tokenizer) -> str:
     """The sequence as text: image-context runs shortened, trained tokens between ⟦ and ⟧."""
-    from internvl.chat_model import IMG_CONTEXT_TOKEN
+    from internvl.models.chat_model import IMG_CONTEXT_TOKEN
 
     context = tokenizer.convert_tokens_to_ids(IMG_CONTEXT_TOKEN)
     pieces, i = [], 0
@@ -90,12 +90,12 @@ def readable(input_ids: Sequence[int], labels: Sequence[int], tokenizer) -> str:
 
 
 def _setup(argv: Sequence[str], command: str):
-    from internvl.runtime import setup_logging
+    from internvl.train.distributed import setup_logging
 
     from ..arguments import parse_data_args
     from .build import build_training_data, data_options, load_training_tokenizer
 
-    model_args, data_args, tool_args = parse_data_args(argv, prog=f"python -m internvl_chat.data {command}")
+    model_args, data_args, tool_args = parse_data_args(argv, prog=f"python -m internvl_chat.chat_data {command}")
     setup_logging(0)
     options = data_options(model_args, data_args)
     tokenizer, _ = load_training_tokenizer(model_args.model_name_or_path, data_args.max_seq_length,

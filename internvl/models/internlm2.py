@@ -5,7 +5,7 @@ transformers has no native InternLM2, and the published checkpoints ship it as r
 is that architecture with the published tensor names, so ``from_pretrained`` reads an OpenGVLab or
 internlm directory as it is and ``save_pretrained`` writes it back::
 
-    from internvl.internlm2 import InternLM2ForCausalLM
+    from internvl.models.internlm2 import InternLM2ForCausalLM
     model = InternLM2ForCausalLM.from_pretrained("pretrained/internlm2-chat-1_8b", torch_dtype=torch.bfloat16)
 
 It is a LLaMA decoder with three differences in the checkpoint format:
@@ -19,7 +19,7 @@ It is a LLaMA decoder with three differences in the checkpoint format:
 * ``rope_scaling`` written as ``{"type": "dynamic" | "linear", "factor": f}`` and a ``bias`` switch for
   the attention projections.
 
-Attention runs through :func:`internvl.layers.attention` (flash-attn where it applies, else SDPA), the KV
+Attention runs through :func:`internvl.models.layers.attention` (flash-attn where it applies, else SDPA), the KV
 cache is a ``transformers`` :class:`~transformers.DynamicCache`, and :class:`InternLM2ForCausalLM` is a
 :class:`~transformers.GenerationMixin`, so ``generate`` (greedy, sampling, beam search, ``inputs_embeds``,
 left padding, streamers) works as for any transformers decoder. :func:`to_llama` gives the same network as
@@ -44,7 +44,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils import logging
 
-from .compat import CACHE_KEY, output_cache, tied_weights_keys
+from ..compat import CACHE_KEY, output_cache, tied_weights_keys
 from .layers import RMSNorm, RotaryEmbedding, apply_rotary, attention, decoder_mask, eager_attention
 from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase, causal_lm_loss, init_decoder_weights
 
@@ -70,7 +70,7 @@ class InternLM2Config(InternVLConfigBase):
                         rope_scaling={"type": "dynamic", "factor": 2.0}, attn_implementation="flash_attention_2")
 
     ``attn_implementation`` is the published switch: ``"flash_attention_2"`` lets
-    :func:`internvl.layers.attention` use flash-attn where it applies (CUDA, fp16/bf16, no padding mask);
+    :func:`internvl.models.layers.attention` use flash-attn where it applies (CUDA, fp16/bf16, no padding mask);
     any other value (``"eager"``, ``"sdpa"``) computes the same softmax(QK^T)V with PyTorch SDPA.
     """
 
@@ -242,7 +242,7 @@ class InternLM2PreTrainedModel(InternVLPreTrainedBase):
     supports_gradient_checkpointing = True
     _no_split_modules = ["InternLM2DecoderLayer"]
     _skip_keys_device_placement = ["past_key_values"]
-    # Attention goes through internvl.layers.attention, which picks flash-attn or SDPA itself; these flags
+    # Attention goes through internvl.models.layers.attention, which picks flash-attn or SDPA itself; these flags
     # only tell transformers (4.45 ... 4.57 spellings) which attn_implementation values to accept.
     _supports_flash_attn = True
     _supports_flash_attn_2 = True

@@ -291,7 +291,7 @@ def write_synthetic_chat_data(root: str | os.PathLike, num_samples: int, kit=Non
     which is the red one), ``text`` (a pure-text question about a colour word) and ``video`` (needs
     ``video_frames`` > 0: an mp4 of the image shifting, written with PyAV). ``root/<name>.json`` is the
     meta json (paths absolute, so it works from any directory)."""
-    from internvl.datakit.synthetic import ZH, SyntheticImages, save_jpeg
+    from internvl.data.synthetic import ZH, SyntheticImages, save_jpeg
 
     known = {"caption", "caption_zh", "qa", "multi", "text", "video"}
     if set(kinds) - known or not kinds:

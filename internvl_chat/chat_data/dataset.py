@@ -2,7 +2,7 @@
 padded, and the order in which they are drawn.
 
 :class:`ChatDataset` turns one dataset of the meta json into items ``{input_ids, labels, position_ids,
-pixel_values, image_flags}``: images tiled as at inference (:func:`internvl.chat_image.dynamic_preprocess`,
+pixel_values, image_flags}``: images tiled as at inference (:func:`internvl.data.chat_image.dynamic_preprocess`,
 the thumbnail last), a multi-image sample's tile budget split as upstream (``max(1, max_dynamic_patch //
 num_images)`` each), video frames one tile each behind ``Frame-i: <image>`` lines, a pure-text sample with
 one white tile flagged 0 (so every batch runs the vision model, as upstream). A sample that turns out to
@@ -34,9 +34,9 @@ from typing import Optional, Sequence
 import torch
 from PIL import Image
 
-from internvl.chat_image import _read_frames, dynamic_preprocess, find_closest_aspect_ratio, target_grids
+from internvl.data.chat_image import _read_frames, dynamic_preprocess, find_closest_aspect_ratio, target_grids
 from internvl.errors import ConfigError
-from internvl.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageDecodeError, build_transform, open_image
+from internvl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageDecodeError, build_transform, open_image
 
 from .chat_jsonl import VIDEO_PLACEHOLDER, ChatSample, DatasetSpec, SampleProblem
 from .preprocess import IGNORE_INDEX, Tokenized, UnusableSample, tokenize_conversation
