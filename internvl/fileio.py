@@ -1,18 +1,20 @@
 """Checkpoint file I/O, below the models: atomic writes, ``torch.load`` whose errors name the file, the state
-dict inside whatever a trainer wrapped it in, and checked JSON reading. Imports nothing of the library but
-its errors."""
+dict inside whatever a trainer wrapped it in, and checked JSON reading (:func:`read_json`). Imports nothing of the
+library but its errors, and torch only where a function needs it."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pickle
 import re
 import secrets
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
+if TYPE_CHECKING:  # torch is imported by the functions that need it: reading JSON does not
+    import torch
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
@@ -23,6 +25,8 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     The file gets the permissions of any new file (0666 less the umask), so colleagues sharing a
     cluster file system can read checkpoints whenever they can read the run folder.
     """
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temp_file(path)
@@ -62,6 +66,8 @@ def load_torch_file(path: str | Path, *, mmap: bool = False, weights_only: bool 
     message names the "global") is left as torch raises it, ``pickle.UnpicklingError``, for callers that
     know how to read such files. ``mmap`` applies to the zip format only (legacy files are read into memory).
     """
+    import torch
+
     from .errors import CheckpointError, MissingFileError
 
     path = Path(path)
@@ -111,6 +117,8 @@ def unwrap_state_dict(checkpoint: Mapping, source: str | os.PathLike = "checkpoi
     error. Names that all start with ``module.`` (a state dict taken from a DDP-wrapped model) lose
     that prefix. Anything else is a :class:`~internvl.errors.CheckpointError` naming ``source``.
     """
+    import torch
+
     from .errors import CheckpointError
 
     obj, route = checkpoint, []
@@ -131,3 +139,44 @@ def unwrap_state_dict(checkpoint: Mapping, source: str | os.PathLike = "checkpoi
     if all(isinstance(k, str) and k.startswith("module.") for k in obj):
         return {k[len("module."):]: v for k, v in obj.items()}
     return dict(obj)
+
+
+def _describe_json(content: Any) -> str:
+    if isinstance(content, dict):
+        return f"an object with keys {sorted(map(str, content))[:10]}"
+    return f"a JSON {type(content).__name__}"
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file", expected: str | None = None,
+              kind: type | tuple[type, ...] | None = None, error: type[Exception] | None = None,
+              hint: str | None = None) -> Any:
+    """The content of the JSON file ``path``, checked, with errors that name it: the one reader of JSON
+    inputs (annotation files, argument files, DeepSpeed configs, prompt files).
+
+    ``what`` names the file in messages ("annotation file", "--deepspeed"); ``expected`` says what it should
+    hold ("a COCO-format caption file: ..."); ``kind`` (``dict``, ``list``) is the type the top level must
+    have; ``error`` is the class of a parse or type error (default :class:`~internvl.errors.DataError`;
+    :class:`~internvl.errors.ConfigError` for configuration files); ``hint`` is appended to a missing-file
+    message (where to get the file). A missing file is a :class:`~internvl.errors.MissingFileError`::
+
+        annotation file not found: data/coco/x.json (expected ...; see data/README.md)
+        annotation file data/coco/x.json is not valid JSON (Expecting value: line 1 column 1 (char 0)); expected ...
+        annotation file data/coco/x.json: expected ...; found a JSON list
+    """
+    from .errors import DataError, MissingFileError
+
+    error = error or DataError
+    path = Path(path)
+    expectation = f"; expected {expected}" if expected else ""
+    if not path.is_file():
+        detail = "; ".join(part for part in (f"expected {expected}" if expected else "", hint or "") if part)
+        raise MissingFileError(f"{what} not found: {path}" + (f" ({detail})" if detail else ""))
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{what} {path} is not valid JSON ({e}){expectation}") from None
+    if kind is not None and not isinstance(content, kind):
+        wanted = expected or " or ".join(f"a JSON {'object' if k is dict else k.__name__}"
+                                         for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise error(f"{what} {path}: expected {wanted}; found {_describe_json(content)}")
+    return content

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from internvl.datakit import SyntheticImages
+from internvl.data.caption_benchmarks import load_image_list
 from internvl.errors import DataError, MissingFileError
 from internvl.data.retrieval import (chinese_reference_captions, coco_caption_json, pre_caption, read_coco_captions,
                                      read_flickr_captions, write_flickr30k)
@@ -113,3 +114,31 @@ def test_synthetic_flickr30k_en_and_cn(tmp_path):
     assert len(read_flickr_captions(root / "flickr30k_train_karpathy.txt")) == 10
     with pytest.raises(FileExistsError, match="000005.jpg"):
         write_flickr30k(root, 1, split="val", kit=KIT, start=5)
+
+
+def test_one_reader_and_one_image_id_rule_for_retrieval_and_captioning(tmp_path):
+    """The caption evaluation (load_image_list) and the retrieval data (read_coco_captions) read a Karpathy list
+    with one reader: an ``image_id`` wins ("coco_<n>" -> n, upstream's training rule), else the number after the
+    last '_' of the .jpg name (upstream's caption evaluation); BLIP's own entries give the same number both ways."""
+    (tmp_path / "val2014").mkdir()
+    names = ["val2014/COCO_val2014_000000391895.jpg", "val2014/COCO_val2014_000000000013.jpg",
+             "val2014/COCO_val2014_000000000007.jpg"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    listing = tmp_path / "coco_karpathy_test.json"
+    listing.write_text(json.dumps([
+        {"image": names[0], "caption": ["a"], "image_id": "coco_391895"},  # BLIP: both rules agree
+        {"image": names[1], "caption": ["b"], "image_id": "coco_12"},  # the image_id wins over the name
+        {"image": names[2], "caption": ["c"]}]))  # BLIP's test list: the name
+    ids = [391895, 12, 7]
+    assert [i.image_id for i in read_coco_captions(listing)] == ids
+    assert [i.image_id for i in load_image_list(listing, tmp_path, "karpathy")] == ids
+    assert [i.path for i in load_image_list(listing, tmp_path, "karpathy")] == [tmp_path / n for n in names]
+    # An image to caption needs no caption; a retrieval image does.
+    listing.write_text(json.dumps([{"image": names[2]}]))
+    assert [i.image_id for i in load_image_list(listing, tmp_path, "karpathy")] == [7]
+    with pytest.raises(DataError, match=r"entry 0 of .* has no caption text"):
+        read_coco_captions(listing)
+    # The COCO layout asked for, a Karpathy list found (and the other way round): the expected format is named.
+    with pytest.raises(DataError, match=r"expected a COCO-format caption file.*found a JSON list"):
+        read_coco_captions(listing, layout="coco")

@@ -69,12 +69,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
 
 from ..errors import DataError, MissingFileError
+from ..fileio import read_json
 from .transforms import ImageDecodeError, open_image
 
 if TYPE_CHECKING:  # the writers import the data kit (and torch) when they run, not the reader
     from .synthetic import Sample, SyntheticImages
 
-__all__ = ["BENCHMARKS", "CaptionBenchmark", "CaptionImage", "load_image_list", "CaptionDataset",
+__all__ = ["BENCHMARKS", "CaptionBenchmark", "CaptionImage", "load_image_list", "CaptionDataset", "CaptionedImage",
+           "read_coco_captions", "karpathy_image_id", "KARPATHY_EXPECTED", "COCO_EXPECTED", "CAPTION_FILE_EXPECTED",
            "reference_captions", "write_coco_karpathy", "write_flickr30k_karpathy", "write_nocaps"]
 
 @dataclass(frozen=True)
@@ -104,67 +106,131 @@ class CaptionImage:
     entry: str  # where it was listed, for error messages: "entry 12 of <file>: {...}"
 
 
-_KARPATHY_ID = re.compile(r"_(\d+)\.jpg$")
-_KARPATHY_EXPECTED = ("the COCO Karpathy test format: a JSON list of "
-                      "{'image': 'val2014/COCO_val2014_000000391895.jpg', 'caption': [...]} "
-                      "(the image id is the number after the last '_')")
-_COCO_EXPECTED = ("a COCO-format caption file: a JSON object with 'images' (a list of {'id': int, 'file_name': str}) "
-                  "and 'annotations' (a list of {'image_id': int, 'caption': str})")
+@dataclass(frozen=True)
+class CaptionedImage:
+    """One image of a COCO caption file, as :func:`read_coco_captions` reads it."""
+
+    file_name: str  # as listed: relative to the image root of the split
+    captions: tuple[str, ...]  # in file order (empty when read with captions=False)
+    image_id: int
+    entry: str  # where it was listed, for messages: "images[3] of <file>: {...}" / "entry 3 of <file>: {...}"
 
 
-def _read_json(path: Path, expected: str):
-    if not path.is_file():
-        raise MissingFileError(f"annotation file not found: {path} (expected {expected}; "
-                               f"see data/README.md for the data layout)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path} is not valid JSON ({e}); expected {expected}") from None
+KARPATHY_EXPECTED = ("the COCO Karpathy test format: a JSON list of "
+                     "{'image': 'val2014/COCO_val2014_000000391895.jpg', 'caption': [...]} "
+                     "(the image id is the number after the last '_')")
+COCO_EXPECTED = ("a COCO-format caption file: a JSON object with 'images' (a list of {'id': int, 'file_name': str}) "
+                 "and 'annotations' (a list of {'image_id': int, 'caption': str})")
+CAPTION_FILE_EXPECTED = ("COCO captions: {'images': [{'id': int, 'file_name': str}], 'annotations': "
+                         "[{'image_id': int, 'caption': str}]}, or BLIP's Karpathy list [{'image': str, 'caption': str "
+                         "or [str], 'image_id': ...}]")
+_EXPECTED = {"karpathy": KARPATHY_EXPECTED, "coco": COCO_EXPECTED, None: CAPTION_FILE_EXPECTED}
+_DATA_HINT = "see data/README.md for the data layout"
+_ID_AFTER_UNDERSCORE = re.compile(r"(?:^|_)(\d+)$")
+_ID_IN_FILE_NAME = re.compile(r"_(\d+)\.jpg$")
+
+
+def karpathy_image_id(entry: dict) -> Optional[int]:
+    """The image id of an entry of BLIP's Karpathy list, by upstream's rules: its ``image_id`` (an integer, or
+    the number after the last ``_`` of a string such as ``"coco_391895"``: upstream's retrieval training), else
+    the number after the last ``_`` of the ``.jpg`` file name (``val2014/COCO_val2014_000000391895.jpg`` ->
+    391895: upstream's caption evaluation). BLIP's files give the same number both ways. None: no id."""
+    value = entry.get("image_id")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        match = _ID_AFTER_UNDERSCORE.search(value)
+    else:
+        match = _ID_IN_FILE_NAME.search(entry.get("image", ""))
+    return int(match[1]) if match else None
+
+
+def read_coco_captions(path: str | os.PathLike, layout: Optional[str] = None,
+                       captions: bool = True) -> list[CaptionedImage]:
+    """The images of a COCO caption file, in the order they are listed, with every entry checked.
+
+    Two layouts of one content (see the module docs of this module and :mod:`internvl.data.retrieval`):
+    ``"coco"``, the COCO caption format (``{"images": [{"id", "file_name"}], "annotations": [{"image_id",
+    "caption"}]}``; ``file_name`` falls back to ``image``, as upstream reads it), and ``"karpathy"``, BLIP's
+    Karpathy list (``[{"image", "caption": str or [str], "image_id"?}]``, one entry per image or per caption;
+    the id by :func:`karpathy_image_id`). ``layout=None`` takes either.
+
+    With ``captions`` (the retrieval sets), every image needs at least one caption; without it (the images
+    to caption) captions are not read. A wrong layout, an entry without file name, id or caption, an
+    annotation of an unlisted image, or one id listed with two file names is an error naming the file and
+    the entry."""
+    path = Path(path)
+    expected = _EXPECTED[layout]
+    content = read_json(path, "annotation file", expected, hint=_DATA_HINT)
+    names: dict[int, str] = {}
+    texts: dict[int, list[str]] = {}
+    entries: dict[int, str] = {}
+
+    def add_image(image_id: int, file_name, where: str) -> None:
+        if not isinstance(file_name, str) or not file_name:
+            raise DataError(f"{where} has no file name; expected {expected}")
+        if names.setdefault(image_id, file_name) != file_name:
+            raise DataError(f"image id {image_id} is listed twice: {entries[image_id]} and {where}, with two file "
+                            f"names ({names[image_id]!r}, {file_name!r})")
+        texts.setdefault(image_id, [])
+        entries.setdefault(image_id, where)
+
+    def add_caption(image_id: int, caption, where: str) -> None:
+        if not isinstance(caption, str) or not caption.strip():
+            raise DataError(f"{where} has no caption text; expected {expected}")
+        texts[image_id].append(caption)
+
+    is_coco = isinstance(content, dict) and isinstance(content.get("images"), list) \
+        and (not captions or isinstance(content.get("annotations"), list))
+    if layout in (None, "coco") and is_coco:
+        for i, image in enumerate(content["images"]):
+            where = f"images[{i}] of {path}: {str(image)[:160]}"
+            image_id = image.get("id") if isinstance(image, dict) else None
+            if not isinstance(image_id, int) or isinstance(image_id, bool):
+                raise DataError(f"{where} needs an integer 'id' and a string 'file_name'; expected {expected}")
+            add_image(image_id, image.get("file_name", image.get("image")), where)
+        for i, annotation in enumerate(content["annotations"] if captions else ()):
+            where = f"annotations[{i}] of {path}: {str(annotation)[:160]}"
+            image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
+            if image_id not in names:
+                raise DataError(f"{where} refers to image id {image_id!r}, which 'images' does not list")
+            add_caption(image_id, annotation.get("caption"), where)
+    elif layout in (None, "karpathy") and isinstance(content, list):
+        for i, entry in enumerate(content):
+            where = f"entry {i} of {path}: {str(entry)[:160]}"
+            if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
+                raise DataError(f"{where} has no string 'image'; expected {expected}")
+            image_id = karpathy_image_id(entry)
+            if image_id is None:
+                raise DataError(f"{where}: cannot read an image id from "
+                                f"{entry.get('image_id', entry['image'])!r}; expected {expected}")
+            add_image(image_id, entry["image"], where)
+            if captions:
+                caption = entry.get("caption")
+                for text in caption if isinstance(caption, list) else [caption]:
+                    add_caption(image_id, text, where)
+    else:
+        found = f"an object with keys {sorted(content)}" if isinstance(content, dict) else f"a JSON {type(content).__name__}"
+        raise DataError(f"{path}: expected {expected}; found {found}")
+    if not names:
+        raise DataError(f"{path} lists no images")
+    uncaptioned = [entries[i] for i, c in texts.items() if not c] if captions else []
+    if uncaptioned:
+        raise DataError(f"{len(uncaptioned)} image(s) of {path} have no caption, e.g. {uncaptioned[0]}; every image "
+                        "of a retrieval set needs at least one")
+    return [CaptionedImage(names[i], tuple(texts[i]), i, entries[i]) for i in names]
 
 
 def load_image_list(path: str | Path, image_root: str | Path, list_format: str) -> list[CaptionImage]:
-    """The images to caption, read as upstream's ``CaptionDataset`` reads them, with every entry
-    checked: a wrong format names the file, the entry and the fields expected; duplicate ids and
-    missing image files are errors (listing the first few), before any model is loaded."""
-    path, image_root = Path(path), Path(image_root)
-    items: list[CaptionImage] = []
-    if list_format == "karpathy":
-        content = _read_json(path, _KARPATHY_EXPECTED)
-        if not isinstance(content, list):
-            found = f"an object with keys {sorted(content)}" if isinstance(content, dict) else type(content).__name__
-            raise DataError(f"{path}: expected {_KARPATHY_EXPECTED}; found {found}")
-        for i, entry in enumerate(content):
-            where = f"entry {i} of {path}: {str(entry)[:200]}"
-            if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
-                raise DataError(f"{where} has no string 'image'; expected {_KARPATHY_EXPECTED}")
-            match = _KARPATHY_ID.search(entry["image"])
-            if not match:
-                raise DataError(f"{where}: cannot read an image id from {entry['image']!r}; expected "
-                                f"{_KARPATHY_EXPECTED}")
-            items.append(CaptionImage(int(match[1]), image_root / entry["image"], where))
-    elif list_format == "coco":
-        content = _read_json(path, _COCO_EXPECTED)
-        if not isinstance(content, dict) or not isinstance(content.get("images"), list):
-            found = f"keys {sorted(content)}" if isinstance(content, dict) else f"a JSON {type(content).__name__}"
-            raise DataError(f"{path}: expected {_COCO_EXPECTED}; found {found}")
-        for i, entry in enumerate(content["images"]):
-            where = f"images[{i}] of {path}: {str(entry)[:200]}"
-            # Upstream reads 'file_name', falling back to 'image'.
-            name = entry.get("file_name", entry.get("image")) if isinstance(entry, dict) else None
-            image_id = entry.get("id") if isinstance(entry, dict) else None
-            if not isinstance(name, str) or not isinstance(image_id, int) or isinstance(image_id, bool):
-                raise DataError(f"{where} needs an integer 'id' and a string 'file_name'; expected {_COCO_EXPECTED}")
-            items.append(CaptionImage(image_id, image_root / name, where))
-    else:
+    """The images to caption, read as upstream's ``CaptionDataset`` reads them (:func:`read_coco_captions` with
+    ``layout=list_format``, captions not read): a wrong format names the file, the entry and the fields
+    expected; an id listed with two files and missing image files are errors (listing the first few), before
+    any model is loaded."""
+    if list_format not in ("karpathy", "coco"):
         raise ValueError(f"unknown image list format {list_format!r}: use 'karpathy' or 'coco'")
-
-    if not items:
-        raise DataError(f"{path} lists no images")
-    seen: dict[int, CaptionImage] = {}
-    for item in items:
-        if item.image_id in seen:
-            raise DataError(f"image id {item.image_id} is listed twice: {seen[item.image_id].entry} and {item.entry}")
-        seen[item.image_id] = item
+    path, image_root = Path(path), Path(image_root)
+    items = [CaptionImage(image.image_id, image_root / image.file_name, image.entry)
+             for image in read_coco_captions(path, layout=list_format, captions=False)]
     missing = [item for item in items if not item.path.is_file()]
     if missing:
         shown = "\n  ".join(f"{item.path} ({item.entry})" for item in missing[:5])
@@ -213,9 +279,9 @@ _NOCAPS_DOMAINS = ("in-domain", "near-domain", "out-domain")
 
 
 def _background_adjective(background: str) -> str:
-    from .synthetic import _BACKGROUND_ADJ
+    from .synthetic import BACKGROUND_ADJECTIVES
 
-    return _BACKGROUND_ADJ[background]
+    return BACKGROUND_ADJECTIVES[background]
 
 
 def _kit_and_writer(kit: Optional[SyntheticImages]):

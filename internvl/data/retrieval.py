@@ -18,13 +18,16 @@ live in ``<root>/Images/<image id>.jpg``. Empty lines are ignored. Read by upstr
 (training) and by the CLIP Benchmark ``flickr30k`` dataset (evaluation).
 
 COCO caption files, two layouts of one content (image file name + captions), both read by
-:func:`read_coco_captions`:
+:func:`read_coco_captions` (defined in :mod:`internvl.data.caption_benchmarks`, the one reader of COCO caption
+files: the caption evaluations read their image lists with it too):
 
 * COCO caption format (``coco_{split}_karpathy.json`` of CLIP Benchmark, COCO-CN ``coco-cn_{split}.json``):
   ``{"images": [{"id": 7, "file_name": ...}], "annotations": [{"image_id": 7, "caption": ...}]}``;
 * BLIP's Karpathy list (``coco_karpathy_{split}.json``): ``[{"image": "val2014/COCO_val2014_...jpg",
   "caption": "..." or [...], "image_id": "coco_7"}]``; an image listed once per caption (train) or with a list
-  of captions (test). Without ``image_id`` the id is the number after the last ``_`` of the file name.
+  of captions (test). The image id is ``image_id`` (an integer, or the number after the last ``_`` of
+  ``"coco_<n>"``), else the number after the last ``_`` of the ``.jpg`` file name: upstream's rules for its
+  training and caption-evaluation files, which give the same number on BLIP's files.
 
 Caption cleaning (:func:`pre_caption`, upstream's ``pre_caption`` of training and evaluation): lower-case,
 each of ``.!"()*#:;~`` becomes a space, runs of spaces collapse to one, leading/trailing spaces go, and
@@ -60,7 +63,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-from .caption_benchmarks import _read_json, reference_captions
+from .caption_benchmarks import CaptionedImage, read_coco_captions, reference_captions
 from .synthetic import ZH, Sample, SyntheticImages, save_jpeg
 from ..errors import DataError, MissingFileError
 
@@ -152,88 +155,6 @@ def write_flickr_captions(path: Union[str, os.PathLike], rows: Iterable[tuple[st
 
 
 # ---- COCO caption files ----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class CaptionedImage:
-    file_name: str  # relative to the image root of the split
-    captions: tuple[str, ...]  # in file order
-    image_id: int
-    entry: str  # where it was listed, for messages
-
-
-_COCO_EXPECTED = ("COCO captions: {'images': [{'id': int, 'file_name': str}], 'annotations': "
-                  "[{'image_id': int, 'caption': str}]}, or BLIP's Karpathy list [{'image': str, 'caption': str or "
-                  "[str], 'image_id': ...}]")
-_TRAILING_NUMBER = re.compile(r"(\d+)\D*$")
-
-
-def _karpathy_image_id(entry: dict, where: str) -> int:
-    value = entry.get("image_id")
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    match = _TRAILING_NUMBER.search(value if isinstance(value, str) else entry["image"])
-    if not match:
-        raise DataError(f"{where}: cannot read an image id from {value if value is not None else entry['image']!r}")
-    return int(match[1])
-
-
-def read_coco_captions(path: Union[str, os.PathLike]) -> list[CaptionedImage]:
-    """The captioned images of a COCO caption file in either layout (see the module doc), in the order the
-    images are listed. A wrong layout, an entry without file name or caption, an image listed with two
-    file names, or an image without any caption is an error naming the file and entry."""
-    path = Path(path)
-    content = _read_json(path, _COCO_EXPECTED)  # a missing file or bad JSON is named
-    names: dict[int, str] = {}
-    captions: dict[int, list[str]] = {}
-    entries: dict[int, str] = {}
-
-    def add_image(image_id: int, file_name, where: str) -> None:
-        if not isinstance(file_name, str) or not file_name:
-            raise DataError(f"{where} has no file name; expected {_COCO_EXPECTED}")
-        if names.setdefault(image_id, file_name) != file_name:
-            raise DataError(f"{where}: image id {image_id} is listed as {names[image_id]!r} and {file_name!r}")
-        captions.setdefault(image_id, [])
-        entries.setdefault(image_id, where)
-
-    def add_caption(image_id: int, caption, where: str) -> None:
-        if not isinstance(caption, str) or not caption.strip():
-            raise DataError(f"{where} has no caption text; expected {_COCO_EXPECTED}")
-        captions[image_id].append(caption)
-
-    if isinstance(content, dict) and isinstance(content.get("images"), list) \
-            and isinstance(content.get("annotations"), list):
-        for i, image in enumerate(content["images"]):
-            where = f"images[{i}] of {path}: {str(image)[:160]}"
-            image_id = image.get("id") if isinstance(image, dict) else None
-            if not isinstance(image_id, int) or isinstance(image_id, bool):
-                raise DataError(f"{where} needs an integer 'id'; expected {_COCO_EXPECTED}")
-            add_image(image_id, image.get("file_name"), where)
-        for i, annotation in enumerate(content["annotations"]):
-            where = f"annotations[{i}] of {path}: {str(annotation)[:160]}"
-            image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
-            if image_id not in names:
-                raise DataError(f"{where} refers to image id {image_id!r}, which 'images' does not list")
-            add_caption(image_id, annotation.get("caption"), where)
-    elif isinstance(content, list):
-        for i, entry in enumerate(content):
-            where = f"entry {i} of {path}: {str(entry)[:160]}"
-            if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
-                raise DataError(f"{where} has no string 'image'; expected {_COCO_EXPECTED}")
-            image_id = _karpathy_image_id(entry, where)
-            add_image(image_id, entry["image"], where)
-            for caption in entry.get("caption") if isinstance(entry.get("caption"), list) else [entry.get("caption")]:
-                add_caption(image_id, caption, where)
-    else:
-        found = f"an object with keys {sorted(content)}" if isinstance(content, dict) else f"a JSON {type(content).__name__}"
-        raise DataError(f"{path}: expected {_COCO_EXPECTED}; found {found}")
-    uncaptioned = [entries[i] for i, c in captions.items() if not c]
-    if uncaptioned:
-        raise DataError(f"{len(uncaptioned)} image(s) of {path} have no caption, e.g. {uncaptioned[0]}; every image "
-                        "of a retrieval set needs at least one")
-    if not names:
-        raise DataError(f"{path} lists no images")
-    return [CaptionedImage(names[i], tuple(captions[i]), i, entries[i]) for i in names]
-
 
 def coco_caption_json(images: Sequence[tuple[int, str, Sequence[str]]]) -> dict:
     """``(image id, file name, captions)`` triples -> the COCO caption format (annotation ids numbered

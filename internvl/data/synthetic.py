@@ -47,7 +47,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-__all__ = ["COLOURS", "SHAPES", "POSITIONS", "BACKGROUNDS", "ZH", "QA", "Sample", "SyntheticImages",
+__all__ = ["COLOURS", "SHAPES", "POSITIONS", "BACKGROUNDS", "BACKGROUND_ADJECTIVES", "ZH", "QA", "Sample",
+           "SyntheticImages",
            "SyntheticDataset", "split_ranges", "new_dataset_root", "save_jpeg"]
 
 # Shape colours before jitter: saturated, so they stand out from the grey backgrounds.
@@ -59,8 +60,8 @@ POSITIONS: dict[str, tuple[float, float]] = {
     "top left": (0.28, 0.28), "top right": (0.72, 0.28), "bottom left": (0.28, 0.72),
     "bottom right": (0.72, 0.72), "center": (0.5, 0.5)}
 BACKGROUNDS: tuple[str, ...] = ("noise", "stripes", "checkerboard", "gradient")
-_BACKGROUND_ADJ = {"noise": "noisy", "stripes": "striped", "checkerboard": "checkered",
-                   "gradient": "gradient"}
+BACKGROUND_ADJECTIVES = {"noise": "noisy", "stripes": "striped", "checkerboard": "checkered",
+                         "gradient": "gradient"}  # "on a <adjective> background" in captions
 # Chinese for every vocabulary term.
 ZH: dict[str, str] = {
     "red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色",
@@ -118,7 +119,7 @@ def _class_pairs(num_classes: int) -> list[tuple[str, str]]:
 
 def _captions(colour: str, shape: str, position: str, background: str) -> tuple[str, str, tuple[QA, ...]]:
     caption_en = (f"a {colour} {shape} in the {position} of the image, "
-                  f"on a {_BACKGROUND_ADJ[background]} background")
+                  f"on a {BACKGROUND_ADJECTIVES[background]} background")
     caption_zh = f"图片{ZH[position]}有一个{ZH[colour]}的{ZH[shape]}，背景是{ZH[background]}。"
     qa = (QA("colour", "What colour is the shape?", colour, "图中的形状是什么颜色？", ZH[colour]),
           QA("shape", "What shape is in the image?", shape, "图中是什么形状？", ZH[shape]),

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import os
 import subprocess
 from pathlib import Path
 from typing import Mapping
 
 from ..errors import UserError
+from ..fileio import read_json
 
 __all__ = ["METRICS", "JavaNotFoundError", "check_java", "load_coco_references", "score_captions",
            "average_length", "summary_line"]
@@ -67,14 +67,9 @@ def load_coco_references(path: str | os.PathLike) -> dict[int, list[str]]:
     """Reference captions per image id from a COCO-format caption file (``images`` with ``id``,
     ``annotations`` with ``image_id`` and ``caption``), as ``pycocotools.COCO`` reads it."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"caption reference file not found: {path}")
     expected = ("a COCO-format caption file: a JSON object with 'images' (a list of {'id': int, ...}) and "
                 "'annotations' (a list of {'image_id': int, 'caption': str, ...})")
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); expected {expected}") from None
+    content = read_json(path, "caption reference file", expected)
     if not isinstance(content, dict) or not isinstance(content.get("images"), list) \
             or not isinstance(content.get("annotations"), list):
         found = sorted(content) if isinstance(content, dict) else f"a JSON {type(content).__name__}"

@@ -33,6 +33,7 @@ import transformers
 from transformers import TrainerCallback
 
 from ..errors import ConfigError, MissingFileError
+from ..fileio import read_json
 
 __all__ = ["TrainingArguments", "LEGACY_FLAGS", "parse_args", "resume_checkpoint", "CheckpointCompleteCallback",
            "COMPLETE_MARKER", "finished_run", "read_deepspeed_config", "weights_dtype"]
@@ -103,7 +104,7 @@ def parse_args(dataclass_types: Sequence[type], argv: Optional[Sequence[str]] = 
             injected[_current_spelling(name, fields)] = value
     if json_file:
         path = Path(argv[0])
-        values = _read_json_object(path, "arguments file")
+        values = read_json(path, "arguments file", kind=dict, error=ConfigError)
         values = {LEGACY_FLAGS.get(k, k): v for k, v in values.items()}
         unknown = sorted(set(values) - fields)
         if unknown:
@@ -136,18 +137,6 @@ def torch_device(name: str):
     import torch
 
     return torch.device(name)
-
-
-def _read_json_object(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise MissingFileError(f"{what} {path}: file not found")
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{what} {path} is not valid JSON: {e}") from None
-    if not isinstance(content, dict):
-        raise ConfigError(f"{what} {path}: expected a JSON object, found a JSON {type(content).__name__}")
-    return content
 
 
 def _checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
@@ -232,7 +221,7 @@ def read_deepspeed_config(path: str, keep_optimizer_groups: bool = False) -> dic
     into every group, silently undoing the per-group rates. Without it, a ``scheduler`` block is logged: it
     replaces ``--lr_scheduler_type``."""
     config_path = Path(path)
-    config = _read_json_object(config_path, "--deepspeed")
+    config = read_json(config_path, "--deepspeed", kind=dict, error=ConfigError)
     for block in ("optimizer", "scheduler"):
         if block in config and keep_optimizer_groups:
             raise ConfigError(f"--deepspeed {config_path} has a '{block}' block, which would override the per-group "

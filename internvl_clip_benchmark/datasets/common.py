@@ -2,7 +2,6 @@
 every listed image exists, and the zero-shot prompts of a classification set."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -10,6 +9,7 @@ from typing import Callable, Optional, Sequence
 from torch.utils.data import Dataset
 
 from internvl.errors import ConfigError, MissingFileError
+from internvl.fileio import read_json
 
 from ..features import ImageFiles, ImageView
 
@@ -71,10 +71,7 @@ def _read_prompt_file(path: str, flag: str) -> dict:
     if not candidate.is_file():
         raise MissingFileError(f"{flag} {path} not found (looked in the working directory and in "
                                f"{_laion_file('')})")
-    try:
-        return json.loads(candidate.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise ConfigError(f"{flag} {candidate} is not valid JSON: {e}") from None
+    return read_json(candidate, flag, "a JSON object: dataset name -> list", kind=dict, error=ConfigError)
 
 
 def classification_prompts(dataset_name: str, language: str, classes: Optional[list], templates: dict[str, list],
@@ -103,4 +100,4 @@ def classification_prompts(dataset_name: str, language: str, classes: Optional[l
     if not packaged.is_file():
         raise ConfigError(f"no zero-shot templates in language {language!r} for {dataset_name}; pass "
                           "--custom_template_file")
-    return classes, json.loads(packaged.read_text(encoding="utf-8"))["imagenet1k"]
+    return classes, read_json(packaged, "CLIP Benchmark's template file", kind=dict)["imagenet1k"]

@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 
 from internvl.data.synthetic import SyntheticImages, save_jpeg
 from internvl.errors import ConfigError, DataError, MissingFileError
+from internvl.fileio import read_json
 
 from .common import DATA_HELP, ListedImages, check_images_exist
 
@@ -37,15 +38,11 @@ LAYOUT = (f"{ANNOTATION.format(language='<lang>')} (or {RAW_IMAGES} + {RAW_CAPTI
 _COCO_NAME = re.compile(r"COCO_(train2014|val2014)_\d+\.jpg$")
 
 
-def _read_json(path: Path) -> tuple[list[str], list[str], list[str]]:
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"{path} is not valid JSON ({e}); expected {{'image_paths': [...], 'annotations': [...]}}") \
-            from None
-    if not isinstance(content, dict) or not isinstance(content.get("image_paths"), list) \
-            or not isinstance(content.get("annotations"), list):
-        raise DataError(f"{path}: expected {{'image_paths': [...], 'annotations': [...]}} (one caption per image)")
+def _read_xtd_json(path: Path) -> tuple[list[str], list[str], list[str]]:
+    expected = "{'image_paths': [...], 'annotations': [...]} (one caption per image)"
+    content = read_json(path, "XTD caption file", expected, kind=dict)
+    if not isinstance(content.get("image_paths"), list) or not isinstance(content.get("annotations"), list):
+        raise DataError(f"{path}: expected {expected}; found keys {sorted(content)}")
     paths, captions = content["image_paths"], content["annotations"]
     if len(paths) != len(captions):
         raise DataError(f"{path}: {len(paths)} image_paths but {len(captions)} annotations; they pair up one to one")
@@ -87,7 +84,7 @@ def build(root: Path, transform, split: str = "test", language: str = "en",
     annotation = Path(annotation_file) if annotation_file else root / ANNOTATION.format(language=language)
     raw_names, raw_captions = root / RAW_IMAGES, root / RAW_CAPTIONS.format(language=language)
     if annotation.is_file():
-        paths, captions, where = _read_json(annotation)
+        paths, captions, where = _read_xtd_json(annotation)
         listed_in = annotation
     elif not annotation_file and raw_names.is_file() and raw_captions.is_file():
         paths, captions, where = _read_raw(raw_names, raw_captions)
