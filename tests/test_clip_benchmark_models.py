@@ -83,6 +83,27 @@ def test_text_conventions_on_a_hand_made_batch(pretrained):
             torch.testing.assert_close(batch[i], model.encode_text(padded)[0], rtol=1e-5, atol=1e-5)
 
 
+def test_the_text_feature_is_read_at_the_eos_token(pretrained):
+    """The feature is QLLaMA's hidden state at </s> (upstream: index attention_mask.sum(1) - 1), projected: found
+    here by looking for the </s> id in each row, not by counting the mask, for rows of different lengths, so
+    reading one token early (or late, into the padding) fails."""
+    model, _, tokenizer = load_internvl("internvl_c_retrieval_hf", pretrained / "InternVL-14B-224px")
+    inner = model.model
+    ids = tokenizer(["a red circle", "a blue square in the bottom right of the image", "green"])
+    eos = 2  # LLaMA's </s>, appended to every text
+    assert ids.shape[0] == 3 and len(set(((ids == eos).nonzero()[:, 1]).tolist())) == 3  # three EOS positions
+    with torch.no_grad():
+        features = model.encode_text(ids)
+        hidden = inner.get_text_features(ids, (ids > 0).long())
+    for row in range(3):
+        (position,) = (ids[row] == eos).nonzero()[:, 0].tolist()
+        at_eos = hidden[row, position] @ inner.text_projection
+        torch.testing.assert_close(features[row], at_eos, rtol=1e-5, atol=1e-6)
+        for wrong in (position - 1, position + 1):
+            if 0 <= wrong < ids.shape[1]:
+                assert (features[row] - hidden[row, wrong] @ inner.text_projection).abs().max() > 1e-3
+
+
 def test_lora_adapters_are_merged_and_image_size_comes_from_the_config(tmp_path):
     directory = write_tiny_internvl_cg(tmp_path / "ft", use_backbone_lora=4, use_qllama_lora=4, force_image_size=70)
     saved = load_file(directory / "model.safetensors")
