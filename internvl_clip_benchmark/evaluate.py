@@ -1,8 +1,11 @@
-"""One CLIP Benchmark evaluation (a model, a dataset, a language), CLIP Benchmark's ``run`` with three changes:
+"""One CLIP Benchmark evaluation (a model, a dataset, a language), CLIP Benchmark's ``run`` with these changes:
 
 * zero-shot classification and retrieval go through the feature store (:mod:`.features`): a model stays
   loaded from one run to the next, the image features of a dataset are computed once per model and
-  transform, and LAION's metric code runs over them;
+  transform, a zero-shot classifier once per model, class names, templates and language, and LAION's
+  metric code runs over them;
+* mixed precision as upstream InternVL (:func:`autocast_enabled`): float32 on the CPU unless ``--cpu_amp``;
+* a top-k accuracy only for k up to the class count (no NaN ``acc5`` for a 4-class set);
 * the result is appended to ``--output`` as one JSON line (upstream's behaviour: its XTD scripts write
   eight languages into one file), and ``--skip_existing`` skips a run whose line is already there;
 * datasets come from :func:`.datasets.build_dataset` (CLIP Benchmark's and the InternVL additions).
@@ -28,12 +31,13 @@ from internvl.errors import ConfigError, DataError
 
 from .datasets import DATASETS, build_dataset
 from .features import FeatureDataset, FeatureModel, FeatureStore, encode_images, files_digest, image_view
-from .models import load_internvl, weight_files
+from .models import load_internvl, text_files, weight_files
 
-__all__ = ["ZERO_SHOT_TASKS", "Session", "run", "output_path", "append_result", "read_results", "classification_metrics",
+__all__ = ["ZERO_SHOT_TASKS", "TOP_K", "autocast_enabled", "Session", "run", "output_path", "append_result", "read_results", "classification_metrics",
            "topk_accuracy"]
 
 ZERO_SHOT_TASKS = ("zeroshot_classification", "zeroshot_retrieval")
+TOP_K = (1, 5)  # CLIP Benchmark's acc1 / acc5
 _RECORD_FIELDS = ("dataset", "model", "pretrained", "task", "language")
 
 
@@ -44,7 +48,9 @@ class Loaded:
     transform: Any
     tokenizer: Any
     weights: Optional[list]  # the files the features depend on (None: not fingerprintable, no disk cache)
+    text_weights: Optional[list] = None  # the files the text features depend on (weights and tokenizer)
     fingerprint: Optional[str] = field(default=None)
+    text_fingerprint: Optional[str] = field(default=None)
 
 
 class Session:
@@ -53,6 +59,7 @@ class Session:
     def __init__(self, feature_cache_dir: Optional[str] = None, tokenizer_dir: Optional[str] = None,
                  verbose: bool = True):
         self.store = FeatureStore(feature_cache_dir, verbose=verbose)
+        self.classifiers = FeatureStore(feature_cache_dir, verbose=verbose, what="zero-shot classifier")
         self.tokenizer_dir = tokenizer_dir
         self.verbose = verbose
         self.loads = 0
@@ -64,6 +71,7 @@ class Session:
             return self._loaded
         self._loaded = None
         self.store.forget()  # in-memory features belong to the model they came from
+        self.classifiers.forget()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -71,6 +79,7 @@ class Session:
             model, transform, tokenizer = load_internvl(args.model, args.pretrained, args.model_cache_dir,
                                                         args.device, tokenizer_dir=self.tokenizer_dir)
             weights = weight_files(args.model, args.pretrained, self.tokenizer_dir)
+            text_weights = text_files(args.model, args.pretrained, self.tokenizer_dir)
         else:
             from clip_benchmark.models import load_clip
 
@@ -78,24 +87,44 @@ class Session:
                                                     pretrained=args.pretrained, cache_dir=args.model_cache_dir,
                                                     device=args.device)
             weights = [Path(args.pretrained)] if os.path.isfile(args.pretrained) else None
+            text_weights = weights  # the tokenizer comes with the model name
         model.eval()
         self.loads += 1
-        self._loaded = Loaded(key, model, transform, tokenizer, weights)
+        self._loaded = Loaded(key, model, transform, tokenizer, weights, text_weights)
         return self._loaded
 
-    def encoder_identity(self, loaded: Loaded, args) -> Optional[dict]:
-        """The model's name on disk: the content of its weight files (None: no disk cache for it)."""
+    def encoder_identity(self, loaded: Loaded, args, text: bool = False) -> Optional[dict]:
+        """The model's name on disk: the content of its weight files, and with ``text`` of its tokenizer files
+        too (None: no disk cache for it)."""
         if self.store.cache_dir is None:
             return None
-        if loaded.weights is None:
+        files = loaded.text_weights if text else loaded.weights
+        if files is None:
             if self.verbose:
                 print(f"feature cache: not used for {args.model} {args.pretrained} (no local weights file to "
                       "fingerprint); features are still reused within this command")
             return None
-        if loaded.fingerprint is None:
-            loaded.fingerprint = self.store.model_fingerprint(loaded.weights)
+        attribute = "text_fingerprint" if text else "fingerprint"
+        if getattr(loaded, attribute) is None:
+            setattr(loaded, attribute, self.store.model_fingerprint(files))
         dtype = next((p.dtype for p in loaded.model.parameters()), None)
-        return {"model_type": args.model_type, "model": args.model, "weights": loaded.fingerprint, "dtype": str(dtype)}
+        return {"model_type": args.model_type, "model": args.model, "weights": getattr(loaded, attribute),
+                "dtype": str(dtype)}
+
+    def zero_shot_classifier(self, loaded: Loaded, args, classes: Sequence[str], templates) -> torch.Tensor:
+        """CLIP Benchmark's zero-shot classifier (the text tower over every class name x template), computed once
+        per model, class names, templates, language, device type and mixed precision: kept in memory for the
+        command and, with ``--feature_cache_dir``, on disk (see :mod:`.features`)."""
+        from clip_benchmark.metrics.zeroshot_classification import zero_shot_classifier
+
+        key = {"classes": list(classes), "templates": templates, "language": args.language,
+               "device": torch.device(args.device).type, "amp": bool(args.amp)}
+        identity = self.encoder_identity(loaded, args, text=True)
+        classifier = self.classifiers.get(
+            key, None if identity is None else {**key, "encoder": identity},
+            lambda: zero_shot_classifier(loaded.model, loaded.tokenizer, classes, templates, args.device,
+                                         amp=args.amp).cpu())
+        return classifier.to(args.device)
 
 
 def _device(args) -> str:
@@ -108,6 +137,15 @@ def _device(args) -> str:
 
         torch.cuda.set_device(world_info_from_env()[0])
     return "cuda"
+
+
+def autocast_enabled(args) -> bool:
+    """Mixed precision as upstream InternVL's CLI has it: ``torch.cuda.amp.autocast`` (float16) on CUDA unless
+    ``--no_amp``; on the CPU nothing, so the float32 model computes in float32. CLIP Benchmark's metric code
+    autocasts to the device, and ``torch.autocast("cpu")`` is bfloat16: that is ``--cpu_amp``."""
+    if torch.device(args.device).type == "cpu":
+        return bool(args.amp and getattr(args, "cpu_amp", False))
+    return bool(args.amp)
 
 
 def output_path(args, task: str, dataset_name: str) -> str:
@@ -161,11 +199,10 @@ def _run_laion_task(args, task: str, output: str) -> int:
 
     if task == "linear_probe" and not torch.cuda.is_available():
         raise ConfigError("CLIP Benchmark's linear probe runs on a CUDA GPU only (its linear_probe.evaluate asserts it)")
-    laion_run = getattr(laion_cli.run, "laion_run", laion_cli.run)
     with tempfile.TemporaryDirectory() as tmp:
         delegated = copy.copy(args)
         delegated.output, delegated.skip_existing = os.path.join(tmp, "result.json"), False
-        laion_run(delegated)
+        laion_cli.run(delegated)
         for dump in read_results(delegated.output):
             append_result(output, dump)
     return 0
@@ -212,8 +249,9 @@ def _zero_shot(args, task: str, dataset, loaded: Loaded, session: Session) -> di
         loader = DataLoader(FeatureDataset(features, view.targets, classes), batch_size=args.batch_size,
                             shuffle=False, collate_fn=collate)
     if task == "zeroshot_classification":
+        classifier = None if args.load_clfs else session.zero_shot_classifier(loaded, args, classes, templates)
         return classification_metrics(model, loader, loaded.tokenizer, classes, templates, args.device, args.amp,
-                                      save_clf=args.save_clf, load_clfs=args.load_clfs)
+                                      save_clf=args.save_clf, load_clfs=args.load_clfs, classifier=classifier)
     return zeroshot_retrieval.evaluate(model, loader, loaded.tokenizer, recall_k_list=args.recall_k,
                                        device=args.device, amp=args.amp)
 
@@ -225,10 +263,14 @@ def topk_accuracy(logits: torch.Tensor, target: torch.Tensor, k: int) -> float:
 
 
 def classification_metrics(model, loader, tokenizer, classes, templates, device: str, amp: bool,
-                           save_clf: Optional[str] = None, load_clfs: Sequence[str] = ()) -> dict:
-    """CLIP Benchmark's zero-shot classification metrics, on its classifier and logits code: ``acc1``,
-    ``acc5`` (NaN below 5 classes) and ``mean_per_class_recall``, or ``mean_average_precision`` for a
-    multi-label set. (Its own ``accuracy`` fails on NumPy >= 2.4, LAION-AI/CLIP_benchmark#147.)"""
+                           save_clf: Optional[str] = None, load_clfs: Sequence[str] = (),
+                           classifier: Optional[torch.Tensor] = None) -> dict:
+    """CLIP Benchmark's zero-shot classification metrics, on its classifier and logits code: ``acc1``, ``acc5``
+    and ``mean_per_class_recall``, or ``mean_average_precision`` for a multi-label set. A top-k accuracy is
+    reported for k within the class count only: a 4-class set has no ``acc5`` (not a NaN). ``classifier``: the
+    zero-shot classifier when the caller has it (:meth:`Session.zero_shot_classifier`), else it is built here
+    (or averaged from ``load_clfs``). (CLIP Benchmark's own ``accuracy`` fails on NumPy >= 2.4,
+    LAION-AI/CLIP_benchmark#147.)"""
     from clip_benchmark.metrics.zeroshot_classification import (average_precision_per_class, run_classification,
                                                                  zero_shot_classifier)
     from sklearn.metrics import balanced_accuracy_score
@@ -236,16 +278,15 @@ def classification_metrics(model, loader, tokenizer, classes, templates, device:
     if load_clfs:
         classifier = sum(torch.load(path, map_location="cpu") for path in load_clfs) / len(load_clfs)
         classifier = classifier.to(device)
-    else:
+    elif classifier is None:
         classifier = zero_shot_classifier(model, tokenizer, classes, templates, device, amp=amp)
     if save_clf:
         torch.save(classifier, save_clf)
     logits, target = run_classification(model, classifier, loader, device, amp=amp)
     if target.ndim == 2:  # several labels per image
         return {"mean_average_precision": average_precision_per_class(logits, target).mean().item()}
-    return {"acc1": topk_accuracy(logits, target, 1),
-            "acc5": topk_accuracy(logits, target, 5) if len(classes) >= 5 else float("nan"),
-            "mean_per_class_recall": balanced_accuracy_score(target, logits.argmax(dim=1))}
+    metrics = {f"acc{k}": topk_accuracy(logits, target, k) for k in TOP_K if k <= logits.shape[1]}
+    return {**metrics, "mean_per_class_recall": balanced_accuracy_score(target, logits.argmax(dim=1))}
 
 
 def run(args, session: Session) -> int:
@@ -253,6 +294,7 @@ def run(args, session: Session) -> int:
     from clip_benchmark.datasets.builder import get_dataset_default_task
 
     args.device = _device(args)
+    args.amp = autocast_enabled(args)
     torch.manual_seed(args.seed)
     dataset_name = args.dataset[len("wds/"):] if args.dataset.startswith("wds/") else args.dataset
     task = get_dataset_default_task(dataset_name) if args.task == "auto" else args.task

@@ -17,6 +17,12 @@ other transform of a model name, a replaced image: each is another key, never a 
     <feature_cache_dir>/fingerprints.json               weight file -> sha256 (by path, size, mtime, inode)
     <feature_cache_dir>/<sha256 of the key>.pt          {"key": {...}, "features": (N, D), as the model gave them}
 
+Zero-shot classifiers are kept the same way (a second :class:`FeatureStore`, ``what="zero-shot classifier"``,
+in the same folder): the text tower's class embeddings, ``(D, classes)``, keyed by the class names, the
+templates, the language, device type and mixed precision, and on disk by the content of the weight and
+tokenizer files. ImageNet's 1000 classes x 80 templates are encoded once; a second run and the other ImageNet
+variants with the same class names (ImageNet-V2, ImageNet-Sketch) read them.
+
 A dataset is reusable when its images are files it can list (:func:`image_view`): the InternVL
 additions (Flickr30K, COCO, XTD, Birdsnap) and torchvision folder datasets (ImageNet and the
 ImageFolder-based sets). Others (webdataset shards, TFDS/VTAB, CIFAR arrays) take LAION's image path.
@@ -198,12 +204,14 @@ def content_fingerprint(files: Sequence[os.PathLike], memo: Optional[Path] = Non
 
 
 class FeatureStore:
-    """Image features by key: in memory for the current model, on disk under ``cache_dir`` when given
-    (see the module doc). ``stats`` counts where each request was served from."""
+    """Tensors computed from one model, by key: in memory for the current model, on disk under ``cache_dir`` when
+    given (see the module doc). ``what`` names them ("image features", "zero-shot classifier"); ``stats``
+    counts where each request was served from."""
 
-    def __init__(self, cache_dir: Optional[os.PathLike] = None, verbose: bool = True):
+    def __init__(self, cache_dir: Optional[os.PathLike] = None, verbose: bool = True, what: str = "image features"):
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.verbose = verbose
+        self.what = what  # in messages and in the disk key, so two stores share one folder
         self._memory: dict[str, torch.Tensor] = {}
         self.stats = {"computed": 0, "memory": 0, "disk": 0}
 
@@ -225,23 +233,23 @@ class FeatureStore:
         memory_key = _digest(key)
         if memory_key in self._memory:
             self.stats["memory"] += 1
-            self._say("image features: reused from this run")
+            self._say(f"{self.what}: reused from this run")
             return self._memory[memory_key]
         path = None
         if self.cache_dir is not None and disk_key is not None:
-            path = self.cache_dir / f"{_digest({'version': CACHE_VERSION, **disk_key})}.pt"
+            path = self.cache_dir / f"{_digest({'version': CACHE_VERSION, 'what': self.what, **disk_key})}.pt"
             if path.is_file():
                 stored = torch.load(path, map_location="cpu", weights_only=True)
                 self.stats["disk"] += 1
-                self._say(f"image features: read from the cache {path}")
+                self._say(f"{self.what}: read from the cache {path}")
                 self._memory[memory_key] = stored["features"]
                 return stored["features"]
         start = time.perf_counter()
         features = compute()
         self.stats["computed"] += 1
-        self._say(f"image features: {len(features)} images encoded in {time.perf_counter() - start:.1f} s")
+        self._say(f"{self.what}: {len(features)} rows computed in {time.perf_counter() - start:.1f} s")
         if path is not None:
             atomic_save({"key": json.loads(json.dumps(disk_key, default=str)), "features": features}, path)
-            self._say(f"image features: saved to the cache {path}")
+            self._say(f"{self.what}: saved to the cache {path}")
         self._memory[memory_key] = features
         return features
