@@ -10,7 +10,11 @@ sets in the same upstream layouts, so the format knowledge lives here, once::
     dataset = CaptionDataset(items, transform)          # (transform(image), image_id) per listed image
 
 The reader checks every entry before a model is loaded: a wrong format names the file, the entry and
-the fields expected; duplicate ids and missing images are errors.
+the fields expected; an id listed with two files and missing images are errors. It is the one reader of
+COCO caption files (:func:`read_coco_captions`: the COCO caption format and BLIP's Karpathy list), which the
+retrieval data (:mod:`internvl.data.retrieval`) and CLIP Benchmark's ``mscoco_captions`` read too, with one
+image-id rule (:func:`karpathy_image_id`: ``image_id`` when an entry has one, else the number after the last
+``_`` of the ``.jpg`` name, upstream's rules for its training and its caption evaluation).
 
 Synthetic writers (tests and demos; images from :mod:`internvl.data.synthetic`):
 
