@@ -408,3 +408,16 @@ def test_zero_shot_classifiers_are_cached_by_weights_names_templates_and_languag
     assert text_calls > 0 and stats["computed"] == 1  # another template list: a miss
     assert run("--custom_template_file", str(templates))[1] == 0
     assert len(list(cache.glob("*.pt"))) == 3  # the image features and two classifiers
+    # ImageNet-Sketch (CLIP Benchmark gives it ImageNet's class names and templates): the same classifier.
+    names = json.loads((data / "imagenet-1k" / "classnames.json").read_text())["imagenet1k"]
+    classnames = tmp_path / "classnames.json"
+    classnames.write_text(json.dumps({"imagenet1k": names, "imagenet_sketch": names}))
+    calls.clear()
+    session = Session(cache, verbose=False)
+    main(["eval", "--model_type", "internvl", "--model", "internvl_c_classification_hf", "--pretrained",
+          str(pretrained / "InternVL-14B-224px"), "--dataset", "imagenet_sketch", "--dataset_root",
+          str(data / "imagenet-1k" / "val"), "--custom_classname_file", str(classnames), "--output",
+          str(tmp_path / "sketch.json"), "--num_workers", "0", "--quiet", "--feature_cache_dir", str(cache)],
+         session=session)
+    assert len(calls) == 0 and session.classifiers.stats == {"computed": 0, "memory": 0, "disk": 1}
+    assert _lines(tmp_path / "sketch.json")[0]["metrics"] == first  # the same images, as ImageFolder
