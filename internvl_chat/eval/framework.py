@@ -22,17 +22,17 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
 
 from internvl.errors import ConfigError, DataError, MissingFileError
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 log = logging.getLogger("internvl_chat.eval")
 
 #: the task-family modules of this package, each with ``TASKS`` and ``GROUPS`` (see the package doc)
-TASK_MODULES = ["pope"]
+TASK_MODULES = ["pope", "mmbench", "multiple_choice", "tiny_lvlm", "mmmu", "mvbench"]
 
 #: the caption tasks, run by ``internvl_chat.evaluate_caption`` (evaluate.sh sends them there)
 CAPTION_TASKS = ["caption", "caption-coco", "caption-flickr30k", "caption-nocaps", "caption-custom"]
@@ -66,6 +66,9 @@ class Item:
     question: str
     meta: dict = field(default_factory=dict)
     max_num: Optional[int] = None
+    #: builds the input itself: ``pixels(image_size, dynamic, max_num, use_thumbnail) -> (tiles, tiles per
+    #: <image>)`` (MMMU's first-image rule, video frames); ``images`` then stays empty
+    pixels: Optional[Callable] = None
 
 
 class Task:
@@ -298,11 +301,15 @@ class ItemDataset:  # map-style, for a torch DataLoader
         from internvl.data.transforms import open_image
 
         item = self.items[index]
+        if item.pixels is not None:
+            tiles, counts = item.pixels(self.image_size, self.dynamic, item.max_num or self.max_num,
+                                        self.use_thumbnail)
+            return tiles, counts, item.key
         if not item.images:
             return None, [], item.key
         tiles, counts = [], []
         for path in item.images:
-            image = open_image(path)
+            image = path() if callable(path) else open_image(path)  # a callable: an image stored in a data file
             parts = (dynamic_preprocess(image, max_num=item.max_num or self.max_num, image_size=self.image_size,
                                         use_thumbnail=self.use_thumbnail) if self.dynamic else [image])
             tiles += [self.transform(part) for part in parts]

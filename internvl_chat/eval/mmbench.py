@@ -26,25 +26,14 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from PIL import Image
-
 from internvl.errors import DataError
-from .items import Item, need_file, option_post_process, time_prefix
+
+from .framework import Item, Task
+from .items import Base64Image, option_post_process
 from .xlsx import read_xlsx, write_xlsx
 
-SOURCE = "download it as upstream's eval/mmbench/README.md says (MMBench / OpenCompass download links)"
-
-# task -> (upstream dataset name, file under data/, split type, language)
-TASKS: Dict[str, Tuple[str, str, str, str]] = {
-    "mmbench-dev-en": ("mmbench_dev_20230712", "mmbench/mmbench_dev_20230712.tsv", "dev", "en"),
-    "mmbench-dev-cn": ("mmbench_dev_cn_20231003", "mmbench/mmbench_dev_cn_20231003.tsv", "dev", "cn"),
-    "mmbench-test-en": ("mmbench_test_en_20231003", "mmbench/mmbench_test_en_20231003.tsv", "test", "en"),
-    "mmbench-test-cn": ("mmbench_test_cn_20231003", "mmbench/mmbench_test_cn_20231003.tsv", "test", "cn"),
-    "ccbench-dev": ("ccbench_dev_cn", "mmbench/CCBench_legacy.tsv", "dev", "cn"),
-}
 PROMPT = {"en": "Answer with the option's letter from the given choices directly.", "cn": "请直接回答选项字母。"}
 OPTION_LETTERS = ["A", "B", "C", "D", "E"]
-MAX_NEW_TOKENS, MIN_NEW_TOKENS = 100, 1
 CIRCULAR_STRIDE = 1_000_000
 
 # pandas.read_csv's default missing-value strings (pandas 2.x).
@@ -88,14 +77,6 @@ def _fmt(value: Any) -> str:
     return f"{value}"
 
 
-def _decode_image(b64: str, where: str) -> Image.Image:
-    try:
-        with Image.open(io.BytesIO(base64.b64decode(b64))) as im:
-            return im.convert("RGB")
-    except Exception as err:
-        raise DataError(f"{where}: the image column does not decode ({err})") from None
-
-
 def build_question(row: Dict[str, Any], language: str) -> Tuple[str, Dict[str, Any]]:
     """Upstream's prompt and the options dict (letter -> text) for one TSV row."""
     question = _fmt(row["question"])
@@ -109,59 +90,17 @@ def build_question(row: Dict[str, Any], language: str) -> Tuple[str, Dict[str, A
     return question, {k: _fmt(v) for k, v in options.items()}
 
 
-def load_items(task: str, data_root: os.PathLike) -> List[Item]:
-    dataset, relative, _, language = TASKS[task]
-    path = need_file(data_root, relative, task, SOURCE)
-    header, rows = read_tsv(path)
-    items = []
-    for r, row in enumerate(rows):
-        question, options = build_question(row, language)
-        b64 = row["image"]
-        where = f"{path}:{r + 2}"
-        if b64 is None:
-            raise DataError(f"{where}: empty image column")
-        items.append(Item(key=str(row["index"]), question=question,
-                          images=[lambda b64=b64, where=where: _decode_image(b64, where)],
-                          record={"index": int(row["index"]), "options": options,
-                                  "answer": row.get("answer") if "answer" in header else None},
-                          max_new_tokens=MAX_NEW_TOKENS, min_new_tokens=MIN_NEW_TOKENS))
-    return items
-
-
-def post_process(pred: str, options: Dict[str, str]) -> str:
-    return option_post_process(pred, options)
-
-
-def finish(task: str, items: Sequence[Item], answers: Sequence[str], out_dir: os.PathLike,
-           data_root: os.PathLike) -> Path:
-    """Write upstream's spreadsheet: the TSV less ``hint, category, source, image, comment, l2-category``
-    (MMBench) or ``category, image`` (CCBench), ``prediction`` inserted at column 6 (MMBench) or 8 (CCBench)."""
-    dataset, relative, _, _ = TASKS[task]
-    header, rows = read_tsv(need_file(data_root, relative, task, SOURCE))
-    predictions = {it.record["index"]: post_process(a, it.record["options"]) for it, a in zip(items, answers)}
-    if "mmbench" in dataset:
-        drop, at = {"hint", "category", "source", "image", "comment", "l2-category"}, 6
-    else:
-        drop, at = {"category", "image"}, 8
-    columns = [c for c in header if c not in drop]
-    at = min(at, len(columns))
-    out_columns = columns[:at] + ["prediction"] + columns[at:]
-    out_rows = []
-    for row in rows:
-        values = {c: row[c] for c in columns}
-        values["prediction"] = predictions.get(int(row["index"]))
-        out_rows.append([values[c] for c in out_columns])
-    return write_xlsx(Path(out_dir) / f"{dataset}_{time_prefix()}.xlsx", out_columns, out_rows)
 
 
 def circular_scores(rows: Sequence[Dict[str, Any]]) -> Dict[str, float]:
-    """MMBench's circular accuracy from rows with ``index``, ``prediction``, ``answer`` (and ``category``)."""
+    """MMBench's circular accuracy from rows with ``index``, ``prediction``, ``answer`` (and ``category``): the
+    rotations of a question share ``index % 1,000,000``, and the question counts when every one is right."""
     groups: Dict[int, List[bool]] = {}
     category: Dict[int, Any] = {}
     correct_rows = 0
     for row in rows:
-        right = str(row.get("prediction") if row.get("prediction") is not None else "").strip() \
-            == str(row["answer"]).strip()
+        prediction = "" if row.get("prediction") is None else str(row["prediction"])
+        right = prediction.strip() == str(row["answer"]).strip()
         correct_rows += right
         g = int(row["index"]) % CIRCULAR_STRIDE
         groups.setdefault(g, []).append(right)
@@ -180,65 +119,110 @@ def circular_scores(rows: Sequence[Dict[str, Any]]) -> Dict[str, float]:
     return metrics
 
 
-def score(task: str, results_file: os.PathLike, data_root: Optional[os.PathLike] = None) -> Dict[str, Any]:
-    """Score a results spreadsheet (this suite's or upstream's). Test splits have no answers: MMBench's server
-    scores them, and the metrics say so."""
-    dataset, relative, split, _ = TASKS[task]
-    header, table = read_xlsx(results_file)
-    if "prediction" not in header or "index" not in header:
-        raise DataError(f"{results_file}: no 'index' / 'prediction' column; is it an MMBench results file?")
-    rows = [dict(zip(header, r)) for r in table]
-    if split == "test" or "answer" not in header:
-        return {"submission": str(results_file),
-                "note": "no answers in this split: upload the file to MMBench's evaluation server"}
-    if data_root is not None and (Path(data_root) / relative).exists():
-        _, source_rows = read_tsv(Path(data_root) / relative)
-        cats = {int(r["index"]): r.get("category") for r in source_rows}
-        for row in rows:
-            row["category"] = cats.get(int(row["index"]))
-    return circular_scores(rows)
+class MMBench(Task):
+    family = "mmbench"
+    max_new_tokens, min_new_tokens = 100, 1
+    headline = ("Overall",)
+    instructions = "upstream's internvl_chat/eval/mmbench/README.md (MMBench / CCBench TSV downloads)"
+    submission = "to MMBench's evaluation server (mmbench.opencompass.org.cn)"
 
+    def __init__(self, name: str, upstream: str, file: str, split: str, language: str):
+        self.name, self.upstream, self.file, self.split, self.language = name, upstream, Path(file), split, language
 
-def write_synthetic(data_root: os.PathLike, n: int = 4, kit=None, tasks: Sequence[str] = tuple(TASKS)) -> Path:
-    """A tiny set in upstream's layout: ``data/mmbench/<file>.tsv`` for each task, ``n`` questions about the
-    data kit's images (the shape's colour, four options); dev files hold every rotation of the options as
-    MMBench's do (index + k * 1,000,000), test files have no ``answer`` column."""
-    from internvl.data.synthetic import COLOURS, ZH, SyntheticImages
+    @property
+    def is_mmbench(self) -> bool:
+        return "mmbench" in self.upstream
 
-    kit = kit or SyntheticImages(image_size=64)
-    colours = list(COLOURS)
-    for task in tasks:
-        dataset, relative, split, language = TASKS[task]
-        path = Path(data_root) / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        is_cc = "mmbench" not in dataset
-        if is_cc:
-            header = ["index", "question", "A", "B", "C", "D", "answer", "category", "image", "source",
-                      "l2-category", "split"]
-        else:
+    def load(self, data_root: Path) -> list:
+        path = self.need(data_root / self.file, "the TSV file")
+        header, rows = read_tsv(path)
+        # upstream's spreadsheet: these columns dropped, ``prediction`` inserted at column 6 (MMBench) / 8 (CCBench)
+        drop, at = ({"hint", "category", "source", "image", "comment", "l2-category"}, 6) if self.is_mmbench \
+            else ({"category", "image"}, 8)
+        kept = [c for c in header if c not in drop]
+        at = min(at, len(kept))
+        columns = kept[:at] + ["prediction"] + kept[at:]
+        items = []
+        for key, row in enumerate(rows):
+            where = f"{path}:{key + 2}"
+            if row["image"] is None:
+                raise DataError(f"{self.name}: {where}: empty image column")
+            question, options = build_question(row, self.language)
+            items.append(Item(key, [Base64Image(row["image"], where)], question,
+                              {"options": options, "columns": columns,
+                               "row": {c: row[c] for c in kept}}))
+        return items
+
+    def record(self, item: Item, answer: str, checkpoint: str) -> dict:
+        row = dict(item.meta["row"], prediction=option_post_process(answer, item.meta["options"]))
+        return {c: row[c] for c in item.meta["columns"]}
+
+    def write_results(self, records: list, out_dir: Path, checkpoint: str, stamp: str) -> Path:
+        columns = list(records[0]) if records else ["index", "prediction"]
+        return write_xlsx(Path(out_dir) / f"{self.upstream}_{stamp}.xlsx", columns,
+                          [[r.get(c) for c in columns] for r in records])
+
+    def score(self, results: Path, data_root: Path) -> Optional[dict]:
+        header, table = read_xlsx(results)
+        if "prediction" not in header or "index" not in header:
+            raise DataError(f"{self.name}: {results} has no 'index' / 'prediction' column; is it an MMBench "
+                            "results spreadsheet?")
+        if self.split == "test" or "answer" not in header:
+            return None
+        rows = [dict(zip(header, r)) for r in table]
+        tsv = Path(data_root) / self.file
+        if tsv.exists():
+            _, source = read_tsv(tsv)
+            categories = {int(r["index"]): r.get("category") for r in source}
+            for row in rows:
+                row["category"] = categories.get(int(row["index"]))
+        return circular_scores(rows)
+
+    def write_synthetic(self, data_root: Path, n: int = 4) -> None:
+        """``n`` questions about the data kit's images (the shape's colour, four options) in upstream's TSV
+        layout; dev files hold every rotation of the options (index + k * 1,000,000), test files no answer."""
+        from internvl.data.synthetic import COLOURS, ZH
+
+        from .framework import synthetic_samples
+
+        colours = list(COLOURS)
+        if self.is_mmbench:
             header = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image", "source",
                       "l2-category", "comment", "split"]
-        if split == "test":
+        else:
+            header = ["index", "question", "A", "B", "C", "D", "answer", "category", "image", "source",
+                      "l2-category", "split"]
+        if self.split == "test":
             header.remove("answer")
         lines = []
-        for i in range(n):
-            s = kit.sample(i)
+        for i, s in enumerate(synthetic_samples(n)):
             buf = io.BytesIO()
             s.image.save(buf, format="PNG")
-            b64 = base64.b64encode(buf.getvalue()).decode()
             qa = s.qa[0]
-            question = qa.question_zh if language == "cn" else qa.question_en
-            names = [ZH[c] for c in colours] if language == "cn" else colours
+            question = qa.question_zh if self.language == "cn" else qa.question_en
+            names = [ZH[c] for c in colours] if self.language == "cn" else colours
             right = names[colours.index(s.colour)]
-            for k in range(4 if split == "dev" else 1):
+            for k in range(4 if self.split == "dev" else 1):
                 opts = names[k:] + names[:k]
-                row = {"index": i + k * CIRCULAR_STRIDE, "question": question, "hint": "" if i % 2 else "Look at the shape.",
-                       "answer": "ABCD"[opts.index(right)], "category": "attribute_recognition", "image": b64,
-                       "source": "synthetic", "l2-category": "FP-S", "comment": "", "split": split}
-                row.update(zip("ABCD", opts))
+                row = {"index": i + k * CIRCULAR_STRIDE, "question": question,
+                       "hint": "" if i % 2 else "Look at the shape.", "answer": "ABCD"[opts.index(right)],
+                       "category": "attribute_recognition" if i % 2 else "color_recognition",
+                       "image": base64.b64encode(buf.getvalue()).decode(), "source": "synthetic",
+                       "l2-category": "FP-S", "comment": "", "split": self.split, **dict(zip("ABCD", opts))}
                 lines.append([str(row[h]) for h in header])
+        path = data_root / self.file
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", encoding="utf-8", newline="") as f:
             w = csv.writer(f, delimiter="\t", lineterminator="\n")
             w.writerow(header)
             w.writerows(lines)
-    return Path(data_root) / "mmbench"
+
+
+TASKS = [
+    MMBench("mmbench-dev-en", "mmbench_dev_20230712", "mmbench/mmbench_dev_20230712.tsv", "dev", "en"),
+    MMBench("mmbench-dev-cn", "mmbench_dev_cn_20231003", "mmbench/mmbench_dev_cn_20231003.tsv", "dev", "cn"),
+    MMBench("mmbench-test-en", "mmbench_test_en_20231003", "mmbench/mmbench_test_en_20231003.tsv", "test", "en"),
+    MMBench("mmbench-test-cn", "mmbench_test_cn_20231003", "mmbench/mmbench_test_cn_20231003.tsv", "test", "cn"),
+    MMBench("ccbench-dev", "ccbench_dev_cn", "mmbench/CCBench_legacy.tsv", "dev", "cn"),
+]
+GROUPS: dict = {}

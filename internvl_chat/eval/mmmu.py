@@ -24,28 +24,21 @@ multiple choice MMMU's ``parse_multi_choice_response`` on it.
 from __future__ import annotations
 
 import ast
-import os
 import random
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-import torch
-from PIL import Image
 
-from internvl.data.chat_image import load_image
-from internvl.errors import DataError, MissingDependencyError, MissingFileError
-from .items import Item, option_post_process, read_json, read_jsonl, time_prefix, write_json, write_jsonl
+from internvl.errors import DataError, MissingDependencyError
 
-SPLITS = {"dev": ("MMMU_dev", "dev"), "val": ("MMMU_validation", "validation"), "test": ("MMMU_test", "test")}
-TASKS = tuple(f"mmmu-{s}" for s in SPLITS) + tuple(f"mmmu-{s}-cot" for s in SPLITS)
-ROOT = "MMMU/MMMU"
-SOURCE = ("download the MMMU dataset repository: huggingface-cli download MMMU/MMMU --repo-type dataset "
-          "--local-dir data/MMMU/MMMU (upstream's eval/mmmu/README.md)")
+from .framework import Item, Task, read_json, read_jsonl
+from .items import BytesImage, option_post_process, write_json_file, write_jsonl_file
+
+ROOT = Path("MMMU/MMMU")
 PROMPT = {"multiple-choice": "Answer with the option's letter from the given choices directly.",
           "open": "Answer the question using a single word or phrase."}
-MAX_NEW_TOKENS, COT_MAX_NEW_TOKENS, MIN_NEW_TOKENS = 10, 4096, 1
 LETTERS = ["A", "B", "C", "D", "E", "F", "G", "H", "I", "J", "K", "L", "M"]
 COT_INSTRUCTION = ("Your task is to answer the question below. "
                    "Give step by step reasoning before you answer, and when you're ready to answer, "
@@ -248,121 +241,41 @@ def _pyarrow():
     return pq
 
 
-def read_split(data_root: os.PathLike, split: str, task: str = "mmmu") -> List[dict]:
-    """Every record of ``split`` over the 30 subjects, in upstream's subject order."""
-    root = Path(data_root) / ROOT
-    if not root.is_dir():
-        raise MissingFileError(f"{task}: {root} not found; {SOURCE} (layouts in data/README.md)")
-    pq = _pyarrow()
-    records = []
-    for subject in SUBJECTS:
-        for f in sorted((root / subject).glob(f"{split}-*.parquet")):
-            records.extend(pq.read_table(f).to_pylist())
-    if not records:
-        raise MissingFileError(f"{task}: no {split}-*.parquet under {root}/<Subject>/; {SOURCE}")
-    return records
+class MMMUPixels:
+    """Upstream's MMMU input: with ``--dynamic`` the first image (``image_1``) at twice its size tiled up to
+    ``max_num`` and every other image as one tile, all behind the one ``<image>``; without it ``image_1``."""
 
+    def __init__(self, images: list, where: str):
+        self.images, self.where = images, where  # 7 entries: BytesImage or None
 
-def _open(image) -> Optional[Image.Image]:
-    if image is None:
-        return None
-    if isinstance(image, dict):
-        import io
-        return Image.open(io.BytesIO(image["bytes"])).convert("RGB")
-    return image
+    def __call__(self, image_size: int, dynamic: bool, max_num: int, use_thumbnail: bool):
+        import torch
+        from PIL import Image
 
+        from internvl.data.chat_image import load_image
 
-def _pixels(record: dict):
-    def build(input_size: int, dynamic: bool, max_num: int, use_thumbnail: bool):
-        images = [record.get(f"image_{i}") for i in range(1, 8)]
         if dynamic:
             tiles = []
-            for idx, raw in enumerate(images):
-                image = _open(raw)
-                if image is None:
+            for idx, source in enumerate(self.images):
+                if source is None:
                     continue
+                image = source()
                 if idx == 0:
                     image = image.resize((image.width * 2, image.height * 2), Image.BILINEAR)
-                    tiles.append(load_image(image, input_size=input_size, max_num=max_num,
-                                            use_thumbnail=use_thumbnail))
+                    tiles.append(load_image(image, input_size=image_size, max_num=max_num, use_thumbnail=use_thumbnail))
                 else:
-                    tiles.append(load_image(image, input_size=input_size, max_num=1, use_thumbnail=use_thumbnail))
+                    tiles.append(load_image(image, input_size=image_size, max_num=1, use_thumbnail=use_thumbnail))
             if not tiles:
-                raise DataError(f"MMMU record {record['id']}: no image")
-            return torch.cat(tiles), None
-        first = _open(images[0])
-        if first is None:
-            raise DataError(f"MMMU record {record['id']}: no image_1")
-        return load_image(first, input_size=input_size, max_num=1, use_thumbnail=use_thumbnail), None
-    return build
+                raise DataError(f"{self.where}: no image")
+            pixel_values = torch.cat(tiles)
+        else:
+            if self.images[0] is None:
+                raise DataError(f"{self.where}: no image_1")
+            pixel_values = load_image(self.images[0](), input_size=image_size, max_num=1, use_thumbnail=use_thumbnail)
+        return pixel_values, [len(pixel_values)]
 
 
-def _options(record: dict) -> List[str]:
-    try:
-        return list(ast.literal_eval(record["options"]))
-    except (ValueError, SyntaxError):
-        raise DataError(f"MMMU record {record['id']}: options {record['options']!r} is not a Python list") from None
-
-
-def load_items(task: str, data_root: os.PathLike) -> List[Item]:
-    cot = task.endswith("-cot")
-    dataset, split = SPLITS[task.split("-")[1]]
-    items = []
-    for record in read_split(data_root, split, task):
-        question = record["question"].strip()
-        choices = _options(record)
-        options = {LETTERS[i]: c.strip() for i, c in enumerate(choices)}
-        choice_txt = "\n".join(f"{LETTERS[i]}. {c.strip()}" for i, c in enumerate(choices))
-        if len(choice_txt) > 0:
-            question += "\n" + choice_txt
-        if record["question_type"] not in PROMPT:
-            raise DataError(f"MMMU record {record['id']}: question_type {record['question_type']!r} is not one of "
-                            f"{list(PROMPT)}")
-        question += "\n" + PROMPT[record["question_type"]]
-        question = question.strip()
-        if cot:
-            question = COT_INSTRUCTION.format(question=question)
-        items.append(Item(key=record["id"], question=question, pixels=_pixels(record),
-                          record={"data_id": record["id"], "gt_answers": record.get("answer"), "options": options},
-                          max_new_tokens=COT_MAX_NEW_TOKENS if cot else MAX_NEW_TOKENS,
-                          min_new_tokens=MIN_NEW_TOKENS))
-    return items
-
-
-def extract_answer(text: str) -> str:
-    """The text after "Final answer:" or "Answer:" (upstream's ``--cot`` extraction)."""
-    match = re.search(r"(Final answer:|Answer:)\s*(.*)", text, re.IGNORECASE)
-    return match.group(2).strip() if match else text
-
-
-def post_process(pred: str, options: Dict[str, str], cot: bool = False) -> str:
-    if cot:
-        pred = extract_answer(pred).strip()
-        if options:
-            return parse_multi_choice_response(pred, list(options), options)
-        return pred
-    return pred if len(options) == 0 else option_post_process(pred, options)
-
-
-def finish(task: str, items: Sequence[Item], answers: Sequence[str], out_dir: os.PathLike,
-           data_root: os.PathLike) -> Path:
-    """Write ``<dataset>_<stamp>.json`` (id -> answer) and the ``.jsonl`` beside it; return the ``.json``."""
-    cot = task.endswith("-cot")
-    dataset = SPLITS[task.split("-")[1]][0] + ("_cot" if cot else "")
-    rows = []
-    for it, pred in zip(items, answers):
-        row = {"question": it.question, "answer": post_process(pred, it.record["options"], cot),
-               "gt_answers": it.record["gt_answers"], "data_id": it.record["data_id"]}
-        if cot:
-            row["answer_orig"] = pred
-        rows.append(row)
-    stamp = time_prefix()
-    path = write_json({r["data_id"]: r["answer"] for r in rows}, Path(out_dir) / f"{dataset}_{stamp}.json", indent=4)
-    write_jsonl(rows, Path(out_dir) / f"{dataset}_{stamp}.jsonl")
-    return path
-
-
-def _gold(answer: str):
+def _gold(answer):
     if isinstance(answer, str) and answer.startswith("["):
         try:
             return list(ast.literal_eval(answer))
@@ -371,65 +284,145 @@ def _gold(answer: str):
     return answer
 
 
-def load_answers(data_root: os.PathLike, split: str) -> Dict[str, dict]:
-    """``{id: {question_type, ground_truth}}``: upstream's answer_dict_val.json when it is under data/MMMU/, else
-    the parquet files' answers."""
-    upstream = Path(data_root) / "MMMU" / "answer_dict_val.json"
-    if split == "validation" and upstream.exists():
-        return read_json(upstream)
-    return {r["id"]: {"question_type": "multiple-choice" if r["question_type"] == "multiple-choice"
-                      else "short-answer", "ground_truth": _gold(r["answer"])}
-            for r in read_split(data_root, split)}
+class MMMU(Task):
+    family = "mmmu"
+    min_new_tokens = 1
+    headline = ("Overall",)
+    batchable = False
+    instructions = ("upstream's internvl_chat/eval/mmmu/README.md; this suite reads the dataset repository's "
+                    "parquet files: huggingface-cli download MMMU/MMMU --repo-type dataset --local-dir data/MMMU/MMMU")
+    submission = "to MMMU's evaluation server (the test answers are not public)"
 
+    def __init__(self, split_name: str, upstream: str, split: str, cot: bool):
+        self.name = f"mmmu-{split_name}" + ("-cot" if cot else "")
+        self.upstream, self.split, self.cot = upstream, split, cot
+        self.max_new_tokens = 4096 if cot else 10
 
-def score(task: str, results_file: os.PathLike, data_root: Optional[os.PathLike] = None) -> Dict[str, Any]:
-    """Score ``<dataset>_<stamp>.json`` (or its ``.jsonl``); the test split's answers are not public."""
-    split = SPLITS[task.split("-")[1]][1]
-    if str(results_file).endswith(".jsonl"):
-        outputs = {r["data_id"]: r["answer"] for r in read_jsonl(results_file)}
-    else:
-        outputs = read_json(results_file)
-        if not isinstance(outputs, dict):
-            raise DataError(f"{results_file}: expected a JSON object of id -> answer (upstream's MMMU .json)")
-    if split == "test":
-        return {"submission": str(results_file), "note": "MMMU test answers are not public: submit the .json "
-                                                          "to MMMU's evaluation server"}
-    if data_root is None:
-        raise DataError(f"{task}: scoring needs the answers: pass --data-root (with MMMU/answer_dict_val.json "
-                        f"or the MMMU parquet files)")
-    return mmmu_scores(outputs, load_answers(data_root, split))
+    def read_split(self, data_root: Path) -> list:
+        """Every record of the split over the 30 subjects, in upstream's subject order."""
+        root = self.need(data_root / ROOT, "the MMMU dataset folder")
+        pq = _pyarrow()
+        records = []
+        for subject in SUBJECTS:
+            for f in sorted((root / subject).glob(f"{self.split}-*.parquet")):
+                records.extend(pq.read_table(f).to_pylist())
+        if not records:
+            self.need(root / "<Subject>" / f"{self.split}-00000-of-00001.parquet", "the split's parquet files")
+        return records
 
+    def load(self, data_root: Path) -> list:
+        items = []
+        for key, record in enumerate(self.read_split(data_root)):
+            where = f"MMMU record {record.get('id')}"
+            try:
+                choices = list(ast.literal_eval(record["options"]))
+            except (ValueError, SyntaxError):
+                raise DataError(f"{self.name}: {where}: options {record['options']!r} is not a Python list") from None
+            if record["question_type"] not in PROMPT:
+                raise DataError(f"{self.name}: {where}: question_type {record['question_type']!r} is not one of "
+                                f"{list(PROMPT)}")
+            question = record["question"].strip()
+            options = {LETTERS[i]: c.strip() for i, c in enumerate(choices)}
+            choice_txt = "\n".join(f"{LETTERS[i]}. {c.strip()}" for i, c in enumerate(choices))
+            if len(choice_txt) > 0:
+                question += "\n" + choice_txt
+            question += "\n" + PROMPT[record["question_type"]]
+            question = question.strip()
+            if self.cot:
+                question = COT_INSTRUCTION.format(question=question)
+            images = [None if record.get(f"image_{i}") is None else
+                      BytesImage(record[f"image_{i}"]["bytes"], f"{where} image_{i}") for i in range(1, 8)]
+            items.append(Item(key, [], question, {"data_id": record["id"], "gt_answers": record.get("answer"),
+                                                  "options": options},
+                              pixels=MMMUPixels(images, f"{self.name}: {where}")))
+        return items
 
-def write_synthetic(data_root: os.PathLike, n: int = 2, kit=None, splits: Sequence[str] = ("dev", "validation",
-                                                                                           "test")) -> Path:
-    """``n`` questions per split in two subjects (Art, Math), in the repository's parquet layout: multiple
-    choice about the shape's colour and open questions about its shape. Needs pyarrow."""
-    import io
+    def record(self, item: Item, answer: str, checkpoint: str) -> dict:
+        row = {"question": item.question, "answer": post_process(answer, item.meta["options"], self.cot),
+               "gt_answers": item.meta["gt_answers"], "data_id": item.meta["data_id"]}
+        if self.cot:
+            row["answer_orig"] = answer
+        return row
 
-    from internvl.data.synthetic import COLOURS, SyntheticImages
-    pq = _pyarrow()
-    import pyarrow
+    def write_results(self, records: list, out_dir: Path, checkpoint: str, stamp: str) -> Path:
+        """``<dataset>_<stamp>.json`` (id -> answer; the submission file of test) and the ``.jsonl`` beside it."""
+        stem = Path(out_dir) / f"{self.upstream}{'_cot' if self.cot else ''}_{stamp}"
+        path = write_json_file(f"{stem}.json", {r["data_id"]: r["answer"] for r in records}, indent=4)
+        write_jsonl_file(f"{stem}.jsonl", records)
+        return path
 
-    kit = kit or SyntheticImages(image_size=64)
-    colours = list(COLOURS)
-    root = Path(data_root) / ROOT
-    for split in splits:
+    def answers(self, data_root: Path) -> Dict[str, dict]:
+        """``{id: {question_type, ground_truth}}``: upstream's answer_dict_val.json when it is at
+        data/MMMU/answer_dict_val.json, else the parquet files' answers."""
+        upstream = data_root / "MMMU" / "answer_dict_val.json"
+        if self.split == "validation" and upstream.exists():
+            return read_json(upstream, self.name)
+        return {r["id"]: {"question_type": "multiple-choice" if r["question_type"] == "multiple-choice"
+                          else "short-answer", "ground_truth": _gold(r["answer"])}
+                for r in self.read_split(data_root)}
+
+    def score(self, results: Path, data_root: Path) -> Optional[dict]:
+        if str(results).endswith(".jsonl"):
+            outputs = {r["data_id"]: r["answer"] for r in read_jsonl(results, self.name)}
+        else:
+            outputs = read_json(results, self.name)
+            if not isinstance(outputs, dict):
+                raise DataError(f"{self.name}: {results} is not a JSON object of id -> answer (upstream's MMMU .json)")
+        if self.split == "test":
+            return None
+        return mmmu_scores(outputs, self.answers(data_root))
+
+    def write_synthetic(self, data_root: Path, n: int = 4) -> None:
+        """``n`` questions in two subjects (Art, Math) in the repository's parquet layout: multiple choice about
+        the shape's colour, open questions about its shape. Needs pyarrow."""
+        import io
+
+        from internvl.data.synthetic import COLOURS
+
+        from .framework import synthetic_samples
+
+        pq = _pyarrow()
+        import pyarrow
+
+        colours = list(COLOURS)
+        samples = synthetic_samples(n)
         for si, subject in enumerate(["Art", "Math"]):
             rows = []
-            for i in range(n):
-                s = kit.sample(si * n + i)
+            for i, s in enumerate(samples[si::2]):
                 buf = io.BytesIO()
                 s.image.save(buf, format="PNG")
                 mc = i % 2 == 0
-                row = {"id": f"{split}_{subject}_{i + 1}",
-                       "question": ("<image 1> What colour is the shape?" if mc else "<image 1> What shape is it?"),
+                row = {"id": f"{self.split}_{subject}_{i + 1}",
+                       "question": "<image 1> What colour is the shape?" if mc else "<image 1> What shape is it?",
                        "options": repr(colours) if mc else "[]",
-                       "answer": ("ABCD"[colours.index(s.colour)] if mc else s.shape) if split != "test" else "?",
+                       "answer": ("ABCD"[colours.index(s.colour)] if mc else s.shape) if self.split != "test" else "?",
                        "question_type": "multiple-choice" if mc else "open",
                        "image_1": {"bytes": buf.getvalue(), "path": None}}
-                for k in range(2, 8):
-                    row[f"image_{k}"] = None
+                row.update({f"image_{k}": None for k in range(2, 8)})
                 rows.append(row)
-            (root / subject).mkdir(parents=True, exist_ok=True)
-            pq.write_table(pyarrow.Table.from_pylist(rows), root / subject / f"{split}-00000-of-00001.parquet")
-    return root
+            (data_root / ROOT / subject).mkdir(parents=True, exist_ok=True)
+            pq.write_table(pyarrow.Table.from_pylist(rows),
+                           data_root / ROOT / subject / f"{self.split}-00000-of-00001.parquet")
+
+
+def post_process(pred: str, options: Dict[str, str], cot: bool = False) -> str:
+    """Upstream's answer post-processing; for the ``-cot`` tasks the text after "Final answer:" and, for
+    multiple choice, MMMU's ``parse_multi_choice_response`` on it."""
+    if cot:
+        pred = extract_answer(pred).strip()
+        if options:
+            return parse_multi_choice_response(pred, list(options), options)
+        return pred
+    return pred if len(options) == 0 else option_post_process(pred, options)
+
+
+def extract_answer(text: str) -> str:
+    """The text after "Final answer:" or "Answer:" (upstream's ``--cot`` extraction)."""
+    match = re.search(r"(Final answer:|Answer:)\s*(.*)", text, re.IGNORECASE)
+    return match.group(2).strip() if match else text
+
+
+TASKS = [MMMU(s, up, split, cot) for cot in (False, True)
+         for s, up, split in (("dev", "MMMU_dev", "dev"), ("val", "MMMU_validation", "validation"),
+                              ("test", "MMMU_test", "test"))]
+GROUPS: dict = {}

@@ -17,31 +17,18 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from internvl.errors import DataError
-from .items import (Item, cwd_path, need_file, option_post_process, read_json, read_jsonl, require_keys,
-                    time_prefix, write_jsonl)
 
-TASKS = ("scienceqa", "seed", "mmvp")
+from .framework import Item, Task, read_json, read_jsonl, resolve_image, save_image, synthetic_samples
+from .items import model_dir_name, option_post_process, require_keys, write_json_file, write_jsonl_file
+
 MC_PROMPT = "Answer with the option's letter from the given choices directly."
-MAX_NEW_TOKENS, MIN_NEW_TOKENS = 100, 1
-SOURCES = {
-    "scienceqa": "get scienceqa_test_img.jsonl, problems.json and the test images as upstream's "
-                 "eval/scienceqa/README.md says",
-    "seed": "get SEED-Bench-image.zip and seed.jsonl as upstream's eval/seed/README.md says "
-            "(SEED-Bench.json, for the per-type scores, comes from SEED-Bench's release)",
-    "mmvp": "clone the MMVP dataset (huggingface.co/datasets/MMVP/MMVP) into data/MMVP as upstream's "
-            "eval/mmvp/README.md says",
-}
-FILES = {"scienceqa": "scienceqa/scienceqa_test_img.jsonl", "seed": "SEED/seed.jsonl", "mmvp": "MMVP/Questions.csv"}
-DATASET = {"scienceqa": "sqa_test", "seed": "SEEDv1", "mmvp": "MMVP"}
 LETTERS = ["A", "B", "C", "D", "E"]
 
 
-# --------------------------------------------------------------------------------------------- ScienceQA
 def scienceqa_post_process(pred: str, option: Dict[str, str]) -> str:
     """Upstream's ScienceQA post-processing, reachable branches included (``(X)`` with nothing after it is
     left as it is where upstream raises IndexError)."""
@@ -60,43 +47,6 @@ def scienceqa_post_process(pred: str, option: Dict[str, str]) -> str:
     if len(pred) > 2 and pred[0] == "(" and pred[2] == ")":
         pred = pred[1]
     return pred
-
-
-def _scienceqa_items(data_root) -> List[Item]:
-    path = need_file(data_root, FILES["scienceqa"], "scienceqa", SOURCES["scienceqa"])
-    items = []
-    for i, data in enumerate(read_jsonl(path)):
-        require_keys(data, ["image", "hint", "question", "choices", "answer"], f"{path}: record {i + 1}")
-        hint = data["hint"] if data["hint"] else None
-        question = data["question"]
-        choices = data["choices"]
-        if len(choices) > len(LETTERS) or not 0 <= int(data["answer"]) < len(choices):
-            raise DataError(f"{path}: record {i + 1}: answer {data['answer']} is not one of its "
-                            f"{len(choices)} choices (at most {len(LETTERS)})")
-        options = {LETTERS[j]: c for j, c in enumerate(choices)}
-        choice_txt = "\n".join(f"{LETTERS[j]}. {c}" for j, c in enumerate(choices))
-        if hint is not None:
-            question = hint + "\n" + question
-        question += "\n" + choice_txt
-        question += "\n" + MC_PROMPT
-        items.append(Item(key=str(i), question=question.strip(), images=[cwd_path(data_root, data["image"])],
-                          record={"image_path": data["image"], "gt_answers": LETTERS[int(data["answer"])],
-                                  "options": options},
-                          max_new_tokens=MAX_NEW_TOKENS, min_new_tokens=MIN_NEW_TOKENS))
-    return items
-
-
-# -------------------------------------------------------------------------------------------------- SEED
-def _seed_items(data_root) -> List[Item]:
-    path = need_file(data_root, FILES["seed"], "seed", SOURCES["seed"])
-    items = []
-    for i, data in enumerate(read_jsonl(path)):
-        require_keys(data, ["image", "text", "question_id"], f"{path}: record {i + 1}")
-        items.append(Item(key=str(data["question_id"]), question=data["text"],
-                          images=[Path(data_root) / "SEED" / data["image"]],
-                          record={"question_id": data["question_id"], "answer": data.get("answer")},
-                          max_new_tokens=MAX_NEW_TOKENS, min_new_tokens=MIN_NEW_TOKENS))
-    return items
 
 
 def seed_scores(results: Sequence[dict], annotation: Optional[dict]) -> Dict[str, Any]:
@@ -132,39 +82,6 @@ def seed_scores(results: Sequence[dict], annotation: Optional[dict]) -> Dict[str
     return metrics
 
 
-# -------------------------------------------------------------------------------------------------- MMVP
-def _mmvp_items(data_root) -> List[Item]:
-    path = need_file(data_root, FILES["mmvp"], "mmvp", SOURCES["mmvp"])
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    items = []
-    for i, data in enumerate(rows):
-        where = f"{path}:{i + 2}"
-        require_keys(data, ["Question", "Options"], where)
-        data_id = data["lndex"] if "lndex" in data else data.get("Index")
-        if data_id is None:
-            raise DataError(f"{where}: no 'lndex' or 'Index' column")
-        options = data["Options"].split("(b)")
-        if len(options) < 2:
-            raise DataError(f"{where}: Options {data['Options']!r} has no '(b)' option")
-        options[0] = options[0].replace("(a)", "").strip()
-        options[1] = options[1].replace("(b)", "").strip()
-        answer = data.get("Correct Answer")
-        if answer is not None:
-            answer = answer.replace("(a)", "A").replace("(b)", "B").replace("(c)", "C").replace("(d)", "D")
-        new_options = {LETTERS[j]: c.strip() for j, c in enumerate(options)}
-        choice_txt = "\n".join(f"{LETTERS[j]}. {c.strip()}" for j, c in enumerate(options))
-        question = data["Question"]
-        if len(choice_txt) > 0:
-            question += "\n" + choice_txt
-        question += "\n" + MC_PROMPT
-        items.append(Item(key=str(data_id), question=question,
-                          images=[Path(data_root) / "MMVP" / "MMVP Images" / f"{data_id}.jpg"],
-                          record={"data_id": data_id, "gt_answers": answer, "options": new_options},
-                          max_new_tokens=MAX_NEW_TOKENS, min_new_tokens=MIN_NEW_TOKENS))
-    return items
-
-
 def mmvp_accuracy(results: Sequence[dict]) -> float:
     """Upstream's pair accuracy over the results in file order (a trailing odd question is not counted)."""
     num_correct = num_total = index = round_correct = 0
@@ -183,97 +100,186 @@ def mmvp_accuracy(results: Sequence[dict]) -> float:
     return num_correct / num_total
 
 
-# ------------------------------------------------------------------------------------------- the tasks
-def load_items(task: str, data_root: os.PathLike) -> List[Item]:
-    return {"scienceqa": _scienceqa_items, "seed": _seed_items, "mmvp": _mmvp_items}[task](data_root)
+class _ChoiceTask(Task):
+    family = "multiple-choice"
+    max_new_tokens, min_new_tokens = 100, 1
+    batchable = True
+
+    def write_results(self, records: list, out_dir: Path, checkpoint: str, stamp: str) -> Path:
+        return write_jsonl_file(Path(out_dir) / f"{self.upstream}_{stamp}.jsonl", records)
 
 
-def finish(task: str, items: Sequence[Item], answers: Sequence[str], out_dir: os.PathLike,
-           data_root: os.PathLike) -> Path:
-    """Write upstream's results file for ``task`` and return its path."""
-    rows = []
-    for it, pred in zip(items, answers):
-        r = it.record
-        if task == "scienceqa":
-            rows.append({"question": it.question, "answer": scienceqa_post_process(pred, r["options"]),
-                         "answer_orig": pred, "gt_answers": r["gt_answers"], "image_path": r["image_path"]})
-        elif task == "seed":
-            rows.append({"question_id": r["question_id"], "question": it.question, "prediction": pred,
-                         "answer": r["answer"]})
-        else:
-            post = pred if len(r["options"]) == 0 else option_post_process(pred, r["options"])
-            rows.append({"question": it.question, "answer": post, "gt_answers": r["gt_answers"],
-                         "data_id": r["data_id"]})
-    return write_jsonl(rows, Path(out_dir) / f"{DATASET[task]}_{time_prefix()}.jsonl")
+class ScienceQA(_ChoiceTask):
+    name, upstream = "scienceqa", "sqa_test"
+    headline = ("Acc@1",)
+    instructions = "upstream's internvl_chat/eval/scienceqa/README.md"
+    file = Path("scienceqa/scienceqa_test_img.jsonl")
 
+    def load(self, data_root: Path) -> list:
+        path = self.need(data_root / self.file, "the question file")
+        items = []
+        for key, data in enumerate(read_jsonl(path, self.name)):
+            where = f"{path}:{key + 1}"
+            require_keys(data, ["image", "hint", "question", "choices", "answer"], self.name, where)
+            hint = data["hint"] if data["hint"] else None
+            question, choices = data["question"], data["choices"]
+            if len(choices) > len(LETTERS) or not 0 <= int(data["answer"]) < len(choices):
+                raise DataError(f"{self.name}: {where}: answer {data['answer']} is not one of its {len(choices)} "
+                                f"choices (at most {len(LETTERS)})")
+            options = {LETTERS[j]: c for j, c in enumerate(choices)}
+            choice_txt = "\n".join(f"{LETTERS[j]}. {c}" for j, c in enumerate(choices))
+            if hint is not None:
+                question = hint + "\n" + question
+            question += "\n" + choice_txt
+            question += "\n" + MC_PROMPT
+            image = self.need(resolve_image(data["image"], data_root), "the image")
+            items.append(Item(key, [str(image)], question.strip(),
+                              {"image_path": data["image"], "gt_answers": LETTERS[int(data["answer"])],
+                               "options": options}))
+        return items
 
-def score(task: str, results_file: os.PathLike, data_root: Optional[os.PathLike] = None) -> Dict[str, Any]:
-    results = read_jsonl(results_file)
-    for i, r in enumerate(results):
-        keys = {"scienceqa": ["answer", "gt_answers"], "seed": ["question_id", "prediction", "answer"],
-                "mmvp": ["answer", "gt_answers"]}[task]
-        require_keys(r, keys, f"{results_file}:{i + 1}")
-    if task == "scienceqa":
-        if not results:
-            raise DataError(f"{results_file}: no results")
-        return {"Acc@1": sum(r["answer"] == r["gt_answers"] for r in results) / len(results)}
-    if task == "seed":
-        annotation = None
-        if data_root is not None and (Path(data_root) / "SEED" / "SEED-Bench.json").exists():
-            annotation = read_json(Path(data_root) / "SEED" / "SEED-Bench.json")
-        return seed_scores(results, annotation)
-    return {"accuracy": mmvp_accuracy(results)}
+    def record(self, item: Item, answer: str, checkpoint: str) -> dict:
+        return {"question": item.question, "answer": scienceqa_post_process(answer, item.meta["options"]),
+                "answer_orig": answer, "gt_answers": item.meta["gt_answers"], "image_path": item.meta["image_path"]}
 
+    def write_results(self, records: list, out_dir: Path, checkpoint: str, stamp: str) -> Path:
+        # upstream: results/<last two parts of the checkpoint path>/sqa_test_<stamp>.jsonl
+        return write_jsonl_file(Path(out_dir) / model_dir_name(checkpoint) / f"{self.upstream}_{stamp}.jsonl",
+                                records)
 
-# ------------------------------------------------------------------------------------------ synthetic
-def write_synthetic(data_root: os.PathLike, n: int = 4, kit=None, tasks: Sequence[str] = TASKS) -> Path:
-    """Tiny sets in upstream's layouts (questions about the data kit's shapes): ScienceQA's JSONL with its
-    images, SEED's seed.jsonl + SEED-Bench.json + images, MMVP's Questions.csv + ``MMVP Images`` (``n`` pairs)."""
-    from internvl.data.synthetic import COLOURS, SHAPES, SyntheticImages, save_jpeg
+    def score(self, results: Path, data_root: Path) -> Optional[dict]:
+        rows = read_jsonl(results, self.name)
+        for i, r in enumerate(rows):
+            require_keys(r, ["answer", "gt_answers"], self.name, f"{results}:{i + 1}")
+        if not rows:
+            raise DataError(f"{self.name}: {results} holds no answers")
+        return {"Acc@1": sum(r["answer"] == r["gt_answers"] for r in rows) / len(rows)}
 
-    kit = kit or SyntheticImages(image_size=64)
-    root = Path(data_root)
-    colours, shapes = list(COLOURS), list(SHAPES)
-    if "scienceqa" in tasks:
-        rows = []
-        for i in range(n):
-            s = kit.sample(i)
-            rel = f"data/scienceqa/images/test/{i}/image.png"
-            (root / "scienceqa" / "images" / "test" / str(i)).mkdir(parents=True, exist_ok=True)
-            s.image.save(root / "scienceqa" / "images" / "test" / str(i) / "image.png")
+    def write_synthetic(self, data_root: Path, n: int = 4) -> None:
+        from internvl.data.synthetic import SHAPES
+
+        shapes, rows = list(SHAPES), []
+        for i, s in enumerate(synthetic_samples(n)):
+            save_image(s.image, data_root / "scienceqa" / "images" / "test" / str(i) / "image.png")
             choices = shapes[:3] if s.shape in shapes[:3] else shapes[1:]
-            rows.append({"image": rel, "hint": "" if i % 2 else "The picture shows one shape.",
+            rows.append({"image": f"data/scienceqa/images/test/{i}/image.png",
+                         "hint": "" if i % 2 else "The picture shows one shape.",
                          "question": "Which shape is in the picture?", "choices": choices,
                          "answer": choices.index(s.shape)})
-        write_jsonl(rows, root / FILES["scienceqa"])
-    if "seed" in tasks:
-        rows, questions = [], []
-        for i in range(n):
-            s = kit.sample(i)
-            save_jpeg(s.image, root / "SEED" / "SEED-Bench-image" / f"{i}.jpg")
-            opts = colours
-            text = ("What colour is the shape?\n" + "\n".join(f"{LETTERS[j]}. {c}" for j, c in enumerate(opts))
+        write_jsonl_file(data_root / self.file, rows)
+
+
+class Seed(_ChoiceTask):
+    name, upstream = "seed", "SEEDv1"
+    headline = ("Image accuracy",)
+    instructions = ("upstream's internvl_chat/eval/seed/README.md (SEED-Bench.json, for the per-type scores, comes "
+                    "from SEED-Bench's release)")
+    file = Path("SEED/seed.jsonl")
+    annotation = Path("SEED/SEED-Bench.json")
+
+    def load(self, data_root: Path) -> list:
+        path = self.need(data_root / self.file, "the question file")
+        items = []
+        for key, data in enumerate(read_jsonl(path, self.name)):
+            require_keys(data, ["image", "text", "question_id"], self.name, f"{path}:{key + 1}")
+            image = self.need(data_root / "SEED" / data["image"], "the image")
+            items.append(Item(key, [str(image)], data["text"],
+                              {"question_id": data["question_id"], "answer": data.get("answer")}))
+        return items
+
+    def record(self, item: Item, answer: str, checkpoint: str) -> dict:
+        return {"question_id": item.meta["question_id"], "question": item.question, "prediction": answer,
+                "answer": item.meta["answer"]}
+
+    def score(self, results: Path, data_root: Path) -> Optional[dict]:
+        rows = read_jsonl(results, self.name)
+        for i, r in enumerate(rows):
+            require_keys(r, ["question_id", "prediction", "answer"], self.name, f"{results}:{i + 1}")
+        annotation = read_json(data_root / self.annotation, self.name) \
+            if (data_root / self.annotation).exists() else None
+        return seed_scores(rows, annotation)
+
+    def write_synthetic(self, data_root: Path, n: int = 4) -> None:
+        from internvl.data.synthetic import COLOURS
+
+        colours, rows, questions = list(COLOURS), [], []
+        for i, s in enumerate(synthetic_samples(n)):
+            save_image(s.image, data_root / "SEED" / "SEED-Bench-image" / f"{i}.jpg")
+            text = ("What colour is the shape?\n" + "\n".join(f"{LETTERS[j]}. {c}" for j, c in enumerate(colours))
                     + "\n" + MC_PROMPT)
-            answer = LETTERS[opts.index(s.colour)]
+            answer = LETTERS[colours.index(s.colour)]
             rows.append({"image": f"SEED-Bench-image/{i}.jpg", "text": text, "question_id": str(100 + i),
                          "answer": answer})
             questions.append({"question_id": str(100 + i), "question_type_id": 1 + i % 2, "data_type": "image",
                               "answer": answer})
-        write_jsonl(rows, root / FILES["seed"])
-        with open(root / "SEED" / "SEED-Bench.json", "w") as f:
-            import json
-            json.dump({"questions": questions,
-                       "question_type": {"Scene Understanding": 1, "Instance Identity": 2}}, f)
-    if "mmvp" in tasks:
-        (root / "MMVP" / "MMVP Images").mkdir(parents=True, exist_ok=True)
-        with open(root / FILES["mmvp"], "w", newline="") as f:
+        write_jsonl_file(data_root / self.file, rows)
+        write_json_file(data_root / self.annotation, {"questions": questions, "question_type": {
+            "Scene Understanding": 1, "Instance Identity": 2}})
+
+
+class MMVP(_ChoiceTask):
+    name, upstream = "mmvp", "MMVP"
+    headline = ("accuracy",)
+    instructions = "upstream's internvl_chat/eval/mmvp/README.md (git clone of huggingface.co/datasets/MMVP/MMVP)"
+    file = Path("MMVP/Questions.csv")
+
+    def load(self, data_root: Path) -> list:
+        path = self.need(data_root / self.file, "the question file")
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        items = []
+        for key, data in enumerate(rows):
+            where = f"{path}:{key + 2}"
+            require_keys(data, ["Question", "Options"], self.name, where)
+            data_id = data["lndex"] if "lndex" in data else data.get("Index")
+            if data_id is None:
+                raise DataError(f"{self.name}: {where}: no 'lndex' or 'Index' column")
+            options = data["Options"].split("(b)")
+            if len(options) < 2:
+                raise DataError(f"{self.name}: {where}: Options {data['Options']!r} has no '(b)' option")
+            options[0] = options[0].replace("(a)", "").strip()
+            options[1] = options[1].replace("(b)", "").strip()
+            answer = data.get("Correct Answer")
+            if answer is not None:
+                answer = answer.replace("(a)", "A").replace("(b)", "B").replace("(c)", "C").replace("(d)", "D")
+            new_options = {LETTERS[j]: c.strip() for j, c in enumerate(options)}
+            choice_txt = "\n".join(f"{LETTERS[j]}. {c.strip()}" for j, c in enumerate(options))
+            question = data["Question"]
+            if len(choice_txt) > 0:
+                question += "\n" + choice_txt
+            question += "\n" + MC_PROMPT
+            image = self.need(data_root / "MMVP" / "MMVP Images" / f"{data_id}.jpg", "the image")
+            items.append(Item(key, [str(image)], question,
+                              {"data_id": data_id, "gt_answers": answer, "options": new_options}))
+        return items
+
+    def record(self, item: Item, answer: str, checkpoint: str) -> dict:
+        options = item.meta["options"]
+        post = answer if len(options) == 0 else option_post_process(answer, options)
+        return {"question": item.question, "answer": post,
+                "gt_answers": item.meta["gt_answers"], "data_id": item.meta["data_id"]}
+
+    def score(self, results: Path, data_root: Path) -> Optional[dict]:
+        rows = read_jsonl(results, self.name)
+        for i, r in enumerate(rows):
+            require_keys(r, ["answer", "gt_answers"], self.name, f"{results}:{i + 1}")
+        return {"accuracy": mmvp_accuracy(rows)}
+
+    def write_synthetic(self, data_root: Path, n: int = 4) -> None:
+        """``n`` questions (rounded up to pairs): is the shape colour (a) or (b), the right one alternating."""
+        from internvl.data.synthetic import COLOURS
+
+        colours = list(COLOURS)
+        (data_root / "MMVP" / "MMVP Images").mkdir(parents=True, exist_ok=True)
+        with open(data_root / self.file, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["lndex", "Question", "Options", "Correct Answer"])
-            for i in range(2 * n):
-                s = kit.sample(i)
-                save_jpeg(s.image, root / "MMVP" / "MMVP Images" / f"{i + 1}.jpg")
+            for i, s in enumerate(synthetic_samples(n + n % 2)):
+                save_image(s.image, data_root / "MMVP" / "MMVP Images" / f"{i + 1}.jpg")
                 wrong = next(c for c in colours if c != s.colour)
                 a, b = (s.colour, wrong) if i % 2 else (wrong, s.colour)
-                w.writerow([i + 1, "Is the shape this colour?", f"(a) {a} (b) {b}",
-                            "(a)" if a == s.colour else "(b)"])
-    return root
+                w.writerow([i + 1, "What colour is the shape?", f"(a) {a} (b) {b}", "(a)" if a == s.colour else "(b)"])
+
+
+TASKS = [ScienceQA(), Seed(), MMVP()]
+GROUPS: dict = {}

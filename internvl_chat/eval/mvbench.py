@@ -18,18 +18,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
-import torch
+from internvl.errors import DataError
 
-from internvl.data.chat_image import frame_indices, load_image, load_video
-from internvl.errors import DataError, MissingFileError
-from .items import Item, need_file, read_json, require_keys, time_prefix, write_json
+from .framework import Item, Task, read_json
+from .items import require_keys, write_json_file
 
-TASKS = ("mvbench",)
-SOURCE = ("download OpenGVLab/MVBench (huggingface-cli download --repo-type dataset OpenGVLab/MVBench --local-dir "
-          "data/MVBench) and unzip its video archives, as upstream's eval/mvbench/README.md says")
-NUM_SEGMENTS, MAX_NEW_TOKENS, MIN_NEW_TOKENS = 16, 1000, 1
+NUM_SEGMENTS = 16
 PROMPT = ("Carefully watch the video and pay attention to the cause and sequence of events, the detail and movement "
           "of objects, and the action and pose of persons. Based on your observations, select the best option that "
           "accurately addresses the question.\n")
@@ -86,48 +82,31 @@ def check_ans(pred: str, gt: str) -> bool:
     return gt_option in pred_option
 
 
-def _frames_pixels(path: Path, bound, num_segments: int):
-    def build(input_size: int, dynamic: bool, max_num: int, use_thumbnail: bool):
-        if not path.is_dir():
-            raise MissingFileError(f"mvbench: frame folder {path} not found; {SOURCE}")
-        max_frame = len(os.listdir(path))
-        indices = frame_indices(bound, 3, max_frame, first_idx=1, num_segments=num_segments)
-        tiles = [load_image(path / f"{i:05d}.jpg", input_size=input_size, max_num=max_num if dynamic else 1,
+class FramePixels:
+    """``num_segments`` frames of a clip (``kind`` "video": through ``load_video``; "frame": numbered JPEGs at
+    3 fps, first index 1, as upstream reads Episodic Reasoning), one ``<image>`` each."""
+
+    def __init__(self, path: Path, kind: str, bound, num_segments: int, task: str):
+        self.path, self.kind, self.bound, self.num_segments, self.task = path, kind, bound, num_segments, task
+
+    def __call__(self, image_size: int, dynamic: bool, max_num: int, use_thumbnail: bool):
+        import torch
+
+        from internvl.data.chat_image import frame_indices, load_image, load_video
+
+        per_frame = max_num if dynamic else 1
+        if self.kind == "video":
+            return load_video(self.path, num_segments=self.num_segments, bound=self.bound, input_size=image_size,
+                              max_num=per_frame, use_thumbnail=use_thumbnail)
+        max_frame = len(os.listdir(self.path))
+        indices = frame_indices(self.bound, 3, max_frame, first_idx=1, num_segments=self.num_segments)
+        tiles = [load_image(self.path / f"{i:05d}.jpg", input_size=image_size, max_num=per_frame,
                             use_thumbnail=use_thumbnail) for i in indices]
         return torch.cat(tiles), [len(t) for t in tiles]
-    return build
-
-
-def _video_pixels(path: Path, bound, num_segments: int):
-    def build(input_size: int, dynamic: bool, max_num: int, use_thumbnail: bool):
-        return load_video(path, num_segments=num_segments, bound=bound, input_size=input_size,
-                          max_num=max_num if dynamic else 1, use_thumbnail=use_thumbnail)
-    return build
-
-
-def load_items(task: str, data_root: os.PathLike, num_segments: int = NUM_SEGMENTS) -> List[Item]:
-    root = Path(data_root) / "MVBench"
-    items = []
-    for task_type, (json_file, prefix, kind, has_bound) in DATA_LIST.items():
-        path = need_file(data_root, f"MVBench/json/{json_file}", task, SOURCE)
-        for i, data in enumerate(read_json(path)):
-            require_keys(data, ["video", "question", "candidates", "answer"], f"{path}: item {i}")
-            bound = None
-            if has_bound:
-                require_keys(data, ["start", "end"], f"{path}: item {i}")
-                bound = (data["start"], data["end"])
-            video = root / "video" / prefix / data["video"]
-            special_tokens = "\n".join(f"Frame{k + 1}: <image>" for k in range(num_segments))
-            question, answer = qa_template(data)
-            question = special_tokens + "\n" + PROMPT + "\n" + question + QUESTION_PROMPT
-            build = (_frames_pixels if kind == "frame" else _video_pixels)(video, bound, num_segments)
-            items.append(Item(key=f"{task_type}/{i}", question=question, pixels=build,
-                              record={"gt": answer, "task_type": task_type},
-                              max_new_tokens=MAX_NEW_TOKENS, min_new_tokens=MIN_NEW_TOKENS))
-    return items
 
 
 def final_result(outputs: Sequence[dict]) -> Dict[str, float]:
+    """Accuracy per task and ``Avg`` over all answers, in %."""
     if not outputs:
         raise DataError("no MVBench answers to score")
     acc: Dict[str, List[int]] = {}
@@ -143,59 +122,88 @@ def final_result(outputs: Sequence[dict]) -> Dict[str, float]:
     return res
 
 
-def finish(task: str, items: Sequence[Item], answers: Sequence[str], out_dir: os.PathLike,
-           data_root: os.PathLike) -> Path:
-    outputs = [{"question": it.question, "pred": a, "gt": it.record["gt"], "task_type": it.record["task_type"]}
-               for it, a in zip(items, answers)]
-    stem = Path(out_dir) / f"MVBench_{time_prefix()}"
-    path = write_json(outputs, f"{stem}.json")
-    write_json(final_result(outputs), f"{stem}_result_final.json")
-    return path
+class MVBench(Task):
+    name, upstream, family = "mvbench", "MVBench", "mvbench"
+    max_new_tokens, min_new_tokens = 1000, 1
+    headline = ("Avg",)
+    batchable = False
+    instructions = ("upstream's internvl_chat/eval/mvbench/README.md (huggingface-cli download --repo-type dataset "
+                    "OpenGVLab/MVBench --local-dir data/MVBench, then unzip its video archives)")
+
+    def __init__(self, num_segments: int = NUM_SEGMENTS):
+        self.num_segments = num_segments
+
+    def load(self, data_root: Path) -> list:
+        items = []
+        for task_type, (json_file, prefix, kind, has_bound) in DATA_LIST.items():
+            path = self.need(data_root / "MVBench" / "json" / json_file, f"the {task_type} question file")
+            for i, data in enumerate(read_json(path, self.name)):
+                where = f"{path} item {i}"
+                require_keys(data, ["video", "question", "candidates", "answer"], self.name, where)
+                bound = None
+                if has_bound:
+                    require_keys(data, ["start", "end"], self.name, where)
+                    bound = (data["start"], data["end"])
+                video = self.need(data_root / "MVBench" / "video" / prefix / data["video"],
+                                  "the video" if kind == "video" else "the frame folder")
+                special_tokens = "\n".join(f"Frame{k + 1}: <image>" for k in range(self.num_segments))
+                question, answer = qa_template(data)
+                question = special_tokens + "\n" + PROMPT + "\n" + question + QUESTION_PROMPT
+                items.append(Item(len(items), [], question, {"gt": answer, "task_type": task_type},
+                                  pixels=FramePixels(video, kind, bound, self.num_segments, self.name)))
+        return items
+
+    def record(self, item: Item, answer: str, checkpoint: str) -> dict:
+        return {"question": item.question, "pred": answer, "gt": item.meta["gt"], "task_type": item.meta["task_type"]}
+
+    def write_results(self, records: list, out_dir: Path, checkpoint: str, stamp: str) -> Path:
+        """``MVBench_<stamp>.json`` (every answer) and ``MVBench_<stamp>_result_final.json`` (the scores)."""
+        stem = Path(out_dir) / f"MVBench_{stamp}"
+        path = write_json_file(f"{stem}.json", records)
+        write_json_file(f"{stem}_result_final.json", final_result(records))
+        return path
+
+    def score(self, results: Path, data_root: Path) -> Optional[dict]:
+        outputs = read_json(results, self.name)
+        if isinstance(outputs, dict):
+            raise DataError(f"{self.name}: {results} is a *_result_final.json; score the MVBench_<stamp>.json "
+                            "beside it")
+        for i, o in enumerate(outputs):
+            require_keys(o, ["pred", "gt", "task_type"], self.name, f"{results} item {i}")
+        return final_result(outputs)
+
+    def write_synthetic(self, data_root: Path, n: int = 4, frames: int = 8) -> None:
+        """``max(1, n // 20)`` questions per MVBench task (the shape's colour) over short H.264 clips of the data
+        kit's images (PyAV), numbered JPEG frames for Episodic Reasoning, ``start``/``end`` where upstream reads
+        them."""
+        from internvl.data.synthetic import COLOURS
+
+        from internvl_chat.chat_data.chat_jsonl import _write_video
+
+        from .framework import save_image, synthetic_samples
+
+        per = max(1, n // len(DATA_LIST))
+        colours = list(COLOURS)
+        samples = iter(synthetic_samples(per * len(DATA_LIST)))
+        root = data_root / "MVBench"
+        for task_type, (json_file, prefix, kind, has_bound) in DATA_LIST.items():
+            rows = []
+            for i in range(per):
+                s = next(samples)
+                name = f"{json_file[:-5]}_{i}"
+                if kind == "frame":
+                    for k in range(1, frames + 1):
+                        save_image(s.image, root / "video" / prefix / name / f"{k:05d}.jpg")
+                else:
+                    name += ".mp4"
+                    _write_video(root / "video" / prefix / name, s.image, frames)
+                row = {"video": name, "question": "What colour is the shape?",
+                       "candidates": colours[:3] if s.colour in colours[:3] else colours[1:], "answer": s.colour}
+                if has_bound:
+                    row.update(start=0.0, end=1.0)
+                rows.append(row)
+            write_json_file(root / "json" / json_file, rows)
 
 
-def score(task: str, results_file: os.PathLike, data_root: Optional[os.PathLike] = None) -> Dict[str, Any]:
-    outputs = read_json(results_file)
-    if isinstance(outputs, dict):
-        raise DataError(f"{results_file}: this is a *_result_final.json; score the MVBench_<stamp>.json beside it")
-    for i, o in enumerate(outputs):
-        require_keys(o, ["pred", "gt", "task_type"], f"{results_file}: item {i}")
-    return final_result(outputs)
-
-
-def write_synthetic(data_root: os.PathLike, n: int = 1, kit=None, frames: int = 8,
-                    tasks: Sequence[str] = tuple(DATA_LIST)) -> Path:
-    """``n`` questions for each MVBench task (the shape's colour) over short clips of the data kit's images
-    (H.264 via PyAV), numbered JPEG frames for Episodic Reasoning; ``start``/``end`` where upstream reads them."""
-    import json
-
-    from internvl.data.synthetic import COLOURS, SyntheticImages, save_jpeg
-    from internvl_chat.chat_data.chat_jsonl import _write_video
-
-    kit = kit or SyntheticImages(image_size=64)
-    root = Path(data_root) / "MVBench"
-    (root / "json").mkdir(parents=True, exist_ok=True)
-    colours = list(COLOURS)
-    index = 0
-    for task_type in tasks:
-        json_file, prefix, kind, has_bound = DATA_LIST[task_type]
-        rows = []
-        for i in range(n):
-            s = kit.sample(index)
-            index += 1
-            name = f"{json_file[:-5]}_{i}"
-            if kind == "frame":
-                for k in range(1, frames + 1):
-                    save_jpeg(s.image, root / "video" / prefix / name / f"{k:05d}.jpg")
-            else:
-                name += ".mp4"
-                video = root / "video" / prefix / name
-                if not video.exists():
-                    _write_video(video, s.image, frames)
-            row = {"video": name, "question": "What colour is the shape?", "candidates": colours[:3] if
-                   s.colour in colours[:3] else colours[1:], "answer": s.colour}
-            if has_bound:
-                row.update(start=0.0, end=1.0)
-            rows.append(row)
-        with open(root / "json" / json_file, "w") as f:
-            json.dump(rows, f)
-    return root
+TASKS = [MVBench()]
+GROUPS: dict = {}

@@ -16,19 +16,16 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
-from internvl.errors import DataError, MissingFileError
-from .items import Item, read_json, require_keys, time_prefix, write_json
+from internvl.errors import DataError
 
-TASKS = ("tiny_lvlm",)
-DATASET = "updated_datasets"
-ROOT = "tiny_lvlm/updated_datasets"
+from .framework import Item, Task, read_json, save_image, synthetic_samples
+from .items import require_keys, write_json_file
+
 PROMPT = "Answer the question using a single word or phrase."
-MAX_NEW_TOKENS, MIN_NEW_TOKENS = 30, 1
 ABILITIES = ["Visual_Reasoning", "Visual_Perception", "Visual_Knowledge_Acquisition", "Visual_Commonsense",
              "Object_Hallucination"]
-SOURCE = "download updated_datasets.zip and unzip it there as upstream's eval/tiny_lvlm/README.md says"
 
 CONTRACTIONS = {
     "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
@@ -100,68 +97,63 @@ def vqa_eval(answer: str, gt_answers) -> int:
     return int(any(has_word(answer, normalize(gt)) for gt in gts))
 
 
-def load_items(task: str, data_root: os.PathLike) -> List[Item]:
-    root = Path(data_root) / ROOT
-    if not root.is_dir():
-        raise MissingFileError(f"{task}: {root} not found; {SOURCE} (layouts in data/README.md)")
-    dirs = [d for d in sorted(root.iterdir()) if (d / "dataset.json").exists()]
-    if not dirs:
-        raise MissingFileError(f"{task}: no <ability>/dataset.json under {root}; {SOURCE}")
-    items = []
-    for d in dirs:
-        data = read_json(d / "dataset.json")
-        for i, row in enumerate(data):
-            require_keys(row, ["image_path", "question", "gt_answers"], f"{d / 'dataset.json'}: item {i}")
-            image_path = os.path.join(str(d), row["image_path"])
-            items.append(Item(key=f"{d.name}/{i}", question=row["question"] + " " + PROMPT, images=[image_path],
-                              record={"gt_answers": row["gt_answers"], "image_path": image_path},
-                              max_new_tokens=MAX_NEW_TOKENS, min_new_tokens=MIN_NEW_TOKENS))
-    return items
+class TinyLVLM(Task):
+    name, upstream, family = "tiny_lvlm", "updated_datasets", "tiny_lvlm"
+    max_new_tokens, min_new_tokens = 30, 1
+    headline = ("Overall",)
+    instructions = "upstream's internvl_chat/eval/tiny_lvlm/README.md (updated_datasets.zip)"
+    root = Path("tiny_lvlm/updated_datasets")
+
+    def load(self, data_root: Path) -> list:
+        root = self.need(data_root / self.root, "the dataset folder")
+        dirs = [d for d in sorted(root.iterdir()) if (d / "dataset.json").exists()]
+        if not dirs:
+            self.need(root / "<ability>" / "dataset.json", "an ability's question file")
+        items = []
+        for d in dirs:
+            for i, row in enumerate(read_json(d / "dataset.json", self.name)):
+                require_keys(row, ["image_path", "question", "gt_answers"], self.name, f"{d / 'dataset.json'} item {i}")
+                image_path = os.path.join(str(d), row["image_path"])
+                self.need(Path(image_path), "the image")
+                items.append(Item(len(items), [image_path], row["question"] + " " + PROMPT,
+                                  {"gt_answers": row["gt_answers"], "image_path": image_path}))
+        return items
+
+    def record(self, item: Item, answer: str, checkpoint: str) -> dict:
+        return {"question": item.question, "answer": answer, "gt_answers": item.meta["gt_answers"],
+                "image_path": item.meta["image_path"], "task_type": item.meta["image_path"].split("/")[-2]}
+
+    def write_results(self, records: list, out_dir: Path, checkpoint: str, stamp: str) -> Path:
+        return write_json_file(Path(out_dir) / f"{self.upstream}_{stamp}.json", records)
+
+    def score(self, results: Path, data_root: Path) -> Optional[dict]:
+        groups: Dict[str, List[dict]] = {}
+        for i, item in enumerate(read_json(results, self.name)):
+            require_keys(item, ["image_path", "answer", "gt_answers"], self.name, f"{results} item {i}")
+            task_type = item["image_path"].split("/")[-2]
+            if task_type not in ABILITIES:
+                raise DataError(f"{self.name}: {results} item {i}: image_path {item['image_path']!r} is not in one "
+                                f"of the ability folders {ABILITIES}")
+            groups.setdefault(task_type, []).append(item)
+        if not groups:
+            raise DataError(f"{self.name}: {results} holds no answers")
+        metrics: Dict[str, Any] = {}
+        for k, v in groups.items():
+            metrics[k] = sum(vqa_eval(x["answer"], x["gt_answers"]) for x in v) / len(v)
+        metrics["Overall"] = sum(metrics[k] for k in groups)
+        return metrics
+
+    def write_synthetic(self, data_root: Path, n: int = 4) -> None:
+        """``max(1, n // 5)`` questions per ability about the data kit's images (colour, shape, ...)."""
+        per = max(1, n // len(ABILITIES))
+        for a, ability in enumerate(ABILITIES):
+            rows = []
+            for i, s in enumerate(synthetic_samples(per, start=a * per)):
+                qa = s.qa[(a + i) % len(s.qa)]
+                save_image(s.image, data_root / self.root / ability / f"{i}.jpg")
+                rows.append({"image_path": f"{i}.jpg", "question": qa.question_en, "gt_answers": qa.answer_en})
+            write_json_file(data_root / self.root / ability / "dataset.json", rows)
 
 
-def finish(task: str, items: Sequence[Item], answers: Sequence[str], out_dir: os.PathLike,
-           data_root: os.PathLike) -> Path:
-    rows = [{"question": it.question, "answer": a, "gt_answers": it.record["gt_answers"],
-             "image_path": it.record["image_path"], "task_type": it.record["image_path"].split("/")[-2]}
-            for it, a in zip(items, answers)]
-    return write_json(rows, Path(out_dir) / f"{DATASET}_{time_prefix()}.json")
-
-
-def score(task: str, results_file: os.PathLike, data_root: Optional[os.PathLike] = None) -> Dict[str, Any]:
-    data = read_json(results_file)
-    groups: Dict[str, List[dict]] = {}
-    for i, item in enumerate(data):
-        require_keys(item, ["image_path", "answer", "gt_answers"], f"{results_file}: item {i}")
-        task_type = item["image_path"].split("/")[-2]
-        if task_type not in ABILITIES:
-            raise DataError(f"{results_file}: item {i}: image_path {item['image_path']!r} is not in one of the "
-                            f"ability folders {ABILITIES}")
-        groups.setdefault(task_type, []).append(item)
-    if not groups:
-        raise DataError(f"{results_file}: no results")
-    metrics: Dict[str, Any] = {}
-    for k, v in groups.items():
-        metrics[k] = sum(vqa_eval(x["answer"], x["gt_answers"]) for x in v) / len(v)
-    metrics["Overall"] = sum(metrics[k] for k in groups)
-    return metrics
-
-
-def write_synthetic(data_root: os.PathLike, n: int = 2, kit=None) -> Path:
-    """``n`` questions per ability about the data kit's images, in upstream's layout."""
-    import json
-
-    from internvl.data.synthetic import SyntheticImages, save_jpeg
-
-    kit = kit or SyntheticImages(image_size=64)
-    root = Path(data_root) / ROOT
-    for a, ability in enumerate(ABILITIES):
-        rows = []
-        for i in range(n):
-            s = kit.sample(a * n + i)
-            qa = s.qa[(a + i) % len(s.qa)]
-            save_jpeg(s.image, root / ability / f"{i}.jpg")
-            rows.append({"image_path": f"{i}.jpg", "question": qa.question_en, "gt_answers": qa.answer_en})
-        (root / ability).mkdir(parents=True, exist_ok=True)
-        with open(root / ability / "dataset.json", "w") as f:
-            json.dump(rows, f)
-    return root
+TASKS = [TinyLVLM()]
+GROUPS: dict = {}
