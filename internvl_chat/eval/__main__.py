@@ -72,8 +72,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise ConfigError(f"{args.task}: results file {results} does not exist")
     metrics = task.score(results, Path(args.data_root))
     if metrics is None:
-        raise ConfigError(f"{task.name} has no public answers to score against: submit {results} "
-                          f"{task.submission}")
+        raise ConfigError(task.unscored(results))
     print(json.dumps(metrics), flush=True)
     return 0
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("internvl_chat.eval")
 
 #: the task-family modules of this package, each with ``TASKS`` and ``GROUPS`` (see the package doc)
-TASK_MODULES = ["pope", "mmbench", "multiple_choice", "tiny_lvlm", "mmmu", "mvbench"]
+TASK_MODULES = ["pope", "mmbench", "multiple_choice", "tiny_lvlm", "mmmu", "judge", "mvbench"]
 
 #: the caption tasks, run by ``internvl_chat.evaluate_caption`` (evaluate.sh sends them there)
 CAPTION_TASKS = ["caption", "caption-coco", "caption-flickr30k", "caption-nocaps", "caption-custom"]
@@ -100,6 +100,10 @@ class Task:
 
     def write_synthetic(self, data_root: Path, n: int = 4) -> None:
         raise NotImplementedError
+
+    def unscored(self, results: Path) -> str:
+        """The one line said when ``score`` returns None (a test split; a GPT-judge task without a judge)."""
+        return f"{self.name}: no public answers; submit {results} {self.submission}"
 
     # helpers for subclasses
     def need(self, path: Path, what: str = "") -> Path:
@@ -526,7 +530,7 @@ def finish_task(task: Task, items: Sequence[Item], answers: dict, args: argparse
     print(f"Results saved to {path}", flush=True)
     metrics = task.score(path, Path(args.data_root))
     if metrics is None:
-        print(f"{task.name}: no public answers; submit {path} {task.submission}", flush=True)
+        print(task.unscored(path), flush=True)
     else:
         print(f"{task.name} {json.dumps(metrics)}", flush=True)
     update_summary(out_dir, str(args.checkpoint), task, metrics, path)
