@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("internvl_chat.eval")
 
 #: the task-family modules of this package, each with ``TASKS`` and ``GROUPS`` (see the package doc)
-TASK_MODULES = ["vqa", "pope"]
+TASK_MODULES = ["vqa", "pope", "mme", "refcoco"]
 
 #: the caption tasks, run by ``internvl_chat.evaluate_caption`` (evaluate.sh sends them there)
 CAPTION_TASKS = ["caption", "caption-coco", "caption-flickr30k", "caption-nocaps", "caption-custom"]
