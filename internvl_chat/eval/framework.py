@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("internvl_chat.eval")
 
 #: the task-family modules of this package, each with ``TASKS`` and ``GROUPS`` (see the package doc)
-TASK_MODULES = ["pope", "mmbench", "multiple_choice", "tiny_lvlm", "mmmu", "judge", "mvbench"]
+TASK_MODULES = ["vqa", "pope", "mme", "refcoco", "mmbench", "multiple_choice", "tiny_lvlm", "mmmu", "judge",
+                "mvbench"]
 
 #: the caption tasks, run by ``internvl_chat.evaluate_caption`` (evaluate.sh sends them there)
 CAPTION_TASKS = ["caption", "caption-coco", "caption-flickr30k", "caption-nocaps", "caption-custom"]
@@ -329,17 +330,26 @@ def collate_items(batch):
     return (torch.cat(present) if present else None), list(counts), list(keys)
 
 
+def question_of(item: Item, counts: Sequence[int]) -> str:
+    """The question as asked: ``meta["prefix_if_tiled"]`` puts ``Image-1: <image>\n`` before a single image's
+    question when it is cut into several tiles (upstream's MP-DocVQA script does)."""
+    if item.meta.get("prefix_if_tiled") and len(counts) == 1 and counts[0] > 1:
+        return "Image-1: <image>\n" + item.question
+    return item.question
+
+
 def answer_batch(model, tokenizer, by_key: dict, batch, generation: dict, dtype) -> list:
     """``[(key, answer)]`` of a collated batch: several single-image questions through ``batch_chat``, anything
     else alone through ``chat`` (a multi-image question with one tile count per image)."""
     pixel_values, counts, keys = batch
     device = model.get_input_embeddings().weight.device
     pixel_values = pixel_values.to(device, dtype) if pixel_values is not None else None
+    questions = [question_of(by_key[k], c) for k, c in zip(keys, counts)]
     if len(keys) > 1:
-        answers = model.batch_chat(tokenizer, pixel_values, [by_key[k].question for k in keys], generation,
+        answers = model.batch_chat(tokenizer, pixel_values, questions, generation,
                                    num_patches_list=[sum(c) for c in counts])
         return list(zip(keys, answers))
-    answer = model.chat(tokenizer, pixel_values, by_key[keys[0]].question, generation,
+    answer = model.chat(tokenizer, pixel_values, questions[0], generation,
                         num_patches_list=counts[0] if pixel_values is not None else None)
     return [(keys[0], answer)]
 
