@@ -247,11 +247,12 @@ def test_llava_bench_review_parsing_and_summary():
 
 
 def test_mmhal_ratings():
-    responses = ["ok. Rating: 5, very informative", "Rating: 2", "rating: 3 or Rating: 4", "no rating"]
+    responses = ["ok. Rating: 5, very informative", "Rating: 2", "rating: 3 or Rating: 4", "no rating", "Rating: 3"]
     scores = judge.mmhal_scores(responses)
-    # ratings 5, 2, 0 (two found), 0 (none): average 1.75; hallucination (< 3) 3 of 4
-    assert scores["Average score"] == 1.75 and scores["Hallucination rate"] == 0.75
-    assert scores["type 0"] == 5 and scores["type 3"] == 0
+    # ratings 5, 2, 0 (two found), 0 (none), 3: average 2.0; hallucination (< 3) 3 of 5
+    # (mutation tried: <= 3 as hallucination gives 0.8: killed)
+    assert scores["Average score"] == 2.0 and scores["Hallucination rate"] == 0.6
+    assert scores["type 0"] == 5 and scores["type 3"] == 0 and scores["type 4"] == 3
 
 
 def test_mathvista_normalization_and_scores():
