@@ -176,3 +176,26 @@ def test_parquet_tasks_end_to_end(tmp_path, name, capsys, monkeypatch):
         assert run_entry["metrics"] is None  # the test split's answers are not public
     else:  # the tiny model's answers need the judge's extraction unless a rule extracts them all
         assert run_entry["metrics"] is None or "accuracy" in run_entry["metrics"]
+
+
+def test_mvbench_frames_are_sampled_as_upstream(tmp_path):
+    """Episodic Reasoning: numbered JPEGs read at 3 fps from index 1; with start 0 s and end 1 s over 8 files
+    the 16 segments of frames 1..3 give [1]*5 + [2]*7 + [3]*4 (numpy's half-to-even rounding). Frame k is grey
+    level 30 * k; each frame is one tile unless --dynamic. (Mutations tried: first index 0, one tile per frame
+    ignored without --dynamic: killed.)"""
+    from PIL import Image
+
+    from internvl_chat.eval.mvbench import FramePixels
+
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for k in range(1, 9):
+        Image.new("RGB", (112, 56), (30 * k,) * 3).save(folder / f"{k:05d}.jpg", quality=100)
+    pixels, counts = FramePixels(folder, "frame", (0.0, 1.0), 16, "mvbench")(56, False, 6, True)
+    assert counts == [1] * 16
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    grey = ((pixels * std + mean) * 255).mean(dim=(1, 2, 3))
+    assert [round(g.item() / 30) for g in grey] == [1] * 5 + [2] * 7 + [3] * 4
+    _, counts = FramePixels(folder, "frame", (0.0, 1.0), 16, "mvbench")(56, True, 6, True)
+    assert counts == [3] * 16  # 2 x 1 tiles + the thumbnail
