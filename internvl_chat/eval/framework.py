@@ -505,6 +505,9 @@ def evaluate(args: argparse.Namespace) -> dict:
                     item.max_num = max(1, min(args.max_num, args.total_max_num // len(item.images)))
         model, tokenizer, dtype = load_model(args, info.device)
         dtype_name = str(dtype).replace("torch.", "")
+        if sum(p.numel() for p in model.parameters()) > 20e9 and args.num_beams != 1:
+            log.warning("more than 20B parameters: --num-beams forced to 1, as upstream")
+            args.num_beams = 1
         image_size = model.config.force_image_size or model.config.vision_config.image_size
         log.info("%s on %s in %s, %d rank(s); %d px tiles%s; tasks %s", args.checkpoint, info.device, dtype_name,
                  info.world_size, image_size, f", dynamic up to {args.max_num}" if args.dynamic else "",

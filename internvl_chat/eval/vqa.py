@@ -290,11 +290,12 @@ class VQATask(Task):
         folder; ``question_id`` as the dataset has it (VizWiz test: the image path, AI2D: the image)."""
         folder = self.test.parent
         rows = []
-        for sample in synthetic_samples(n, start=zlib.crc32(self.upstream.encode()) % 1000):
+        start = zlib.crc32(self.upstream.encode()) % 1000
+        for sample in synthetic_samples(n, start=start):
             qa = sample.qa[sample.index % 3]
             image = f"data/{folder}/{self.synthetic_images}/{self.upstream}_{sample.index}.jpg"
             save_image(sample.image, data_root.parent / image)
-            qid = {"vizwiz_test": image, "ai2d": image}.get(self.keys, 1000 + len(rows))
+            qid = {"vizwiz_test": image, "ai2d": image}.get(self.keys, 100 * start + len(rows))
             rows.append({"image": image, "question": qa.question_en, "question_id": qid, "answer": qa.answer_en})
         return rows
 
@@ -306,7 +307,10 @@ class VQATask(Task):
             annotations = [{"question_id": r["question_id"], "answers": [
                 {"answer": r["answer"] if i < 7 else "something else", "answer_id": i + 1} for i in range(10)]}
                 for r in rows]
-            write_json(data_root / self.annotation, {"annotations": annotations})
+            path = data_root / self.annotation  # shared by textvqa_val and textvqa_val_ocr: add to it
+            kept = read_json(path, self.name)["annotations"] if path.is_file() else []
+            ids = {a["question_id"] for a in annotations}
+            write_json(path, {"annotations": [a for a in kept if a["question_id"] not in ids] + annotations})
         elif self.metric == "anls":
             write_json(data_root / self.annotation, {"dataset_name": self.upstream, "data": [
                 {"questionId": r["question_id"], "question": r["question"], "answers": [r["answer"]]} for r in rows]})
