@@ -261,8 +261,8 @@ def test_evaluate_sh_routes_captions_and_benchmarks_and_refuses_in_one_line():
     assert commands == ["internvl_chat.evaluate_caption --checkpoint ck --datasets coco --data-root d --out-dir r "
                         "--dynamic",
                         "internvl_chat.eval run --checkpoint ck --tasks pope,vqa --data-root d --out-dir r --dynamic"]
-    done = subprocess.run(["bash", str(REPO / "internvl_chat/evaluate.sh"), "ck", "pope,mmbench-dev-en"], env=env,
+    done = subprocess.run(["bash", str(REPO / "internvl_chat/evaluate.sh"), "ck", "pope,mmiu"], env=env,
                           capture_output=True, text=True)
     assert done.returncode == 2 and done.stdout == ""
     (line,) = done.stderr.strip().splitlines()
-    assert "'mmbench-dev-en' (upstream's evaluate.sh has it) is not implemented here; implemented: caption," in line
+    assert "'mmiu' (upstream's evaluate.sh has it) is not implemented here; implemented: caption," in line

@@ -8,7 +8,9 @@
 Modules: :mod:`.framework` (the task interface, the registry, the one evaluation loop: shards over the ranks,
 per-rank partial answer files to resume from, gather, results file, scorer, summary table) and one module per
 task family, each with its data reader, its synthetic writer, its prompt, its results file and its scorer:
-:mod:`.vqa`, :mod:`.pope`, :mod:`.mme`, :mod:`.refcoco`.
+:mod:`.vqa`, :mod:`.pope`, :mod:`.mme`, :mod:`.refcoco`, :mod:`.mmbench` (MMBench / CCBench), :mod:`.multiple_choice`
+(ScienceQA, SEED, MMVP), :mod:`.tiny_lvlm`, :mod:`.mmmu`, :mod:`.mvbench`, :mod:`.judge` (LLaVA-Bench, MMHal,
+MathVista, MM-Vet: the GPT-judge tasks).
 
 Adding a task family (the interface, in full)
 ---------------------------------------------
@@ -22,12 +24,16 @@ Adding a task family (the interface, in full)
      :meth:`.framework.Task.need`, which names the task, the file and the upstream instructions), building each
      question exactly as upstream's script does. ``Item(key, images, question, meta, max_num=None)``: ``key`` is
      the item's index in the set (stable across runs, used to resume), ``images`` absolute paths (``[]``: text
-     only; several: write one ``<image>`` each in ``question``), ``meta`` whatever ``record`` needs;
+     only; several: write one ``<image>`` each in ``question``; a callable returning a PIL image for an image
+     stored inside a data file), ``meta`` whatever ``record`` needs; ``pixels`` (optional): a picklable callable
+     ``(image_size, dynamic, max_num, use_thumbnail) -> (tiles, tiles per <image>)`` for input built otherwise
+     (MMMU's image rule, video frames), with ``images`` left empty;
    - ``record(item, answer, checkpoint) -> dict``: upstream's per-question entry of the results file (post-processing here);
    - ``write_results(records, out_dir, checkpoint, stamp) -> Path``: upstream's results file (default:
      ``<out_dir>/<upstream>_<stamp>.json``, a JSON list of the records);
    - ``score(results_path, data_root) -> dict | None``: upstream's scorer on that file, the metrics under
-     upstream's names (``None``: a test split without public answers; ``submission`` says where it goes);
+     upstream's names (``None``: a test split without public answers, ``submission`` says where it goes, or a
+     GPT-judge task without a judge; ``unscored(results_path)`` is the one line said then);
    - ``write_synthetic(data_root, n) -> None``: a tiny set in upstream's layout (tests, demo).
 2. Add the module's name to :data:`.framework.TASK_MODULES`. ``evaluate.sh``, ``run``, ``score``, the summary and
    the not-implemented message pick it up from there; task modules import torch only inside functions.
