@@ -151,31 +151,73 @@ def test_a_missing_file_names_the_task_the_file_and_where_to_get_it(tmp_path):
         assert message.startswith(f"{name}: ") and fragment in message and "README" in message, message
 
 
-@pytest.mark.parametrize("name", ["mmmu-val", "mmmu-test-cot", "mathvista-testmini"])
-def test_parquet_tasks_end_to_end(tmp_path, name, capsys, monkeypatch):
-    """MMMU and MathVista read the dataset repositories' parquet files (pyarrow)."""
-    pytest.importorskip("pyarrow")
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+def test_mmmu_prompts_and_image_rule(monkeypatch):
+    """Upstream's MMMU question and input: with --dynamic the first image at twice its size tiled (a 64 px image
+    -> 128 px -> 2 x 2 tiles of 56 + thumbnail) and every other image one tile, all behind one <image>; without
+    it the first image only. (Mutation tried: the first image not enlarged -> 1 + 1 tiles: killed.)"""
+    task = TASKS["mmmu-val"]
+    records = task.synthetic_records(4)
+    records[0]["image_2"] = dict(records[1]["image_1"])
+    monkeypatch.setattr(task, "read_split", lambda data_root: records)
+    items = task.load(Path("unused"))
+    assert items[0].question == ("<image 1> What colour is the shape?\nA. red\nB. green\nC. blue\nD. yellow\n"
+                                 "Answer with the option's letter from the given choices directly.")
+    assert items[1].question == "<image 1> What shape is it?\nAnswer the question using a single word or phrase."
+    assert items[0].images == [] and items[0].meta["options"]["B"] == "green"
+    tiles, counts = items[0].pixels(56, True, 6, True)
+    assert counts == [6] and tiles.shape == (6, 3, 56, 56)
+    tiles, counts = items[0].pixels(56, False, 6, True)
+    assert counts == [1]
+    cot = TASKS["mmmu-val-cot"]
+    monkeypatch.setattr(cot, "read_split", lambda data_root: records)
+    question = cot.load(Path("unused"))[1].question
+    assert question.startswith("Your task is to answer the question below. Give step by step reasoning")
+    assert question.endswith("Question:\n\n<image 1> What shape is it?\nAnswer the question using a single word or "
+                             "phrase.") and cot.max_new_tokens == 4096
+
+
+@pytest.mark.parametrize("name", ["mmmu-val", "mmmu-test-cot"])
+def test_mmmu_end_to_end(tmp_path, name, capsys, monkeypatch):
+    """The run over MMMU records (read_split stands in for the parquet files, which need pyarrow): upstream's
+    id -> answer .json and the .jsonl beside it, the scores of main_eval_only on it, test as a submission."""
+    task = TASKS[name]
+    records = task.synthetic_records(4)
+    monkeypatch.setattr(task, "read_split", lambda data_root: records)
+    monkeypatch.setattr(task, "max_new_tokens", MAX_NEW_TOKENS)
     checkpoint = tmp_path / "ckpt"
     write_tiny_internvl_chat(checkpoint)
-    task = TASKS[name]
-    task.write_synthetic(tmp_path / "data", 4)
-    saved = task.max_new_tokens
-    task.max_new_tokens = MAX_NEW_TOKENS
-    try:
-        main(["run", "--checkpoint", str(checkpoint), "--tasks", name, "--data-root", str(tmp_path / "data"),
-              "--out-dir", str(tmp_path / "out"), "--num-workers", "0", "--dynamic", "--max-num", "2"])
-    finally:
-        task.max_new_tokens = saved
-    (run_entry,) = json.loads((tmp_path / "out" / "summary.json").read_text())["runs"]
+    main(["run", "--checkpoint", str(checkpoint), "--tasks", name, "--data-root", str(tmp_path / "data"),
+          "--out-dir", str(tmp_path / "out"), "--num-workers", "0", "--dynamic", "--max-num", "2"])
+    (entry,) = json.loads((tmp_path / "out" / "summary.json").read_text())["runs"]
+    results = Path(entry["results"])
+    split = "validation" if name == "mmmu-val" else "test"
+    assert set(json.loads(results.read_text())) == {f"{split}_Art_1", f"{split}_Art_2", f"{split}_Math_1",
+                                                    f"{split}_Math_2"}
+    lines = [json.loads(line) for line in results.with_suffix(".jsonl").read_text().splitlines()]
+    assert len(lines) == 4 and {"question", "answer", "gt_answers", "data_id"} <= set(lines[0])
     if name == "mmmu-val":
-        assert set(json.loads(Path(run_entry["results"]).read_text())) == {
-            "validation_Art_1", "validation_Art_2", "validation_Math_1", "validation_Math_2"}
-        assert "Overall" in run_entry["metrics"]
-    elif name == "mmmu-test-cot":
-        assert run_entry["metrics"] is None  # the test split's answers are not public
-    else:  # the tiny model's answers need the judge's extraction unless a rule extracts them all
-        assert run_entry["metrics"] is None or "accuracy" in run_entry["metrics"]
+        assert results.name.startswith("MMMU_validation_") and set(entry["metrics"]) >= {"Overall", "Art", "Math"}
+        capsys.readouterr()
+        main(["score", name, str(results), "--data-root", str(tmp_path / "data")])
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == entry["metrics"]
+    else:
+        assert results.name.startswith("MMMU_test_cot_") and entry["metrics"] is None
+        assert "answer_orig" in lines[0]
+
+
+def test_parquet_files_round_trip(tmp_path, monkeypatch):
+    """MMMU and MathVista read the dataset repositories' parquet files (needs pyarrow): the items read from the
+    files are those of the records written into them."""
+    pytest.importorskip("pyarrow")
+    mmmu, mathvista = TASKS["mmmu-val"], TASKS["mathvista-testmini"]
+    mmmu.write_synthetic(tmp_path, 4)
+    mathvista.write_synthetic(tmp_path, 4)
+    from_files = [(i.question, i.meta["options"]) for i in mmmu.load(tmp_path)]
+    records = mmmu.synthetic_records(4)
+    monkeypatch.setattr(mmmu, "read_split", lambda data_root: records)
+    assert from_files == [(i.question, i.meta["options"]) for i in mmmu.load(tmp_path)]
+    assert [i.question for i in mathvista.load(tmp_path)] == [r["query"] for r in mathvista.synthetic_rows(4)]
+    assert (tmp_path / "MathVista" / "annot_testmini.json").exists()
 
 
 def test_mvbench_frames_are_sampled_as_upstream(tmp_path):

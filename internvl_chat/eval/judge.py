@@ -570,7 +570,8 @@ class MathVista(_JudgeTask):
         self.submission = "to MathVista's evaluation server (the test answers are not public)" \
             if split == "test" else None
 
-    def load(self, data_root: Path) -> list:
+    def read_rows(self, data_root: Path) -> list:
+        """The split's rows, from the dataset repository's parquet files (pyarrow)."""
         root = self.need(data_root / "MathVista" / "data", "the dataset's parquet folder")
         files = sorted(root.glob(f"{self.split}-*.parquet"))
         if not files:
@@ -578,13 +579,15 @@ class MathVista(_JudgeTask):
         from .mmmu import _pyarrow
 
         pq = _pyarrow()
+        return [row for f in files for row in pq.read_table(f).to_pylist()]
+
+    def load(self, data_root: Path) -> list:
         items = []
-        for f in files:
-            for row in pq.read_table(f).to_pylist():
-                require_keys(row, ["pid", "query", "decoded_image", "question_type", "answer_type", "choices"],
-                             self.name, f"{f} row {len(items)}")
-                image = BytesImage(row.pop("decoded_image")["bytes"], f"{f} pid {row['pid']}")
-                items.append(Item(len(items), [image], row["query"], {"data_item": row}))
+        for row in self.read_rows(data_root):
+            require_keys(row, ["pid", "query", "decoded_image", "question_type", "answer_type", "choices"],
+                         self.name, f"MathVista {self.split} row {len(items)}")
+            image = BytesImage(row.pop("decoded_image")["bytes"], f"MathVista {self.split} pid {row['pid']}")
+            items.append(Item(len(items), [image], row["query"], {"data_item": row}))
         return items
 
     def record(self, item: Item, answer: str, checkpoint: str) -> dict:
@@ -622,17 +625,11 @@ class MathVista(_JudgeTask):
         write_json_file(Path(str(results)[:-5] + "_score.json"), scores, indent=4)
         return scores
 
-    def write_synthetic(self, data_root: Path, n: int = 4) -> None:
-        """``n`` problems (multiple choice about the colour, integer answers about the shape's corners) in the
-        repository's parquet layout and ``annot_testmini.json``. Needs pyarrow."""
+    def synthetic_rows(self, n: int) -> list:
+        """``n`` problems: multiple choice about the colour, integer answers about the shape's corners."""
         import io
 
         from internvl.data.synthetic import COLOURS
-
-        from .mmmu import _pyarrow
-
-        pq = _pyarrow()
-        import pyarrow
 
         corners = {"circle": 0, "square": 4, "triangle": 3, "cross": 12}
         colours, rows = list(COLOURS), []
@@ -658,6 +655,16 @@ class MathVista(_JudgeTask):
                                       ["scientific reasoning"], "source": "synthetic", "split": self.split,
                                       "task": "figure question answering"},
                          "query": query})
+        return rows
+
+    def write_synthetic(self, data_root: Path, n: int = 4) -> None:
+        """:meth:`synthetic_rows` in the repository's parquet layout and ``annot_testmini.json``. Needs pyarrow."""
+        from .mmmu import _pyarrow
+
+        pq = _pyarrow()
+        import pyarrow
+
+        rows = self.synthetic_rows(n)
         (data_root / "MathVista" / "data").mkdir(parents=True, exist_ok=True)
         pq.write_table(pyarrow.Table.from_pylist(rows),
                        data_root / "MathVista" / "data" / f"{self.split}-00000-of-00001.parquet")

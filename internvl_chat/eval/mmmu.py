@@ -372,34 +372,42 @@ class MMMU(Task):
             return None
         return mmmu_scores(outputs, self.answers(data_root))
 
-    def write_synthetic(self, data_root: Path, n: int = 4) -> None:
-        """``n`` questions in two subjects (Art, Math) in the repository's parquet layout: multiple choice about
-        the shape's colour, open questions about its shape. Needs pyarrow."""
+    def synthetic_records(self, n: int) -> list:
+        """``n`` records in two subjects (Art, Math): multiple choice about the shape's colour, open questions
+        about its shape."""
         import io
 
         from internvl.data.synthetic import COLOURS
 
         from .framework import synthetic_samples
 
-        pq = _pyarrow()
-        import pyarrow
-
         colours = list(COLOURS)
         samples = synthetic_samples(n)
+        records = []
         for si, subject in enumerate(["Art", "Math"]):
-            rows = []
             for i, s in enumerate(samples[si::2]):
                 buf = io.BytesIO()
                 s.image.save(buf, format="PNG")
                 mc = i % 2 == 0
-                row = {"id": f"{self.split}_{subject}_{i + 1}",
-                       "question": "<image 1> What colour is the shape?" if mc else "<image 1> What shape is it?",
-                       "options": repr(colours) if mc else "[]",
-                       "answer": ("ABCD"[colours.index(s.colour)] if mc else s.shape) if self.split != "test" else "?",
-                       "question_type": "multiple-choice" if mc else "open",
-                       "image_1": {"bytes": buf.getvalue(), "path": None}}
-                row.update({f"image_{k}": None for k in range(2, 8)})
-                rows.append(row)
+                record = {"id": f"{self.split}_{subject}_{i + 1}",
+                          "question": "<image 1> What colour is the shape?" if mc else "<image 1> What shape is it?",
+                          "options": repr(colours) if mc else "[]",
+                          "answer": ("ABCD"[colours.index(s.colour)] if mc else s.shape) if self.split != "test"
+                          else "?",
+                          "question_type": "multiple-choice" if mc else "open",
+                          "image_1": {"bytes": buf.getvalue(), "path": None}}
+                record.update({f"image_{k}": None for k in range(2, 8)})
+                records.append(record)
+        return records
+
+    def write_synthetic(self, data_root: Path, n: int = 4) -> None:
+        """:meth:`synthetic_records` in the repository's parquet layout (one file per subject). Needs pyarrow."""
+        pq = _pyarrow()
+        import pyarrow
+
+        records = self.synthetic_records(n)
+        for subject in ("Art", "Math"):
+            rows = [r for r in records if r["id"].split("_")[1] == subject]
             (data_root / ROOT / subject).mkdir(parents=True, exist_ok=True)
             pq.write_table(pyarrow.Table.from_pylist(rows),
                            data_root / ROOT / subject / f"{self.split}-00000-of-00001.parquet")
