@@ -88,7 +88,7 @@ def test_evaluate_sh_forwards_upstream_arguments(tmp_path):
     assert "single CPU process" in done.stderr or "GPUS=1" in done.stderr or "1 process" in done.stderr
     assert done.stdout.split(" -m ")[1].strip() == ("internvl_chat.evaluate_caption --checkpoint pretrained/InternVL2-2B "
                                                     "--datasets coco --data-root d --out-dir r --dynamic --auto")
-    done = subprocess.run(["bash", str(REPO / "internvl_chat/evaluate.sh"), "x", "vqa-textvqa-val"], env=env,
+    done = subprocess.run(["bash", str(REPO / "internvl_chat/evaluate.sh"), "x", "mantis"], env=env,
                           capture_output=True, text=True)
     assert done.returncode == 2 and "not implemented here" in done.stderr
     with pytest.raises(SystemExit):
