@@ -168,10 +168,12 @@ def interval_centres(length: int, num_frames: int, path: Optional[PathLike] = No
     chosen = [i + interval // 2 for i in range(0, length, interval)]
     if len(chosen) != num_frames or chosen[-1] >= length:
         fits = [n for n in range(1, min(length, num_frames) + 1) if _samples_cleanly(length, n)]
+        inside = [i for i in chosen if i < length]
+        shown = chosen if len(chosen) <= 8 else f"{len(chosen)} frames, {chosen[0]}..{chosen[-1]}"
         raise FrameCountError(
-            f"{path or 'video'}: {length} frames cannot give {num_frames} frames at interval centres (interval "
-            f"{interval}: frames {chosen}, upstream asserts exactly {num_frames} inside the video); "
-            f"use fewer frames ({fits[-1] if fits else 1} work for this video)")
+            f"{path or 'video'}: {length} frames, and {num_frames} at interval centres (interval {interval}: "
+            f"{shown}) give {len(inside)} inside the video, not {num_frames} as upstream asserts; use fewer frames "
+            f"({fits[-1] if fits else 1} work for this video)")
     return chosen
 
 
