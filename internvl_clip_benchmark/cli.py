@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--feature_cache_dir", default=None, type=str,
                        help="keep image features here across commands, keyed by model weights (content), transform "
                             "and image files; without it, features are still reused within one command")
+    group.add_argument("--num_frames", default=1, type=int,
+                       help="video datasets (msrvtt, kinetics400/600/700): frames per video, at the centres of equal "
+                            "intervals; the video feature is their mean (default 1, as upstream)")
     group.add_argument("--tokenizer_dir", default=None, type=str,
                        help="for the .pth InternVL-C names: the directory with its LLaMA tokenizer (tokenizer.model) "
                             "and config.json; default: the .pth's folder if it has tokenizer.model, else "

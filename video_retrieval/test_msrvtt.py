@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 try:
-    from internvl.data.video import check_videos, interval_centres, read_frames, read_msrvtt
+    from internvl.data.video import VideoFrames, check_videos, read_msrvtt
     from internvl.errors import CheckpointError, ConfigError, MissingFileError, UserError
     from video_retrieval.metrics import retrieval_metrics
 except ModuleNotFoundError as err:
@@ -37,7 +37,7 @@ except ModuleNotFoundError as err:
     raise SystemExit(f"error: {err}; install the suite (pip install -e . in the repository root) or put the "
                      "checkout on PYTHONPATH") from None
 
-__all__ = ["MODEL_NAMES", "VideoFrames", "encode_videos", "encode_texts", "validate_msrvtt", "read_and_check",
+__all__ = ["MODEL_NAMES", "encode_videos", "encode_texts", "validate_msrvtt", "read_and_check",
            "load_model",
            "build_parser", "main"]
 
@@ -50,21 +50,6 @@ MODEL_NAMES = {
 }
 DEFAULT_PRETRAINED = "pretrained/InternVL-14B-224px"
 WEIGHTS_HELP = "see pretrained/README.md for the published checkpoints and where to put them"
-
-
-class VideoFrames(Dataset):
-    """``(num_frames, 3, H, W)``: the sampled frames of each video through ``transform``."""
-
-    def __init__(self, paths: Sequence[str], num_frames: int, transform: Callable):
-        self.paths, self.num_frames, self.transform = list(paths), num_frames, transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        path = self.paths[index]
-        frames = read_frames(path, lambda length, fps: interval_centres(length, self.num_frames, path))
-        return torch.stack([self.transform(frame) for frame in frames])
 
 
 def _worker_message(err: UserError) -> str:
@@ -119,7 +104,8 @@ def validate_msrvtt(model, tokenizer, transform, root: str, metadata: str, num_f
     say("Computing text features", flush=True)
     texts = encode_texts(model, tokenizer, [p.caption for p in pairs], device=device, verbose=verbose)
     say("Computing video features", flush=True)
-    videos = encode_videos(model, VideoFrames([p.video for p in pairs], num_frames, transform), mode,
+    videos = encode_videos(model, VideoFrames([p.video for p in pairs], num_frames, transform,
+                                              [p.where for p in pairs]), mode,
                            batch_size, num_workers, device, verbose)
     say("Computing metrics", flush=True)
     texts = texts / texts.norm(dim=-1, keepdim=True)

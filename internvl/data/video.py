@@ -33,7 +33,7 @@ from PIL import Image
 from ..errors import DataError, MissingDependencyError, MissingFileError
 
 __all__ = ["VideoDecodeError", "FrameCountError", "video_backend", "video_length", "read_frames",
-           "interval_centres", "check_videos", "VideoCaption", "read_msrvtt", "synthetic_video", "write_video",
+           "interval_centres", "check_videos", "VideoFrames", "VideoCaption", "read_msrvtt", "synthetic_video", "write_video",
            "write_msrvtt", "MSRVTT_METADATA", "MSRVTT_VIDEOS", "SYNTHETIC_VIDEO_FRAMES"]
 
 PathLike = Union[str, os.PathLike]
@@ -207,6 +207,33 @@ def check_videos(paths: Sequence[str], num_frames: int, where: Optional[Sequence
         raise VideoDecodeError(f"{len(failed)} of {len(paths)} videos{source} cannot be used at {num_frames} frames "
                                "each (none was skipped):\n  " + "\n  ".join(failed))
     return lengths
+
+
+class VideoFrames:
+    """A map-style dataset: item ``i`` is ``(num_frames, 3, H, W)``, the :func:`interval_centres` frames of
+    video ``i`` through ``transform`` (a PIL image -> tensor). ``where[i]`` (where the video was listed) is
+    added to a decode error's message."""
+
+    def __init__(self, paths: Sequence[str], num_frames: int, transform: Callable,
+                 where: Optional[Sequence[str]] = None):
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        self.paths, self.num_frames, self.transform, self.where = list(paths), num_frames, transform, where
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        import torch
+
+        path = self.paths[index]
+        try:
+            frames = read_frames(path, lambda length, fps: interval_centres(length, self.num_frames, path))
+        except DataError as err:
+            if self.where:
+                raise type(err)(f"{err} ({self.where[index]})") from None
+            raise
+        return torch.stack([self.transform(frame) for frame in frames])
 
 
 # ---- MSR-VTT metadata ---------------------------------------------------------------------------------------
