@@ -191,7 +191,7 @@ def check_videos(paths: Sequence[str], num_frames: int, where: Optional[Sequence
     source = f" listed in {listed_in}" if listed_in else ""
     missing = [i for i, path in enumerate(paths) if not os.path.isfile(path)]
     if missing:
-        shown = "\n  ".join(f"{paths[i]} ({where[i]})" for i in missing[:5])
+        shown = "\n  ".join(paths[i] + (f" ({where[i]})" if where[i] else "") for i in missing[:5])
         raise MissingFileError(f"{len(missing)} of {len(paths)} videos{source} are missing, e.g.:\n  {shown}"
                                f"{chr(10) + help_text if help_text else ''}")
     lengths, failed = [], []
