@@ -133,3 +133,16 @@ def test_recall_at_k_counts_positives_and_rejects_k_past_the_candidates():
     assert recall_at_k(torch.tensor([[0.1, 0.9, 0.5]]), positives, 2).item() == pytest.approx(0.5)
     with pytest.raises(ValueError, match="recall@4 needs at least 4 candidates"):
         recall_at_k(torch.zeros(2, 3), torch.eye(2, 3, dtype=torch.bool), 4)
+
+
+def test_test_msrvtt_help_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    probe = ("import runpy, sys\nsys.argv = ['test_msrvtt.py', '--help']\ntry:\n"
+             "    runpy.run_module('video_retrieval.test_msrvtt', run_name='__main__')\nexcept SystemExit as e:\n"
+             "    assert e.code in (0, None), e.code\n"
+             "print('HEAVY:' + ','.join(sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--num-frames" in result.stdout and result.stdout.strip().splitlines()[-1] == "HEAVY:", result.stdout[-300:]

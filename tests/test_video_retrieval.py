@@ -126,3 +126,23 @@ def test_trained_model_classifies_kinetics_layouts_and_reuses_frame_features(tra
     folder_run, csv_run = results[0]["metrics"], results[1]["metrics"]
     assert folder_run["acc1"] >= 0.25 and folder_run["acc5"] >= 0.6, folder_run  # chance: 1/16, 5/16
     assert csv_run == pytest.approx(folder_run)  # the same videos and classes in the other layout
+
+
+def test_test_msrvtt_errors_name_the_flag_and_the_file(tmp_path):
+    from internvl.errors import CheckpointError, ConfigError
+    from video_retrieval.test_msrvtt import main
+
+    msrvtt = write_msrvtt(tmp_path / "msrvtt", 10, kit=KIT)
+    flags = ["--video-root", str(msrvtt / "videos/all"), "--metadata", str(msrvtt / "msrvtt_test1k.json"), "--quiet"]
+    with pytest.raises(ConfigError, match="--model internvl_g_retrieval_hf computes InternVL-G features but --mode"):
+        main([*flags, "--model", "internvl_g_retrieval_hf", "--mode", "InternVL-C"])
+    pth = tmp_path / "internvl_c_13b_224px.pth"
+    pth.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="not a Hugging Face directory.*clip_benchmark CLI's msrvtt"):
+        main([*flags, "--pretrained", str(pth)])
+    with pytest.raises(FileNotFoundError, match="--pretrained .*nowhere does not exist"):
+        main([*flags, "--pretrained", str(tmp_path / "nowhere")])
+    with pytest.raises(ConfigError, match="recall@10 needs at least that many videos; .* lists 5"):
+        short = tmp_path / "short.json"
+        short.write_text(json.dumps(json.loads((msrvtt / "msrvtt_test1k.json").read_text())[:5]))
+        main(["--video-root", str(msrvtt / "videos/all"), "--metadata", str(short)])

@@ -19,26 +19,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
-import torch
-from torch.utils.data import DataLoader, Dataset
-
-try:
-    from internvl.data.video import VideoFrames, check_videos, read_msrvtt
+try:  # light imports only: --help answers without torch
     from internvl.errors import CheckpointError, ConfigError, MissingFileError, UserError
-    from video_retrieval.metrics import retrieval_metrics
+    import video_retrieval  # noqa: F401 (the package, for the message below when it is not importable)
 except ModuleNotFoundError as err:
     if err.name not in ("internvl", "video_retrieval"):
         raise
     raise SystemExit(f"error: {err}; install the suite (pip install -e . in the repository root) or put the "
                      "checkout on PYTHONPATH") from None
 
-__all__ = ["MODEL_NAMES", "encode_videos", "encode_texts", "validate_msrvtt", "read_and_check",
-           "load_model",
+__all__ = ["MODEL_NAMES", "encode_videos", "encode_texts", "validate_msrvtt", "read_and_check", "load_model",
            "build_parser", "main"]
 
 # clip_benchmark's names of the HF-directory models: the mode and the transform they stand for
@@ -60,11 +54,12 @@ def _worker_message(err: UserError) -> str:
     return text
 
 
-@torch.no_grad()
-def encode_videos(model, videos: Dataset, mode: str, batch_size: int = 8, num_workers: int = 0,
-                  device: str = "cpu", verbose: bool = True) -> torch.Tensor:
+def encode_videos(model, videos, mode: str, batch_size: int = 8, num_workers: int = 0, device: str = "cpu",
+                  verbose: bool = True):
     """``(videos, D)``: the mean over each video's frames of ``model.encode_image(frames, mode)``, the frames of
-    ``batch_size`` videos encoded in one call."""
+    ``batch_size`` videos encoded in one call (``videos``: a dataset of ``(frames, 3, H, W)`` tensors)."""
+    import torch
+    from torch.utils.data import DataLoader
     from tqdm import tqdm
 
     dtype = next(model.parameters()).dtype
@@ -73,23 +68,25 @@ def encode_videos(model, videos: Dataset, mode: str, batch_size: int = 8, num_wo
     try:
         for batch in tqdm(loader, desc="video features", disable=not verbose):
             b, t = batch.shape[:2]
-            features = model.encode_image(batch.flatten(0, 1).to(device, dtype), mode=mode)
+            with torch.no_grad():
+                features = model.encode_image(batch.flatten(0, 1).to(device, dtype), mode=mode)
             rows.append(features.float().unflatten(0, (b, t)).mean(1).cpu())
     except UserError as err:  # a decode error raised in a DataLoader worker: keep its one-line message
         raise type(err)(_worker_message(err)) from None
     return torch.cat(rows)
 
 
-@torch.no_grad()
 def encode_texts(model, tokenizer, captions: Sequence[str], batch_size: int = 32, device: str = "cpu",
-                 verbose: bool = True) -> torch.Tensor:
+                 verbose: bool = True):
     """``(texts, D)``: ``model.encode_text`` of each caption with the retrieval tokenizer's conventions."""
+    import torch
     from tqdm import tqdm
 
     rows = []
     for start in tqdm(range(0, len(captions), batch_size), desc="text features", disable=not verbose):
         ids = tokenizer.tokenize(list(captions[start:start + batch_size])).input_ids
-        rows.append(model.encode_text(ids.to(device)).float().cpu())
+        with torch.no_grad():
+            rows.append(model.encode_text(ids.to(device)).float().cpu())
     return torch.cat(rows)
 
 
@@ -98,6 +95,8 @@ def validate_msrvtt(model, tokenizer, transform, root: str, metadata: str, num_f
                     num_workers: int = 0, device: str = "cpu", verbose: bool = True, pairs=None) -> dict:
     """Upstream's ``validate_msrvtt``: the metrics with DSL (upstream's keys) and without (``_no_dsl``).
     ``pairs``: the metadata as :func:`read_and_check` returned it (read and checked here when None)."""
+    from internvl.data.video import VideoFrames
+    from video_retrieval.metrics import retrieval_metrics
     if pairs is None:
         pairs = read_and_check(root, metadata, num_frames, recall_k)
     say = print if verbose else (lambda *a, **k: None)
@@ -118,6 +117,7 @@ def validate_msrvtt(model, tokenizer, transform, root: str, metadata: str, num_f
 
 def read_and_check(root: str, metadata: str, num_frames: int, recall_k: Sequence[int] = (1, 5, 10)):
     """The metadata's (video, caption) pairs, every video opened: one error lists all that cannot be used."""
+    from internvl.data.video import check_videos, read_msrvtt
     pairs = read_msrvtt(metadata, root)
     if max(recall_k) > len(pairs):
         raise ConfigError(f"recall@{max(recall_k)} needs at least that many videos; {metadata} lists {len(pairs)}")
@@ -126,8 +126,10 @@ def read_and_check(root: str, metadata: str, num_frames: int, recall_k: Sequence
     return pairs
 
 
-def load_model(pretrained: str, mode: str, task: str, device: str, dtype: Optional[torch.dtype] = None):
-    """``(model, tokenizer, transform)`` of an InternVL-C/G HF directory, ready for ``mode``."""
+def load_model(pretrained: str, mode: str, task: str, device: str, dtype=None):
+    """``(model, tokenizer, transform)`` of an InternVL-C/G HF directory, ready for ``mode`` (``dtype``: default
+    bfloat16 on CUDA, as upstream, float32 on the CPU)."""
+    import torch
     from internvl.compat import dtype_kwargs
     from internvl.models.internvl_cg import InternVLModel
     from internvl.models.processing_internvl_cg import build_cg_tokenizer, image_transform
@@ -180,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    import torch
+
     if args.num_frames < 1:
         raise ConfigError(f"--num-frames must be >= 1, got {args.num_frames}")
     mode, task = args.mode or "InternVL-C", "classification"

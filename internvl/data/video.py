@@ -25,16 +25,16 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple, Union
-
-import numpy as np
-from PIL import Image
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple, Union
 
 from ..errors import DataError, MissingDependencyError, MissingFileError
 
 __all__ = ["VideoDecodeError", "FrameCountError", "video_backend", "video_length", "read_frames",
            "interval_centres", "check_videos", "VideoFrames", "VideoCaption", "read_msrvtt", "synthetic_video", "write_video",
            "write_msrvtt", "MSRVTT_METADATA", "MSRVTT_VIDEOS", "SYNTHETIC_VIDEO_FRAMES"]
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 PathLike = Union[str, os.PathLike]
 Indices = Union[Sequence[int], Callable[[int, float], Sequence[int]]]
@@ -107,7 +107,7 @@ def video_length(path: PathLike) -> Tuple[int, float]:
         raise _wrap(path, err) from err
 
 
-def read_frames(path: PathLike, indices: Indices) -> List[Image.Image]:
+def read_frames(path: PathLike, indices: Indices) -> List["Image.Image"]:
     """The frames ``indices`` of a video as RGB PIL images, in the order given.
 
     ``indices`` is a list of frame numbers, or a function ``(number of frames, fps) -> list`` called once
@@ -125,6 +125,8 @@ def read_frames(path: PathLike, indices: Indices) -> List[Image.Image]:
             chosen = [int(i) for i in (indices(len(reader), float(reader.get_avg_fps())) if callable(indices)
                                        else indices)]
             _check_range(path, chosen, len(reader))
+            from PIL import Image
+
             return [Image.fromarray(a).convert("RGB") for a in reader.get_batch(chosen).asnumpy()]
         container, stream = _open_av(path)
         with container:
@@ -275,11 +277,14 @@ _MOVES = {"right": (1, 1), "left": (1, -1), "down": (0, 1), "up": (0, -1)}  # (a
 
 
 def synthetic_video(kit, index: int, num_frames: int = SYNTHETIC_VIDEO_FRAMES,
-                    travel: float = 0.2) -> Tuple[List[Image.Image], str, object]:
+                    travel: float = 0.2) -> Tuple[List["Image.Image"], str, object]:
     """``(frames, caption, sample)``: sample ``index`` of a :class:`internvl.data.synthetic.SyntheticImages`
     kit with the camera panning so that the shape moves ``travel`` of the frame towards the centre, in
     ``num_frames`` equal steps (the scene wraps around at the edges). The caption is the sample's English
     caption of the first frame, then ``", moving <direction>"``."""
+    import numpy as np
+    from PIL import Image
+
     sample = kit.sample(index)
     fx, fy = {"top left": (0, 0), "top right": (1, 0), "bottom left": (0, 1), "bottom right": (1, 1),
               "center": (0.5, 0.5)}[sample.position]
@@ -294,10 +299,11 @@ def synthetic_video(kit, index: int, num_frames: int = SYNTHETIC_VIDEO_FRAMES,
     return frames, f"{sample.caption_en}, moving {direction}", sample
 
 
-def write_video(path: PathLike, frames: Sequence[Image.Image], fps: int = 8) -> Path:
+def write_video(path: PathLike, frames: Sequence["Image.Image"], fps: int = 8) -> Path:
     """Write RGB frames as an H.264 mp4 (MPEG-4 part 2 where libx264 is missing) through PyAV, nearly
     lossless (the synthetic shapes must keep their colours)."""
     import av
+    import numpy as np
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
