@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep image features and zero-shot classifiers here across commands, keyed by model "
                             "weights (content), transform and image files / class names, templates and language; "
                             "without it, they are still reused within one command")
+    group.add_argument("--num_frames", default=1, type=int,
+                       help="video datasets (msrvtt, kinetics400/600/700): frames per video, at the centres of equal "
+                            "intervals; the video feature is their mean (default 1, as upstream)")
     group.add_argument("--tokenizer_dir", default=None, type=str,
                        help="for the .pth InternVL-C names: the directory with its LLaMA tokenizer (tokenizer.model) "
                             "and config.json; default: the .pth's folder if it has tokenizer.model, else "

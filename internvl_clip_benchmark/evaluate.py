@@ -239,7 +239,7 @@ def _zero_shot(args, task: str, dataset, loaded: Loaded, session: Session) -> di
                               f"{len(view.paths)}")
         device_type = torch.device(args.device).type
         key = {"transform": repr(loaded.transform), "images": files_digest(view.paths), "device": device_type,
-               "amp": bool(args.amp)}
+               "amp": bool(args.amp), **view.key}
         identity = session.encoder_identity(loaded, args)
         features = session.store.get(key, None if identity is None else {**key, "encoder": identity},
                                      lambda: encode_images(loaded.model, view.images, args.batch_size,
@@ -297,7 +297,10 @@ def run(args, session: Session) -> int:
     args.amp = autocast_enabled(args)
     torch.manual_seed(args.seed)
     dataset_name = args.dataset[len("wds/"):] if args.dataset.startswith("wds/") else args.dataset
-    task = get_dataset_default_task(dataset_name) if args.task == "auto" else args.task
+    if args.task != "auto":
+        task = args.task
+    else:  # the additions' own task first (CLIP Benchmark calls every name it does not know a classification set)
+        task = DATASETS[dataset_name].task if dataset_name in DATASETS else get_dataset_default_task(dataset_name)
     output = output_path(args, task, dataset_name)
     record = {"dataset": args.dataset, "model": args.model, "pretrained": args.pretrained, "task": task}
     if args.skip_existing and _already_recorded(output, {**record, "language": args.language}):
@@ -313,7 +316,8 @@ def run(args, session: Session) -> int:
     dataset_args = dict(dataset_name=args.dataset, root=dataset_root, split=args.split,
                         annotation_file=args.annotation_file, download=True, language=args.language, task=task,
                         custom_template_file=args.custom_template_file,
-                        custom_classname_file=args.custom_classname_file, wds_cache_dir=args.wds_cache_dir)
+                        custom_classname_file=args.custom_classname_file, wds_cache_dir=args.wds_cache_dir,
+                        num_frames=getattr(args, "num_frames", 1))
     if args.dataset in DATASETS:
         build_dataset(transform=None, **dataset_args)  # every file and image checked before a model is loaded
     loaded = session.load(args)

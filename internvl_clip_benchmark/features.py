@@ -33,7 +33,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -54,12 +54,14 @@ CACHE_VERSION = 1  # bump when the stored content or its meaning changes
 class ImageView:
     """What feature reuse needs of a dataset: its image files in order, the target of each sample (a label,
     a label vector, or a list of captions) read without decoding images, and a dataset of the transformed
-    images alone."""
+    images alone. A video dataset's ``images`` give ``(frames, 3, H, W)`` per video, and ``key`` names what
+    else its features depend on (the frame count and sampling)."""
 
     paths: list[str]
     targets: list
     images: Dataset
     classes: Optional[list] = None
+    key: dict = field(default_factory=dict)
 
 
 class ImageFiles(Dataset):
@@ -113,14 +115,15 @@ class FeatureDataset(Dataset):
 
 class FeatureModel(torch.nn.Module):
     """A CLIP Benchmark model whose "images" are already image features: ``encode_image`` passes them
-    through, ``encode_text`` is the model's."""
+    through (the frame features of a video, ``(batch, frames, D)``, averaged over the frames, as upstream's
+    video feature), ``encode_text`` is the model's."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
     def encode_image(self, features: torch.Tensor) -> torch.Tensor:
-        return features
+        return features.float().mean(1).to(features.dtype) if features.ndim == 3 else features
 
     def encode_text(self, text):
         return self.model.encode_text(text)
@@ -140,7 +143,8 @@ def encode_images(model, images: Dataset, batch_size: int, num_workers: int, dev
                   verbose: bool = True) -> torch.Tensor:
     """``model.encode_image`` of every image, as rows on the CPU in the dtype the model gives them (mixed
     precision as LAION's metrics use it, ``torch.autocast(device type, enabled=amp)``, so the stored rows are
-    exactly what its image loop would compare)."""
+    exactly what its image loop would compare). Videos (``(frames, 3, H, W)`` items): the frames of a batch
+    in one call, a row of ``(frames, D)`` features per video."""
     from tqdm import tqdm
 
     loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers)
@@ -149,7 +153,10 @@ def encode_images(model, images: Dataset, batch_size: int, num_workers: int, dev
     try:
         for batch in tqdm(loader, desc="image features", disable=not verbose):
             with torch.autocast(device_type, enabled=amp):
-                rows.append(model.encode_image(batch.to(device)).cpu())
+                if batch.ndim == 5:  # videos: (batch, frames, 3, H, W)
+                    rows.append(model.encode_image(batch.flatten(0, 1).to(device)).unflatten(0, batch.shape[:2]).cpu())
+                else:
+                    rows.append(model.encode_image(batch.to(device)).cpu())
     except UserError as err:
         raise type(err)(_worker_message(err)) from None
     return torch.cat(rows)

@@ -20,8 +20,9 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from PIL import Image
 
-from ..errors import DataError, MissingDependencyError, MissingFileError
+from ..errors import DataError, MissingFileError
 from .transforms import build_transform, open_image
+from .video import read_frames
 
 __all__ = ["target_grids", "find_closest_aspect_ratio", "dynamic_preprocess", "load_image", "frame_indices",
            "load_video"]
@@ -114,38 +115,13 @@ def frame_indices(bound: Optional[Tuple[float, float]], fps: float, max_frame: i
 
 
 def _read_frames(path: str, num_segments: int, bound) -> List[Image.Image]:
-    """Decode the sampled frames of ``path`` with decord, else PyAV."""
-    try:
-        import decord
-    except ImportError:
-        decord = None
-    if decord is not None:
-        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-        indices = frame_indices(bound, float(reader.get_avg_fps()), len(reader) - 1, num_segments=num_segments)
-        return [Image.fromarray(reader[i].asnumpy()).convert("RGB") for i in indices]
-    try:
-        import av
-    except ImportError:
-        raise MissingDependencyError(f"load_video({path!r}) needs a video reader: pip install av (or decord)") from None
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or stream.guessed_rate or 0)
-        num_frames = stream.frames or sum(1 for _ in container.decode(stream))  # some containers omit the count
-        if not fps or not num_frames:
+    """The sampled frames of ``path``, through the one video reader (:func:`internvl.data.video.read_frames`)."""
+    def chosen(length: int, fps: float) -> List[int]:
+        if not fps or not length:
             raise DataError(f"{path}: the video stream reports no frame rate or no frames")
-        container.seek(0)
-        indices = frame_indices(bound, fps, num_frames - 1, num_segments=num_segments)
-        wanted, frames = set(indices), {}
-        for i, frame in enumerate(container.decode(stream)):
-            if i in wanted:
-                frames[i] = frame.to_image().convert("RGB")
-            if i >= max(indices):
-                break
-    missing = sorted(wanted - frames.keys())
-    if missing:
-        raise DataError(f"{path}: the container reports {num_frames} frames but frames {missing} could not be "
-                         "decoded; the file may be truncated")
-    return [frames[i] for i in indices]
+        return frame_indices(bound, fps, length - 1, num_segments=num_segments)
+
+    return read_frames(path, chosen)
 
 
 def load_video(path: Union[str, os.PathLike], num_segments: int = 32, bound: Optional[Tuple[float, float]] = None,

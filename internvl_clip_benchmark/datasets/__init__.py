@@ -8,7 +8,11 @@ flickr30k                           zeroshot_retrieval           en, cn (Flickr3
 mscoco_captions                     zeroshot_retrieval           en, cn (COCO-CN)                mscoco
 multilingual_mscoco_captions (XTD)  zeroshot_retrieval           en es fr zh it ko ru jp de pl tr  xtd
 birdsnap                            zeroshot_classification      en (others: custom names)       birdsnap
+msrvtt (MSR-VTT 1k-A, videos)       zeroshot_retrieval           en                              video
+kinetics400 / 600 / 700 (videos)    zeroshot_classification      en (others: custom names)       video
 ==================================  ===========================  ==============================  =============
+
+The video datasets take ``num_frames`` (``--num_frames``): frames per video, whose features are averaged.
 
 Everything else goes to CLIP Benchmark's ``build_dataset`` unchanged (its datasets, downloads, VTAB/TFDS,
 ``wds/...``). The additions never download: a missing root or file is an error naming what is expected.
@@ -16,6 +20,7 @@ Everything else goes to CLIP Benchmark's ``build_dataset`` unchanged (its datase
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +28,7 @@ from typing import Callable, Optional
 
 from internvl.errors import ConfigError, MissingFileError
 
-from . import birdsnap, flickr30k, mscoco, xtd
+from . import birdsnap, flickr30k, mscoco, video, xtd
 from .common import DATA_HELP
 
 __all__ = ["DatasetSpec", "DATASETS", "build_dataset", "classification_languages"]
@@ -35,6 +40,7 @@ class DatasetSpec:
     languages: Optional[tuple[str, ...]]  # None: any the builder accepts (custom class names)
     build: Callable  # (root: Path, transform, split=, language=, annotation_file=, custom_*_file=) -> Dataset
     layout: str  # what the root holds, for messages
+    video: bool = False  # its samples are videos: build also takes num_frames=
 
 
 DATASETS = {
@@ -42,6 +48,10 @@ DATASETS = {
     "mscoco_captions": DatasetSpec("zeroshot_retrieval", tuple(mscoco.CAPTION_FILES), mscoco.build, mscoco.LAYOUT),
     "multilingual_mscoco_captions": DatasetSpec("zeroshot_retrieval", xtd.LANGUAGES, xtd.build, xtd.LAYOUT),
     "birdsnap": DatasetSpec("zeroshot_classification", None, birdsnap.build, birdsnap.LAYOUT),
+    "msrvtt": DatasetSpec("zeroshot_retrieval", ("en",), video.build_msrvtt, video.MSRVTT_LAYOUT, video=True),
+    **{name: DatasetSpec("zeroshot_classification", None, functools.partial(video.build_kinetics, name),
+                         video.KINETICS_LAYOUT, video=True)
+       for name in ("kinetics400", "kinetics600", "kinetics700")},
 }
 
 
@@ -56,7 +66,8 @@ def classification_languages() -> list[str]:
     return sorted(p.name[:-len("_classnames.json")] for p in _laion_datasets_dir().glob("*_classnames.json"))
 
 
-def _build_ours(name: str, spec: DatasetSpec, root: str, transform, split: str, language: str, task: str, **kwargs):
+def _build_ours(name: str, spec: DatasetSpec, root: str, transform, split: str, language: str, task: str,
+                num_frames: int = 1, **kwargs):
     if task != spec.task:
         raise ConfigError(f"{name} is a {spec.task.replace('zeroshot_', 'zero-shot ')} dataset; use --task "
                           f"{spec.task} (or --task auto), not {task}")
@@ -65,16 +76,21 @@ def _build_ours(name: str, spec: DatasetSpec, root: str, transform, split: str, 
     if not os.path.isdir(root):
         raise MissingFileError(f"--dataset_root {root} does not exist; {name} expects it to hold {spec.layout}; "
                                f"{DATA_HELP}")
+    if spec.video:
+        kwargs["num_frames"] = num_frames
     return spec.build(Path(root), transform, split=split, language=language, **kwargs)
 
 
 def build_dataset(dataset_name, root="root", transform=None, split="test", download=True, annotation_file=None,
                   language="en", task="zeroshot_classification", wds_cache_dir=None, custom_classname_file=None,
-                  custom_template_file=None, **kwargs):
-    """CLIP Benchmark's ``build_dataset`` with the InternVL additions (same signature)."""
+                  custom_template_file=None, num_frames=1, **kwargs):
+    """CLIP Benchmark's ``build_dataset`` with the InternVL additions (same signature, plus ``num_frames``: frames
+    per video of the video datasets)."""
     spec = DATASETS.get(dataset_name)
+    if num_frames < 1:
+        raise ConfigError(f"--num_frames must be >= 1, got {num_frames}")
     if spec is not None:
-        return _build_ours(dataset_name, spec, root, transform, split, language, task,
+        return _build_ours(dataset_name, spec, root, transform, split, language, task, num_frames=num_frames,
                            annotation_file=annotation_file or None, custom_classname_file=custom_classname_file,
                            custom_template_file=custom_template_file)
     from clip_benchmark.datasets.builder import build_dataset as laion_build_dataset
