@@ -11,7 +11,10 @@ The classes also derive from the built-in exception a caller would expect (``Val
 """
 from __future__ import annotations
 
-__all__ = ["UserError", "ConfigError", "DataError", "MissingFileError", "CheckpointError", "MissingDependencyError"]
+import contextlib
+
+__all__ = ["UserError", "ConfigError", "DataError", "MissingFileError", "CheckpointError", "MissingDependencyError",
+           "from_workers"]
 
 
 class UserError(Exception):
@@ -36,3 +39,19 @@ class CheckpointError(UserError, OSError):
 
 class MissingDependencyError(UserError, ImportError):
     """An optional package the requested feature needs is not installed (the message says what to install)."""
+
+
+@contextlib.contextmanager
+def from_workers():
+    """Re-raise a :class:`UserError` that came from a DataLoader worker with its own one-line message.
+
+    PyTorch re-raises a worker's exception as the same type with the message ``Caught X in DataLoader worker
+    process 0. Original Traceback (most recent call last): ...``; the user needs only its last line."""
+    try:
+        yield
+    except UserError as err:
+        text = str(err)
+        if text.startswith("Caught ") and "Original Traceback" in text:
+            last = text.strip().splitlines()[-1]
+            raise type(err)(last.split(": ", 1)[1] if ": " in last else last) from None
+        raise

@@ -180,3 +180,15 @@ def read_json(path: str | os.PathLike, what: str = "JSON file", expected: str | 
                                          for k in (kind if isinstance(kind, tuple) else (kind,)))
         raise error(f"{what} {path}: expected {wanted}; found {_describe_json(content)}")
     return content
+
+
+def append_json_line(path: str | os.PathLike, record: Any) -> None:
+    """Append ``record`` to ``path`` as one JSON line, with one ``write`` on an ``O_APPEND`` descriptor, so
+    runs appending to the same results file at once never interleave. Creates the parent folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, (json.dumps(record) + "\n").encode())
+    finally:
+        os.close(fd)

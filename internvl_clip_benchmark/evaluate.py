@@ -28,12 +28,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from internvl.errors import ConfigError, DataError
+from internvl.fileio import append_json_line
 
 from .datasets import DATASETS, build_dataset
 from .features import FeatureDataset, FeatureModel, FeatureStore, encode_images, files_digest, image_view
 from .models import load_internvl, text_files, weight_files
 
-__all__ = ["ZERO_SHOT_TASKS", "TOP_K", "autocast_enabled", "Session", "run", "output_path", "append_result", "read_results", "classification_metrics",
+__all__ = ["ZERO_SHOT_TASKS", "TOP_K", "autocast_enabled", "Session", "run", "output_path", "read_results", "classification_metrics",
            "topk_accuracy"]
 
 ZERO_SHOT_TASKS = ("zeroshot_classification", "zeroshot_retrieval")
@@ -175,18 +176,6 @@ def read_results(path: os.PathLike) -> list[dict]:
     return results
 
 
-def append_result(path: os.PathLike, dump: dict) -> None:
-    """Append ``dump`` as one line with one ``write`` (O_APPEND), so concurrent runs never interleave."""
-    path = Path(path)
-    if path.parent != Path(""):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, (json.dumps(dump) + "\n").encode())
-    finally:
-        os.close(fd)
-
-
 def _already_recorded(output: str, record: dict) -> bool:
     if not os.path.isfile(output):
         return False
@@ -204,7 +193,7 @@ def _run_laion_task(args, task: str, output: str) -> int:
         delegated.output, delegated.skip_existing = os.path.join(tmp, "result.json"), False
         laion_cli.run(delegated)
         for dump in read_results(delegated.output):
-            append_result(output, dump)
+            append_json_line(output, dump)
     return 0
 
 
@@ -340,5 +329,5 @@ def run(args, session: Session) -> int:
         dump["templates"] = dataset.templates
     if args.verbose:
         print(f"Dump results to: {output}")
-    append_result(output, dump)
+    append_json_line(output, dump)
     return 0

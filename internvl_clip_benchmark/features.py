@@ -40,7 +40,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from internvl.errors import MissingFileError, UserError
+from internvl.errors import MissingFileError, from_workers
 from internvl.fileio import atomic_save
 from internvl.data.transforms import ImageDecodeError, open_image
 
@@ -129,15 +129,6 @@ class FeatureModel(torch.nn.Module):
         return self.model.encode_text(text)
 
 
-def _worker_message(err: UserError) -> str:
-    """The original message of an error re-raised from a DataLoader worker (its last traceback line)."""
-    text = str(err)
-    if text.startswith("Caught ") and "Original Traceback" in text:
-        last = text.strip().splitlines()[-1]
-        return last.split(": ", 1)[1] if ": " in last else last
-    return text
-
-
 @torch.no_grad()
 def encode_images(model, images: Dataset, batch_size: int, num_workers: int, device: str, amp: bool,
                   verbose: bool = True) -> torch.Tensor:
@@ -150,15 +141,13 @@ def encode_images(model, images: Dataset, batch_size: int, num_workers: int, dev
     loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     device_type = torch.device(device).type
     rows = []
-    try:
+    with from_workers():  # a decode error raised in a worker keeps its one-line message
         for batch in tqdm(loader, desc="image features", disable=not verbose):
             with torch.autocast(device_type, enabled=amp):
                 if batch.ndim == 5:  # videos: (batch, frames, 3, H, W)
                     rows.append(model.encode_image(batch.flatten(0, 1).to(device)).unflatten(0, batch.shape[:2]).cpu())
                 else:
                     rows.append(model.encode_image(batch.to(device)).cpu())
-    except UserError as err:
-        raise type(err)(_worker_message(err)) from None
     return torch.cat(rows)
 
 

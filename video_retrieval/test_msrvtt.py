@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 from typing import Optional, Sequence
 
 try:  # light imports only: --help answers without torch
-    from internvl.errors import CheckpointError, ConfigError, MissingFileError, UserError
+    from internvl.errors import CheckpointError, ConfigError, MissingFileError, from_workers
+    from internvl.fileio import append_json_line
     import video_retrieval  # noqa: F401 (the package, for the message below when it is not importable)
 except ModuleNotFoundError as err:
     if err.name not in ("internvl", "video_retrieval"):
@@ -46,14 +46,6 @@ DEFAULT_PRETRAINED = "pretrained/InternVL-14B-224px"
 WEIGHTS_HELP = "see pretrained/README.md for the published checkpoints and where to put them"
 
 
-def _worker_message(err: UserError) -> str:
-    text = str(err)
-    if text.startswith("Caught ") and "Original Traceback" in text:
-        last = text.strip().splitlines()[-1]
-        return last.split(": ", 1)[1] if ": " in last else last
-    return text
-
-
 def encode_videos(model, videos, mode: str, batch_size: int = 8, num_workers: int = 0, device: str = "cpu",
                   verbose: bool = True):
     """``(videos, D)``: the mean over each video's frames of ``model.encode_image(frames, mode)``, the frames of
@@ -65,14 +57,12 @@ def encode_videos(model, videos, mode: str, batch_size: int = 8, num_workers: in
     dtype = next(model.parameters()).dtype
     loader = DataLoader(videos, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     rows = []
-    try:
+    with from_workers():  # a decode error raised in a worker keeps its one-line message
         for batch in tqdm(loader, desc="video features", disable=not verbose):
             b, t = batch.shape[:2]
             with torch.no_grad():
                 features = model.encode_image(batch.flatten(0, 1).to(device, dtype), mode=mode)
             rows.append(features.float().unflatten(0, (b, t)).mean(1).cpu())
-    except UserError as err:  # a decode error raised in a DataLoader worker: keep its one-line message
-        raise type(err)(_worker_message(err)) from None
     return torch.cat(rows)
 
 
@@ -203,13 +193,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         record = {"dataset": "msrvtt", "model": args.model or mode, "pretrained": args.pretrained,
                   "task": "zeroshot_retrieval", "mode": mode, "num_frames": args.num_frames, "metrics": metrics,
                   "seconds": round(time.perf_counter() - start, 1)}
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            os.write(fd, (json.dumps(record) + "\n").encode())
-        finally:
-            os.close(fd)
+        append_json_line(args.output, record)
     return 0
 
 

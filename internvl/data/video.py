@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple, Union
 
 from ..errors import DataError, MissingDependencyError, MissingFileError
+from ..fileio import read_json
 
 __all__ = ["VideoDecodeError", "FrameCountError", "video_backend", "video_length", "read_frames",
            "interval_centres", "check_videos", "VideoFrames", "VideoCaption", "read_msrvtt", "synthetic_video", "write_video",
@@ -250,16 +251,11 @@ class VideoCaption:
 def read_msrvtt(metadata: PathLike, video_root: PathLike) -> List[VideoCaption]:
     """The (video, caption) pairs of an MSR-VTT metadata JSON (see the module doc), in file order."""
     metadata = Path(metadata)
-    if not metadata.is_file():
-        raise MissingFileError(f"MSR-VTT metadata {metadata} not found; it is a JSON list of {{\"video\": ..., "
-                               "\"caption\": ...}} (see data/README.md, MSR-VTT)")
-    try:
-        entries = json.loads(metadata.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise DataError(f"{metadata} is not valid JSON: {e}") from None
-    if not isinstance(entries, list) or not entries:
+    entries = read_json(metadata, "MSR-VTT metadata", 'a non-empty JSON list of {"video": ..., "caption": ...}',
+                        kind=list, hint="see data/README.md, MSR-VTT")
+    if not entries:
         raise DataError(f"{metadata}: expected a non-empty JSON list of {{\"video\": ..., \"caption\": ...}} "
-                        f"entries, got {type(entries).__name__}{' (empty)' if entries == [] else ''}")
+                        "entries, got an empty list")
     pairs = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("video"), str) \

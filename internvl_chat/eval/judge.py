@@ -42,45 +42,21 @@ from internvl.errors import ConfigError, DataError
 from .framework import Item, Task, read_json, read_jsonl, resolve_image, save_image, synthetic_samples
 from .items import Base64Image, BytesImage, model_dir_name, require_keys, write_json_file, write_jsonl_file
 
-# LLaVA's rule prompts for the three LLaVA-Bench categories (upstream's eval/llava_bench/rule.json)
-LLAVA_RULES = {
-    'llava_bench_conv': {"role": 'Assistant', "prompt": (
-        "We would like to request your feedback on the performance of two AI assistants in response to the"
-        " user question displayed above. The user asks the question on observing an image. For your"
-        " reference, the visual content in the image is represented with a few sentences describing the"
-        " image. \nPlease rate the helpfulness, relevance, accuracy, level of details of their responses. Each"
-        " assistant receives an overall score on a scale of 1 to 10, where a higher score indicates better"
-        " overall performance.\nPlease first output a single line containing only two values indicating the"
-        " scores for Assistant 1 and 2, respectively. The two scores are separated by a space.\nIn the"
-        " subsequent line, please provide a comprehensive explanation of your evaluation, avoiding any"
-        " potential bias and ensuring that the order in which the responses were presented does not affect"
-        " your judgment."
-    )},
-    'llava_bench_detail': {"role": 'Assistant', "prompt": (
-        "We would like to request your feedback on the performance of two AI assistants in response to the"
-        " user question displayed above. The user asks the question on observing an image. For your"
-        " reference, the visual content in the image is represented with a few sentences describing the"
-        " image. \nPlease rate the helpfulness, relevance, accuracy, level of details of their responses. Each"
-        " assistant receives an overall score on a scale of 1 to 10, where a higher score indicates better"
-        " overall performance.\nPlease first output a single line containing only two values indicating the"
-        " scores for Assistant 1 and 2, respectively. The two scores are separated by a space.\nIn the"
-        " subsequent line, please provide a comprehensive explanation of your evaluation, avoiding any"
-        " potential bias and ensuring that the order in which the responses were presented does not affect"
-        " your judgment."
-    )},
-    'llava_bench_complex': {"role": 'Assistant', "prompt": (
-        "We would like to request your feedback on the performance of two AI assistants in response to the"
-        " user question displayed above. The user asks the question on observing an image. For your"
-        " reference, the visual content in the image is represented with a few sentences describing the"
-        " image. \nPlease rate the helpfulness, relevance, accuracy, level of details of their responses. Each"
-        " assistant receives an overall score on a scale of 1 to 10, where a higher score indicates better"
-        " overall performance.\nPlease first output a single line containing only two values indicating the"
-        " scores for Assistant 1 and 2, respectively. The two scores are separated by a space.\nIn the"
-        " subsequent line, please provide a comprehensive explanation of your evaluation, avoiding any"
-        " potential bias and ensuring that the order in which the responses were presented does not affect"
-        " your judgment."
-    )},
-}
+# LLaVA's rule prompt (upstream's eval/llava_bench/rule.json), the same text for the three LLaVA-Bench categories
+LLAVA_RULE_PROMPT = (
+    "We would like to request your feedback on the performance of two AI assistants in response to the"
+    " user question displayed above. The user asks the question on observing an image. For your"
+    " reference, the visual content in the image is represented with a few sentences describing the"
+    " image. \nPlease rate the helpfulness, relevance, accuracy, level of details of their responses. Each"
+    " assistant receives an overall score on a scale of 1 to 10, where a higher score indicates better"
+    " overall performance.\nPlease first output a single line containing only two values indicating the"
+    " scores for Assistant 1 and 2, respectively. The two scores are separated by a space.\nIn the"
+    " subsequent line, please provide a comprehensive explanation of your evaluation, avoiding any"
+    " potential bias and ensuring that the order in which the responses were presented does not affect"
+    " your judgment."
+)
+LLAVA_RULES = {f"llava_bench_{category}": {"role": "Assistant", "prompt": LLAVA_RULE_PROMPT}
+               for category in ("conv", "detail", "complex")}
 
 # MMHal-Bench's judge template (upstream's eval/mmhal/eval_gpt_mmhal.py), filled with str.format
 MMHAL_TEMPLATE = '''Please act as an impartial and objective judge and evaluate the quality of the response provided by a Large Multimodal Model (LMM) to the user question. Your evaluation should be mainly based on whether the response is informative, and whether the response contains any hallucination. Hallucination, in this context, refers to a situation where the LMM generates a response that includes information not present or implied in the image or previous conversation. A hallucination could be a false claim about an object, action, emotion, or any other detail that is not grounded in the image.
