@@ -109,25 +109,39 @@ def _weight_files(directory: Path) -> list[Path]:
     return []
 
 
+def file_damage(file: str | os.PathLike) -> Optional[str]:
+    """Why ``file`` (a ``.safetensors`` file, or a ``torch.save`` file: ``.bin``, ``.pt``, ``.pth``) cannot be
+    read, or None when its header (safetensors) or archive directory (torch) is whole: a truncated download or
+    a write cut short fails here. Reads headers only."""
+    import zipfile
+
+    file = Path(file)
+    if not file.exists():
+        return "missing"
+    if file.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(file, framework="pt"):
+                pass
+        except Exception as err:  # noqa: BLE001 - safetensors' SafetensorError has no public base class
+            return f"not a complete safetensors file ({err})"
+        return None
+    if not zipfile.is_zipfile(file):
+        return "not a complete PyTorch checkpoint (no zip archive directory; truncated?)"
+    return None
+
+
 def damaged_weight_files(directory: str | os.PathLike) -> list[str]:
     """``"<file>: <why>"`` for each weight file of an HF directory that is missing or cannot be read (a
     truncated or interrupted download); empty when all are readable. Reads headers only."""
-    import zipfile
-
     damaged = []
     for file in _weight_files(Path(directory)):
-        if not file.exists():
-            damaged.append(f"{file.name}: missing (the shard index names it)")
-        elif file.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            try:
-                with safe_open(file, framework="pt"):
-                    pass
-            except Exception as err:  # noqa: BLE001 - safetensors' SafetensorError has no public base class
-                damaged.append(f"{file.name}: not a complete safetensors file ({err})")
-        elif not zipfile.is_zipfile(file):
-            damaged.append(f"{file.name}: not a complete PyTorch checkpoint (no zip archive directory; truncated?)")
+        why = file_damage(file)
+        if why == "missing":
+            why = "missing (the shard index names it)"
+        if why:
+            damaged.append(f"{file.name}: {why}")
     return damaged
 
 
