@@ -177,7 +177,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .arguments import parse_finetune_args
     from .chat_data.build import build_training_data, data_options, load_training_tokenizer
     from .chat_data.dataset import collate
-    from .merge_lora import remote_code_files
+    from internvl.models.modeling_utils import published_code_files
     from internvl.compat import write_published_tokenizer_files
     from .trainer import BadSampleLedger, ChatTrainer, LogCallback
 
@@ -227,7 +227,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     trainer.save_model()
     if info.is_main:  # the published tokenizer layout and the base's remote code: the output loads as the base does
         write_published_tokenizer_files(training_args.output_dir, tokenizer)
-        for path in remote_code_files(model_args.model_name_or_path):
+        for path in published_code_files(model_args.model_name_or_path):
             shutil.copy2(path, Path(training_args.output_dir) / path.name)
     metrics = dict(result.metrics, train_samples=len(dataset), unusable_samples=ledger.total)
     trainer.log_metrics("train", metrics)

@@ -32,9 +32,6 @@ from internvl.train.hf import TrainingArguments as _TrainingArguments
 logger = logging.getLogger("internvl_g.finetune")
 
 LOG_FILE = "train_log.txt"
-# Files of the source checkpoint that the output directory carries over (the published layout).
-COMPANION_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                   "tokenizer.json", "preprocessor_config.json", "generation_config.json")
 
 
 @dataclass
@@ -172,6 +169,8 @@ class _EpochCallback(TrainerCallback):
 def copy_companion_files(source_dir: Optional[str], output_dir: str, image_size: Optional[int]) -> None:
     """Copy the source checkpoint's tokenizer, preprocessor and generation files to ``output_dir`` (the
     preprocessor's sizes set to ``image_size``), so the output is a complete checkpoint in the published layout."""
+    from internvl.models.modeling_utils import COMPANION_FILES
+
     if source_dir is None:
         return
     for name in COMPANION_FILES:
