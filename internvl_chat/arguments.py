@@ -1,11 +1,13 @@
-"""The fine-tuning flags: upstream's ``ModelArguments`` and ``DataTrainingArguments`` (names and defaults of
-``internvl_chat/internvl/train/internvl_chat_finetune.py``) beside transformers' ``TrainingArguments``,
-parsed with ``HfArgumentParser`` so an upstream script runs unchanged.
+"""The flags of the chat fine-tune and of its data tools, and their two parsers: upstream's ``ModelArguments`` and
+``DataTrainingArguments`` (names and defaults of ``internvl_chat/internvl/train/internvl_chat_finetune.py``), so
+an upstream script runs unchanged, and ``DataToolArguments`` (``python -m internvl_chat.chat_data``).
 
-The Trainer's flags and upstream's flags that newer transformers renamed or removed (``--evaluation_strategy``,
-and in transformers 5 ``--overwrite_output_dir``, ``--group_by_length``, ``--warmup_ratio``, ``--logging_dir``,
-``--save_safetensors``) are the library's (:mod:`internvl.train.hf`, shared with ``internvl_g``): accepted on
-every version, and anything unknown is an error naming the flag.
+:func:`parse_finetune_args` parses them beside the library's ``TrainingArguments`` with
+:func:`internvl.train.hf.parse_args`, the one parser of both Trainer entry points (``internvl_g`` uses it too), which
+alone knows upstream's flags that transformers renamed or removed (``--evaluation_strategy``, and in transformers 5
+``--overwrite_output_dir``, ``--group_by_length``, ``--warmup_ratio``, ``--logging_dir``, ``--save_safetensors``):
+accepted on every version; anything unknown is an error naming the flag. Upstream's packed-training flags are
+accepted at their defaults only. :func:`parse_data_args` parses the model and data flags with the tools' own.
 """
 from __future__ import annotations
 

@@ -218,9 +218,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not training_args.do_train:
         log.info("--do_train is False: nothing to do")
         return 0
-    if (step := finished_run(trainer)) is not None:
-        log.info("%s already holds this run, complete at step %d: nothing to do (its results are kept; to train "
-                 "again, choose a new --output_dir)", training_args.output_dir, step)
+    if finished_run(trainer) is not None:  # it says so
         return 0
     start = time.time()
     result = trainer.train(resume_from_checkpoint=resume)

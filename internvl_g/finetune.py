@@ -321,8 +321,7 @@ def main(argv: Optional[Sequence[str]] = None, callbacks: Optional[list] = None)
     if not training_args.do_train:
         logger.info("--do_train is off: nothing to do")
         return 0
-    if (step := finished_run(trainer)) is not None:
-        logger.info("%s already holds this run, trained to step %d: nothing to do", training_args.output_dir, step)
+    if finished_run(trainer) is not None:  # it says so
         return 0
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 from chat_finetune_helpers import base_checkpoint, finetune_argv
@@ -172,11 +171,17 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_with_the_same_command(roo
         finetune.main(finetune_argv(base_checkpoint(root), meta, killed, *flags))
     monkeypatch.setattr(ChatTrainer, "training_step", original)
     assert (killed / "checkpoint-2" / "trainer_state.json").is_file() and not (killed / "model.safetensors").exists()
-    (killed / "checkpoint-3").mkdir()  # a checkpoint the kill interrupted while it was written
-    (killed / "checkpoint-3" / "model.safetensors").write_bytes(b"partial")
+    # A checkpoint the kill interrupted while it was written: its trainer state is there (the Trainer writes it
+    # before the random states), its weights are not whole, and it has no completion marker.
+    partial = killed / "checkpoint-3"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"partial")
+    state = json.loads((killed / "checkpoint-2" / "trainer_state.json").read_text())
+    (partial / "trainer_state.json").write_text(json.dumps({**state, "global_step": 3}))
 
     finetune.main(finetune_argv(base_checkpoint(root), meta, killed, *flags))  # the same command
-    assert f"resuming from {killed / 'checkpoint-2'}" in (killed / "training_log.txt").read_text()
+    log = (killed / "training_log.txt").read_text()
+    assert f"resuming from {killed / 'checkpoint-2'}" in log and f"deleting {partial}: the run that wrote it" in log
     steps = [entry["step"] for entry in json.loads((killed / "trainer_state.json").read_text())["log_history"]
              if "loss" in entry]
     assert steps == [1, 2, 3, 4]

@@ -1,21 +1,29 @@
-"""What every training entry point on the Hugging Face ``Trainer`` shares (``internvl_g``'s retrieval fine-tune,
-``internvl_chat``'s fine-tunes): upstream's command lines on transformers 4 and 5, resuming, DeepSpeed checks.
+"""The Hugging Face ``Trainer`` glue of the suite's two Trainer entry points (``internvl_g.finetune``, the
+retrieval fine-tune; ``internvl_chat.finetune``, the chat fine-tunes), once: upstream's command lines on
+transformers 4 and 5, where a run resumes, DeepSpeed checks. What parameters train is
+:mod:`internvl.train.trainable`; the hand-written loops' ``.pth`` checkpoints are :mod:`internvl.train.checkpoints`.
 
-* :func:`parse_args`: ``HfArgumentParser`` over the entry point's dataclasses and :class:`TrainingArguments`,
-  from ``argv`` or from one ``.json`` file (upstream's two ways). Upstream's scripts pass flags that transformers
-  has since renamed or removed; they are accepted here, the one place that knows about them (:data:`LEGACY_FLAGS`
-  and the fields of :class:`TrainingArguments`): ``--evaluation_strategy`` (now ``--eval_strategy``), and the flags
-  transformers 5 removed, ``--overwrite_output_dir`` (see :func:`resume_checkpoint` for what it means),
-  ``--group_by_length`` (5.x: ``--train_sampling_strategy group_by_length``), ``--warmup_ratio`` (5.x: a
-  ``--warmup_steps`` below 1), ``--logging_dir`` (5.x: ``TENSORBOARD_LOGGING_DIR``) and ``--save_safetensors``
-  (always on in 5.x). transformers 5 renamed ``--gradient_checkpointing(_kwargs)`` to
-  ``--activation_checkpointing(_kwargs)`` (the old names still work): an entry point's ``defaults`` may use either
-  name. An unknown flag is an error naming it.
-* :func:`resume_checkpoint` and :class:`CheckpointCompleteCallback`: a run killed at any moment resumes with the
-  same command from the newest checkpoint that was written completely; :func:`finished_run` tells a run that
-  is already complete (run again, transformers 5 would train one step more).
-* :func:`read_deepspeed_config`: a DeepSpeed JSON checked before the Trainer reads it; :func:`weights_dtype`: the
-  dtype to load the model in.
+* Arguments. :func:`parse_args`: ``HfArgumentParser`` over the entry point's dataclasses and
+  :class:`TrainingArguments`, from ``argv`` or from one ``.json`` file (upstream's two ways). Upstream's scripts
+  pass flags that transformers has since renamed or removed; they are accepted here, the one place that knows
+  about them (:data:`LEGACY_FLAGS` and the fields of :class:`TrainingArguments`): ``--evaluation_strategy`` (now
+  ``--eval_strategy``), and the flags transformers 5 removed, ``--overwrite_output_dir`` (see
+  :func:`resume_checkpoint` for what it means), ``--group_by_length`` (5.x: ``--train_sampling_strategy
+  group_by_length``), ``--warmup_ratio`` (5.x: a ``--warmup_steps`` below 1), ``--logging_dir`` (5.x:
+  ``TENSORBOARD_LOGGING_DIR``) and ``--save_safetensors`` (always on in 5.x). transformers 5 renamed
+  ``--gradient_checkpointing(_kwargs)`` to ``--activation_checkpointing(_kwargs)`` (the old names still work): an
+  entry point's ``defaults`` may use either name. An unknown flag is an error naming it.
+* Checkpoints, the one definition for both entry points. A checkpoint is complete when
+  :class:`CheckpointCompleteCallback` has written :data:`COMPLETE_MARKER` into it (after every process wrote its
+  part) and :func:`checkpoint_damage` finds every file readable. :func:`resume_checkpoint`: a run killed at any
+  moment resumes with the same command from the newest complete checkpoint (an interrupted newer one is deleted,
+  a damaged newer one set aside, each named in one log line); :func:`finished_run`: a run that is already
+  complete says so and trains nothing (run again, transformers 5 would train one step more and overwrite the
+  results).
+* DeepSpeed and precision. :func:`read_deepspeed_config`: a DeepSpeed JSON checked before the Trainer reads it;
+  :func:`weights_dtype`: the dtype to load the model in; :func:`zero3_checkpoint_options` /
+  :func:`apply_zero3_checkpoint_options`: activation checkpointing under ZeRO-3; :func:`models_built_whole`: a
+  whole (unpartitioned) model loaded inside a ZeRO-3 run, for the merge after training.
 """
 from __future__ import annotations
 
@@ -38,7 +46,8 @@ from transformers import TrainerCallback
 from ..errors import CheckpointError, ConfigError, MissingFileError
 
 __all__ = ["TrainingArguments", "LEGACY_FLAGS", "parse_args", "resume_checkpoint", "checkpoint_damage",
-           "CheckpointCompleteCallback", "COMPLETE_MARKER", "finished_run", "read_deepspeed_config", "weights_dtype"]
+           "CheckpointCompleteCallback", "COMPLETE_MARKER", "finished_run", "read_deepspeed_config", "weights_dtype",
+           "zero3_checkpoint_options", "apply_zero3_checkpoint_options", "models_built_whole"]
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +232,7 @@ def checkpoint_damage(directory: str | os.PathLike) -> list[str]:
 def _read_checkpoint_dir(path: Path) -> Path:
     damage = checkpoint_damage(path)
     if damage:
-        raise CheckpointError("damaged: " + "; ".join(damage))
+        raise CheckpointError("; ".join(damage))
     return path
 
 
@@ -260,18 +269,19 @@ def resume_checkpoint(args, is_main: bool = True, own_files: Sequence[str] = ("r
         elif is_main:
             logger.warning("deleting %s: the run that wrote it stopped before it was complete", path)
             shutil.rmtree(path)
-    found = load_latest_checkpoint(marked, load=_read_checkpoint_dir)
+    damaged = {}
+    found = load_latest_checkpoint(marked, load=_read_checkpoint_dir, on_skip=damaged.__setitem__)
     if found is not None:
         complete = found[0]
-        for damaged in marked[:marked.index(complete)]:
+        for path, why in damaged.items():
             if is_main:
-                target = damaged.with_name(f"damaged-{damaged.name}")
+                target = path.with_name(f"damaged-{path.name}")
                 suffix = 1
                 while target.exists():
-                    target, suffix = damaged.with_name(f"damaged-{damaged.name}.{suffix}"), suffix + 1
-                damaged.rename(target)
-                logger.warning("resuming from %s instead of the newer %s, which is damaged; it is kept as %s "
-                               "(delete it when you have looked)", complete, damaged, target)
+                    target, suffix = path.with_name(f"damaged-{path.name}.{suffix}"), suffix + 1
+                path.rename(target)
+                logger.warning("resuming from %s instead of the newer %s, which is damaged (%s); it is kept as %s "
+                               "(delete it when you have looked)", complete, path, " ".join(why.split()), target)
         return str(complete)
     finished = _read_trainer_state(output_dir / "trainer_state.json") is not None  # see finished_run
     if not (args.overwrite_output_dir or finished) and is_main and any(
@@ -293,19 +303,24 @@ def finished_run(trainer) -> Optional[int]:
     """The last step, when ``trainer.args.output_dir`` already holds the whole run ``trainer`` would train (the
     ``trainer_state.json`` saved after the final model, at or past the run's last step), else None. Running a
     finished command again then has nothing to do (resuming at the last step, transformers 5 trains one more, and
-    the results of the run would be overwritten by those of an empty one). A state file that cannot be read is
-    not a finished run."""
+    the results of the run would be overwritten by those of an empty one); a finished run is logged in one line
+    that says so (the entry point then returns without training, its ``train_results.json`` untouched). A state
+    file that cannot be read is not a finished run."""
     state = _read_trainer_state(Path(trainer.args.output_dir) / "trainer_state.json")
-    if state is None:
+    step = state.get("global_step") if state is not None else None
+    if not isinstance(step, int):
         return None
-    step = state.get("global_step", 0)
     args = trainer.args
     if args.max_steps > 0:
         total = args.max_steps
     else:
         updates = math.ceil(len(trainer.get_train_dataloader()) / args.gradient_accumulation_steps)
         total = math.ceil(args.num_train_epochs * updates)
-    return step if step >= total else None
+    if step < total:
+        return None
+    logger.info("%s already holds this run, complete at step %d: nothing to do (its results are kept; to train "
+                "again, choose a new --output_dir)", args.output_dir, step)
+    return step
 
 
 class CheckpointCompleteCallback(TrainerCallback):
