@@ -7,10 +7,12 @@
     tokenizer = load_tokenizer("pretrained/InternVL2-2B")
 
 ``import internvl`` imports nothing heavy: each name below is imported on first use, so a command's
-``--help`` does not pay for torch and transformers. Importing a model module registers its published
-``model_type`` with ``AutoConfig`` / ``AutoModel`` (``intern_vit_6b``, ``internlm2``, ``internvl_chat``), so
-``AutoModel.from_pretrained(dir)`` reads those directories with no ``trust_remote_code``;
-:func:`register_auto_classes` does it up front. InternVL-C/G's ``"internvl"`` is registered only on request
+``--help`` does not pay for torch and transformers. Once transformers' Auto classes are imported (before or after
+``import internvl``), the published ``model_type`` of InternViT, InternLM2 and InternVL-Chat (``intern_vit_6b``,
+``internlm2``, ``internvl_chat``) are registered with ``AutoConfig`` / ``AutoModel``, so
+``AutoModel.from_pretrained(dir)`` reads those directories with no ``trust_remote_code`` (and with it, these
+registered classes win over a directory's code files on transformers 5); :func:`register_auto_classes` does it
+up front. InternVL-C/G's ``"internvl"`` is registered only on request
 (:func:`internvl.models.internvl_cg.register_internvl_cg`): transformers has its own ``"internvl"`` (InternVL3 -hf).
 """
 from __future__ import annotations
@@ -89,3 +91,58 @@ def register_auto_classes() -> None:
     their modules does it; this imports them)."""
     for module in (".models.intern_vit", ".models.internlm2", ".models.chat_model"):
         importlib.import_module(module, __name__)
+
+
+# transformers' Auto classes: once their module has loaded, the suite's model types are registered with them (see
+# register_auto_classes), so `import internvl` is enough for AutoModel.from_pretrained(dir) without
+# trust_remote_code, and `import internvl` itself imports neither torch nor transformers.
+_AUTO_MODULE = "transformers.models.auto.modeling_auto"
+
+
+def _initializing(name: str) -> bool:
+    spec = getattr(sys.modules.get(name), "__spec__", None)
+    return bool(getattr(spec, "_initializing", False))
+
+
+def _register_after_transformers_auto() -> None:
+    # A model module of the suite being imported (it imported transformers' Auto classes) registers itself when
+    # it is done; a transformers module half imported cannot be imported from yet.
+    if any(_initializing(name) for name in list(sys.modules)
+           if name.startswith((f"{__name__}.models", "transformers.modeling_utils", "transformers.configuration_utils"))):
+        return
+    try:
+        register_auto_classes()
+    except Exception as err:  # noqa: BLE001 - never break the user's import of transformers over this
+        import warnings
+
+        warnings.warn(f"internvl: could not register its model types with transformers' Auto classes ({err}); "
+                      "call internvl.register_auto_classes() to see why", stacklevel=2)
+
+
+class _AutoClassHook(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Runs :func:`_register_after_transformers_auto` after :data:`_AUTO_MODULE` has been executed."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != _AUTO_MODULE:
+            return None
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return None
+        self._loader = spec.loader
+        spec.loader = self
+        return spec
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        _register_after_transformers_auto()
+
+
+if _AUTO_MODULE in sys.modules:
+    _register_after_transformers_auto()
+elif not any(isinstance(f, _AutoClassHook) for f in sys.meta_path):
+    sys.meta_path.insert(0, _AutoClassHook())

@@ -1,28 +1,23 @@
-"""The fine-tuning flags: upstream's ``ModelArguments`` and ``DataTrainingArguments`` (names and defaults of
-``internvl_chat/internvl/train/internvl_chat_finetune.py``) beside transformers' ``TrainingArguments``,
-parsed with ``HfArgumentParser`` so an upstream script runs unchanged.
+"""The flags of the chat fine-tune and of its data tools, and their two parsers: upstream's ``ModelArguments`` and
+``DataTrainingArguments`` (names and defaults of ``internvl_chat/internvl/train/internvl_chat_finetune.py``), so
+an upstream script runs unchanged, and ``DataToolArguments`` (``python -m internvl_chat.chat_data``).
 
-``parse_finetune_args`` is the one place that bridges transformers versions: upstream scripts pass flags
-that newer transformers renamed or removed (``--evaluation_strategy``, and in transformers 5
-``--overwrite_output_dir``, ``--group_by_length``, ``--warmup_ratio``, ``--logging_dir``,
-``--save_safetensors``...). They are accepted on every version, mapped to today's equivalent (table
-``_LEGACY_FLAGS``), and anything else unknown is an error naming the flag.
+:func:`parse_finetune_args` parses them beside the library's ``TrainingArguments`` with
+:func:`internvl.train.hf.parse_args`, the one parser of both Trainer entry points (``internvl_g`` uses it too), which
+alone knows upstream's flags that transformers renamed or removed (``--evaluation_strategy``, and in transformers 5
+``--overwrite_output_dir``, ``--group_by_length``, ``--warmup_ratio``, ``--logging_dir``, ``--save_safetensors``):
+accepted on every version; anything unknown is an error naming the flag. Upstream's packed-training flags are
+accepted at their defaults only. :func:`parse_data_args` parses the model and data flags with the tools' own.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import sys
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional, Sequence
 
 from internvl.errors import ConfigError
 
-__all__ = ["ModelArguments", "DataTrainingArguments", "FinetuneArguments", "parse_finetune_args",
-           "parse_data_args"]
+__all__ = ["ModelArguments", "DataTrainingArguments", "parse_finetune_args", "parse_data_args"]
 
 
 @dataclass
@@ -89,100 +84,26 @@ class DataTrainingArguments:
     loss_reduction_all_gather: bool = field(default=False, metadata={"help": "packed training only"})
 
 
-@dataclass
-class FinetuneArguments:
-    """Upstream flags that the installed transformers' ``TrainingArguments`` may not have (see ``_LEGACY_FLAGS``)."""
-
-    group_by_length: bool = field(default=False, metadata={
-        "help": "batch samples of similar length (upstream's length estimate)"})
-    overwrite_output_dir: bool = field(default=False, metadata={
-        "help": "accepted for upstream scripts; a run resumes from the last checkpoint in --output_dir regardless "
-                "(use a new --output_dir to start over)"})
-    warmup_ratio: Optional[float] = field(default=None, metadata={"help": "warm-up as a fraction of the steps"})
-    logging_dir: Optional[str] = field(default=None, metadata={"help": "TensorBoard directory"})
-    save_safetensors: bool = field(default=True, metadata={"help": "accepted; checkpoints are safetensors"})
-
-
-# Upstream flag -> what it becomes: ("rename", new flag) or ("ours", FinetuneArguments field). A flag of the
-# second kind that the installed TrainingArguments still has is handed to both.
-_LEGACY_FLAGS = {
-    "evaluation_strategy": ("rename", "eval_strategy"),
-    "group_by_length": ("ours", "group_by_length"),
-    "overwrite_output_dir": ("ours", "overwrite_output_dir"),
-    "warmup_ratio": ("ours", "warmup_ratio"),
-    "logging_dir": ("ours", "logging_dir"),
-    "save_safetensors": ("ours", "save_safetensors"),
-}
 _PACKED_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DataTrainingArguments)
                     if f.metadata.get("help") in ("packed training only", "packed training (not supported)")}
-
-
-def _split_flag(arg: str) -> tuple[str, Optional[str]]:
-    name, eq, value = arg[2:].partition("=")
-    return name, (value if eq else None)
-
-
-def _rewrite(argv: Sequence[str]) -> list:
-    """Rename the flags that transformers renamed."""
-    out = []
-    for arg in argv:
-        if arg.startswith("--"):
-            name, value = _split_flag(arg)
-            kind, target = _LEGACY_FLAGS.get(name, (None, None))
-            if kind == "rename":
-                arg = f"--{target}" + (f"={value}" if value is not None else "")
-        out.append(arg)
-    return out
+# The Trainer flags this entry point sets unless given: a multi-process step's loss is the mean over all its
+# trained tokens (transformers 4.51 defaults it to False: the mean of the ranks' token means).
+TRAINING_DEFAULTS = {"average_tokens_across_devices": True}
 
 
 def parse_finetune_args(argv: Optional[Sequence[str]] = None):
-    """``(model_args, data_args, training_args, finetune_args)`` from upstream-style flags (or one .json file)."""
-    from transformers import HfArgumentParser, TrainingArguments
+    """``(model_args, data_args, training_args)`` from upstream-style flags (or one .json file), parsed by
+    :func:`internvl.train.hf.parse_args` (upstream's renamed and removed flags, unknown flags named)."""
+    from internvl.train.hf import TrainingArguments, parse_args
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    training_fields = {f.name for f in dataclasses.fields(TrainingArguments)}
-    ours = [f.name for f in dataclasses.fields(FinetuneArguments)]
-    # A legacy flag the installed TrainingArguments still has must reach it too: parse it on our side, then copy.
-    shared = [name for name in ours if name in training_fields]
-    hints = typing.get_type_hints(FinetuneArguments)
-    legacy_cls = dataclasses.make_dataclass(
-        "FinetuneArguments", [(f.name, hints[f.name], field(default=f.default, metadata=f.metadata))
-                              for f in dataclasses.fields(FinetuneArguments) if f.name not in shared])
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments, legacy_cls))
-    try:
-        if len(argv) == 1 and argv[0].endswith(".json"):
-            model_args, data_args, training_args, legacy = parser.parse_json_file(json_file=argv[0])
-            unknown = []
-        else:
-            model_args, data_args, training_args, legacy, unknown = parser.parse_args_into_dataclasses(
-                args=_rewrite(argv), return_remaining_strings=True)
-    except ValueError as err:  # TrainingArguments' own checks, e.g. --bf16 without a device that has it
-        hint = " (on a CPU: --use_cpu True --bf16 False)" if "bf16" in str(err) or "fp16" in str(err) else ""
-        raise ConfigError(f"training arguments: {err}{hint}") from None
-    if unknown:
-        raise ConfigError(f"unknown flag(s): {' '.join(unknown)}; see `python -m internvl_chat.finetune --help`")
-    given = (set(json.loads(Path(argv[0]).read_text())) if len(argv) == 1 and argv[0].endswith(".json")
-             else {arg[2:].partition("=")[0] for arg in argv if arg.startswith("--")})
-    if "average_tokens_across_devices" not in given and training_args.world_size > 1:
-        # transformers 4.51 defaults it to False (later releases to True): a step's loss would be the mean of the
-        # ranks' token means instead of the mean over all its tokens, unlike one process with the same batch
-        training_args.average_tokens_across_devices = True
-    finetune = FinetuneArguments(**{name: getattr(legacy, name) if hasattr(legacy, name)
-                                    else getattr(training_args, name) for name in ours})
-    if "warmup_ratio" not in training_fields and finetune.warmup_ratio:
-        # transformers 5 dropped warmup_ratio: a warmup_steps below 1 is the fraction of the steps
-        if not 0 < finetune.warmup_ratio < 1:
-            raise ConfigError(f"--warmup_ratio {finetune.warmup_ratio} must be in [0, 1)")
-        if training_args.warmup_steps == 0:
-            training_args.warmup_steps = finetune.warmup_ratio
-    if "logging_dir" not in training_fields and finetune.logging_dir:  # transformers 5 reads the environment
-        os.environ["TENSORBOARD_LOGGING_DIR"] = finetune.logging_dir
+    model_args, data_args, training_args = parse_args((ModelArguments, DataTrainingArguments, TrainingArguments),
+                                                      argv, defaults=TRAINING_DEFAULTS)
     for name, default in _PACKED_DEFAULTS.items():
         if getattr(data_args, name) != default:
             raise ConfigError(f"--{name} is a packed-training option (--use_packed_ds), which this trainer does not "
                               "implement; remove it (samples are padded per batch, with --group_by_length to limit "
                               "padding)")
-    return model_args, data_args, training_args, finetune
+    return model_args, data_args, training_args
 
 
 @dataclass

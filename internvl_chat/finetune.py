@@ -40,6 +40,9 @@ from internvl.errors import CheckpointError, ConfigError, DataError, MissingFile
 
 log = logging.getLogger("internvl_chat.finetune")
 
+# What an earlier attempt of the run leaves in --output_dir before its first checkpoint (not the user's files).
+OWN_FILES = ("training_log.txt", "bad_samples.jsonl", "runs")
+
 
 def _setup_logging(rank: int, output_dir: str, log_level: int) -> None:
     import transformers
@@ -144,70 +147,47 @@ def _build_new_model(model_args, data_args, dtype):
 
 
 def _set_trainable(model, model_args) -> None:
-    """Freeze and wrap as the flags say (upstream's order), then unfreeze the output layer if asked: after the
-    LoRA wrapping, which would otherwise freeze it again."""
-    def freeze(module):
-        for param in module.parameters():
-            param.requires_grad = False
+    """Freeze and wrap as the flags say, in upstream's order (:func:`internvl.train.trainable.apply_trainable_set`),
+    then unfreeze: ``--unfreeze_vit_layers``, ``--unfreeze_lm_head`` (after the LoRA wrapping, which would
+    otherwise freeze them again)."""
+    from internvl.train.trainable import LoraRequest, apply_trainable_set
 
-    if model_args.freeze_backbone:
-        freeze(model.vision_model)
-    if model_args.freeze_llm:
-        freeze(model.language_model)
-    if model_args.use_backbone_lora:
-        model.wrap_backbone_lora(r=model_args.use_backbone_lora, lora_alpha=2 * model_args.use_backbone_lora)
-        model.config.use_backbone_lora = model_args.use_backbone_lora
-    if model_args.use_llm_lora:
-        model.wrap_llm_lora(r=model_args.use_llm_lora, lora_alpha=2 * model_args.use_llm_lora)
-        model.config.use_llm_lora = model_args.use_llm_lora
-    if model_args.freeze_mlp:
-        freeze(model.mlp1)
+    freeze = [module for flag, module in ((model_args.freeze_backbone, model.vision_model),
+                                          (model_args.freeze_llm, model.language_model),
+                                          (model_args.freeze_mlp, model.mlp1)) if flag]
+    unfreeze = []
     if model_args.unfreeze_vit_layers:
-        for param in model.vision_model.encoder.layers[model_args.unfreeze_vit_layers:].parameters():
-            param.requires_grad = True
+        unfreeze.append(lambda: model.vision_model.encoder.layers[model_args.unfreeze_vit_layers:].parameters())
     if model_args.unfreeze_lm_head:
-        for param in model.language_model.get_output_embeddings().parameters():
-            param.requires_grad = True
-
-
-def _describe_trainable(model) -> str:
-    from internvl.models.modeling_utils import parameter_count
-
-    trainable = parameter_count(p for p in model.parameters() if p.requires_grad)
-    total = parameter_count(model.parameters())
-    groups = sorted({name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad})
-    return f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%) in {groups or 'none'}"
-
-
-def _resume_point(training_args) -> Optional[str]:
-    from .trainer import last_checkpoint
-
-    if training_args.resume_from_checkpoint:
-        path = training_args.resume_from_checkpoint
-        if not Path(path).is_dir():
-            raise MissingFileError(f"--resume_from_checkpoint {path}: no such checkpoint directory")
-        return path
-    return last_checkpoint(training_args.output_dir)
+        unfreeze.append(lambda: model.language_model.get_output_embeddings().parameters())
+    apply_trainable_set(
+        model, freeze=freeze, unfreeze=unfreeze, source=model_args.model_name_or_path,
+        lora=[LoraRequest("use_backbone_lora", model_args.use_backbone_lora, model.wrap_backbone_lora),
+              LoraRequest("use_llm_lora", model_args.use_llm_lora, model.wrap_llm_lora)],
+        flags_hint="the freeze flags (--freeze_backbone / --freeze_llm / --freeze_mlp)")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from transformers import set_seed
 
     from internvl.train.distributed import init_distributed
+    from internvl.train.hf import CheckpointCompleteCallback, finished_run, resume_checkpoint
+    from internvl.train.trainable import trainable_report
 
     from .arguments import parse_finetune_args
     from .chat_data.build import build_training_data, data_options, load_training_tokenizer
     from .chat_data.dataset import collate
-    from .merge_lora import remote_code_files
+    from internvl.models.modeling_utils import published_code_files
     from internvl.compat import write_published_tokenizer_files
     from .trainer import BadSampleLedger, ChatTrainer, LogCallback
 
     info = init_distributed()  # before the arguments: SLURM's variables exported for the Trainer and DeepSpeed
-    model_args, data_args, training_args, extra = parse_finetune_args(argv)
+    model_args, data_args, training_args = parse_finetune_args(argv)
     _setup_logging(info.rank, training_args.output_dir, training_args.get_process_log_level())
     log.info("InternVL-Chat fine-tuning: %d process(es), device %s, output %s", info.world_size, training_args.device,
              training_args.output_dir)
-    resume = _resume_point(training_args)
+    resume = (resume_checkpoint(training_args, is_main=info.is_main, own_files=OWN_FILES)
+              if training_args.do_train else None)
     if resume:
         log.info("resuming from %s (start over in a new --output_dir)", resume)
     set_seed(training_args.seed)
@@ -229,20 +209,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     model = build_model(model_args, data_args, training_args, tokenizer, num_new_tokens)
     if info.is_main:
-        log.info(_describe_trainable(model))
+        log.info(trainable_report(model))
     training_args.remove_unused_columns = False  # the items carry exactly the model's inputs (and bad_samples)
     trainer = ChatTrainer(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer,
-                          data_collator=collate, callbacks=[LogCallback()], group_by_length=extra.group_by_length,
+                          data_collator=collate, callbacks=[CheckpointCompleteCallback(), LogCallback()],
+                          group_by_length=training_args.group_by_length,
                           use_data_resampling=data_args.use_data_resampling, ledger=ledger)
     if not training_args.do_train:
         log.info("--do_train is False: nothing to do")
+        return 0
+    if finished_run(trainer) is not None:  # it says so
         return 0
     start = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
     if info.is_main:  # the published tokenizer layout and the base's remote code: the output loads as the base does
         write_published_tokenizer_files(training_args.output_dir, tokenizer)
-        for path in remote_code_files(model_args.model_name_or_path):
+        for path in published_code_files(model_args.model_name_or_path):
             shutil.copy2(path, Path(training_args.output_dir) / path.name)
     metrics = dict(result.metrics, train_samples=len(dataset), unusable_samples=ledger.total)
     trainer.log_metrics("train", metrics)

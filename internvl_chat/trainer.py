@@ -136,16 +136,3 @@ class ChatTrainer(Trainer):
             num_items_in_batch = max(int(num_items_in_batch), 1)
         loss = causal_lm_loss(outputs.logits, labels, num_items_in_batch) * scale
         return (loss, outputs) if return_outputs else loss
-
-
-def last_checkpoint(output_dir: str) -> Optional[str]:
-    """The newest ``checkpoint-N`` of ``output_dir`` that holds a complete trainer state, or None."""
-    root = Path(output_dir)
-    if not root.is_dir():
-        return None
-    found = []
-    for path in root.glob("checkpoint-*"):
-        step = path.name.split("-", 1)[1]
-        if step.isdigit() and (path / "trainer_state.json").is_file():
-            found.append((int(step), path))
-    return os.fspath(max(found)[1]) if found else None

@@ -32,9 +32,6 @@ from internvl.train.hf import TrainingArguments as _TrainingArguments
 logger = logging.getLogger("internvl_g.finetune")
 
 LOG_FILE = "train_log.txt"
-# Files of the source checkpoint that the output directory carries over (the published layout).
-COMPANION_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                   "tokenizer.json", "preprocessor_config.json", "generation_config.json")
 
 
 @dataclass
@@ -172,6 +169,8 @@ class _EpochCallback(TrainerCallback):
 def copy_companion_files(source_dir: Optional[str], output_dir: str, image_size: Optional[int]) -> None:
     """Copy the source checkpoint's tokenizer, preprocessor and generation files to ``output_dir`` (the
     preprocessor's sizes set to ``image_size``), so the output is a complete checkpoint in the published layout."""
+    from internvl.models.modeling_utils import COMPANION_FILES
+
     if source_dir is None:
         return
     for name in COMPANION_FILES:
@@ -212,41 +211,30 @@ def check_arguments(model_args: ModelArguments, data_args: DataTrainingArguments
 
 
 def apply_trainable_set(model, model_args: ModelArguments) -> None:
-    """Freeze and wrap as upstream, in its order: ``--freeze_model``, ``--freeze_vision_model``,
-    ``--freeze_qllama``, LoRA (its adapters trainable, the wrapped weights frozen; alpha = 2 x rank),
-    ``--unfreeze_crossattn``, ``--unfreeze_qllama_head`` (``qllama.lm_head.weight`` and ``text_projection``)."""
-    from internvl.models.modeling_utils import parameter_count
+    """Freeze and wrap as upstream, in its order (:func:`internvl.train.trainable.apply_trainable_set`):
+    ``--freeze_model``, ``--freeze_vision_model``, ``--freeze_qllama``, LoRA (its adapters trainable, the wrapped
+    weights frozen; alpha = 2 x rank), ``--unfreeze_crossattn``, ``--unfreeze_qllama_head``
+    (``qllama.lm_head.weight`` and ``text_projection``); logs the trainable-parameter report."""
+    from internvl.train.trainable import LoraRequest, apply_trainable_set as apply
 
-    if model_args.freeze_model:
-        model.requires_grad_(False)
-    if model_args.freeze_vision_model:
-        model.vision_model.requires_grad_(False)
-    if model_args.freeze_qllama:
-        model.qllama.requires_grad_(False)
-    for flag, already, wrap in (("use_backbone_lora", model.config.use_backbone_lora, model.wrap_backbone_lora),
-                                ("use_qllama_lora", model.config.use_qllama_lora, model.wrap_qllama_lora)):
-        rank = getattr(model_args, flag)
-        if rank and already:
-            raise ConfigError(f"--{flag} {rank}: {model_args.model_name_or_path} already has LoRA adapters of rank "
-                              f"{already} ({flag} in its config.json); train them as they are (leave out --{flag}), "
-                              "or merge them first")
-        if rank:
-            wrap(r=rank, lora_alpha=2 * rank)
-            setattr(model.config, flag, rank)
-    if model_args.unfreeze_crossattn:
-        for name, param in model.qllama.named_parameters():
-            if "cross_attn" in name:
-                param.requires_grad_(True)
-    if model_args.unfreeze_qllama_head:
-        if model.qllama.get_output_embeddings() is not None:
-            model.qllama.get_output_embeddings().weight.requires_grad_(True)
-        model.text_projection.requires_grad_(True)
-    trainable = parameter_count(p for p in model.parameters() if p.requires_grad)
-    if trainable == 0:
-        raise ConfigError("the freeze flags leave no parameter to train (--freeze_model / --freeze_vision_model / "
-                          "--freeze_qllama); unfreeze something or add LoRA")
-    total = parameter_count(model.parameters())
-    logger.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+    def cross_attention():
+        return (param for name, param in model.qllama.named_parameters() if "cross_attn" in name)
+
+    def head():
+        lm_head = model.qllama.get_output_embeddings()
+        return ([lm_head.weight] if lm_head is not None else []) + [model.text_projection]
+
+    freeze = [module for flag, module in ((model_args.freeze_model, model), (model_args.freeze_vision_model,
+                                                                             model.vision_model),
+                                          (model_args.freeze_qllama, model.qllama)) if flag]
+    unfreeze = [part for flag, part in ((model_args.unfreeze_crossattn, cross_attention),
+                                        (model_args.unfreeze_qllama_head, head)) if flag]
+    report = apply(model, freeze=freeze,
+                   lora=[LoraRequest("use_backbone_lora", model_args.use_backbone_lora, model.wrap_backbone_lora),
+                         LoraRequest("use_qllama_lora", model_args.use_qllama_lora, model.wrap_qllama_lora)],
+                   unfreeze=unfreeze, source=model_args.model_name_or_path,
+                   flags_hint="the freeze flags (--freeze_model / --freeze_vision_model / --freeze_qllama)")
+    logger.info(report)
 
 
 def main(argv: Optional[Sequence[str]] = None, callbacks: Optional[list] = None) -> int:
@@ -333,8 +321,7 @@ def main(argv: Optional[Sequence[str]] = None, callbacks: Optional[list] = None)
     if not training_args.do_train:
         logger.info("--do_train is off: nothing to do")
         return 0
-    if resume and (step := finished_run(trainer)) is not None:
-        logger.info("%s already holds this run, trained to step %d: nothing to do", training_args.output_dir, step)
+    if finished_run(trainer) is not None:  # it says so
         return 0
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()

@@ -262,8 +262,8 @@ def test_scripts_pass_upstream_flags_that_parse(script, expected, tmp_path):
 
     args = command.split(" -m internvl_chat.finetune ")[1].replace("'", "").split()
     args = [a for a in args if a not in ("--deepspeed", "zero_stage1_config.json")] + ["--use_cpu", "True"]
-    model_args, data_args, training_args, extra = parse_finetune_args(args)
-    assert extra.group_by_length and data_args.dynamic_image_size and model_args.grad_checkpoint
+    model_args, data_args, training_args = parse_finetune_args(args)
+    assert training_args.group_by_length and data_args.dynamic_image_size and model_args.grad_checkpoint
 
 
 def test_gpus_and_batch_size_that_do_not_divide(tmp_path):
@@ -288,7 +288,7 @@ def test_deepspeed_configs_fill_from_the_training_flags(monkeypatch):
     # The config registers itself globally (is_deepspeed_zero3_enabled); later tests must not see it.
     monkeypatch.setattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", None)
 
-    *_, training_args, _ = parse_finetune_args(["--output_dir", "/tmp/unused", "--use_cpu", "True", "--bf16", "True",
+    *_, training_args = parse_finetune_args(["--output_dir", "/tmp/unused", "--use_cpu", "True", "--bf16", "True",
                                                 "--per_device_train_batch_size", "4", "--gradient_accumulation_steps",
                                                 "2", "--learning_rate", "4e-5", "--weight_decay", "0.01"])
     for stage in (1, 2, 3):

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 from chat_finetune_helpers import base_checkpoint, finetune_argv
@@ -172,17 +171,61 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_with_the_same_command(roo
         finetune.main(finetune_argv(base_checkpoint(root), meta, killed, *flags))
     monkeypatch.setattr(ChatTrainer, "training_step", original)
     assert (killed / "checkpoint-2" / "trainer_state.json").is_file() and not (killed / "model.safetensors").exists()
-    (killed / "checkpoint-3").mkdir()  # a checkpoint the kill interrupted while it was written
-    (killed / "checkpoint-3" / "model.safetensors").write_bytes(b"partial")
+    # A checkpoint the kill interrupted while it was written: its trainer state is there (the Trainer writes it
+    # before the random states), its weights are not whole, and it has no completion marker.
+    partial = killed / "checkpoint-3"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"partial")
+    state = json.loads((killed / "checkpoint-2" / "trainer_state.json").read_text())
+    (partial / "trainer_state.json").write_text(json.dumps({**state, "global_step": 3}))
 
     finetune.main(finetune_argv(base_checkpoint(root), meta, killed, *flags))  # the same command
-    assert f"resuming from {killed / 'checkpoint-2'}" in (killed / "training_log.txt").read_text()
+    log = (killed / "training_log.txt").read_text()
+    assert f"resuming from {killed / 'checkpoint-2'}" in log and f"deleting {partial}: the run that wrote it" in log
     steps = [entry["step"] for entry in json.loads((killed / "trainer_state.json").read_text())["log_history"]
              if "loss" in entry]
     assert steps == [1, 2, 3, 4]
     a, b = _weights(whole), _weights(killed)
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)
+
+    # Run again, the run is complete: it says so and leaves the results alone (issue 17.3).
+    results = (killed / "train_results.json").read_text()
+    finetune.main(finetune_argv(base_checkpoint(root), meta, killed, *flags))
+    assert (killed / "train_results.json").read_text() == results
+    assert "already holds this run, complete at step 4" in (killed / "training_log.txt").read_text()
+
+    # A damaged newest checkpoint: the longer run resumes from the newest whole one, naming it (issue 17.2).
+    (killed / "checkpoint-4" / "trainer_state.json").write_text("")
+    finetune.main(finetune_argv(base_checkpoint(root), meta, killed, *FRAMES, "--max_steps", "5",
+                                "--save_strategy", "no"))
+    log = (killed / "training_log.txt").read_text()
+    assert f"resuming from {killed / 'checkpoint-2'}" in log.split("complete at step 4")[1]
+    assert f"instead of the newer {killed / 'checkpoint-4'}, which is damaged" in log
+    assert "trainer_state.json: not valid JSON" in log and (killed / "damaged-checkpoint-4").is_dir()
+    assert json.loads((killed / "trainer_state.json").read_text())["global_step"] == 5
+
+
+@pytest.mark.parametrize("damage, named", [
+    (lambda c: (c / "model.safetensors").write_bytes((c / "model.safetensors").read_bytes()[:-100]),
+     "model.safetensors: not a complete safetensors file"),
+    (lambda c: (c / "optimizer.pt").write_bytes(b"garbage"), "optimizer.pt: not a complete PyTorch checkpoint"),
+    (lambda c: (c / "trainer_state.json").write_text(""), "trainer_state.json: not valid JSON"),
+    (lambda c: (c / "trainer_state.json").unlink(), "trainer_state.json: missing"),
+])
+def test_a_damaged_checkpoint_is_named_by_the_file_that_cannot_be_read(root, tmp_path, damage, named):
+    from internvl.train.hf import checkpoint_damage
+
+    checkpoint = root / "killed" / "checkpoint-2"  # written by the test above
+    if not checkpoint.is_dir():
+        pytest.skip("needs the checkpoint of test_a_killed_run_resumes_from_its_last_checkpoint_with_the_same_command")
+    copy = tmp_path / "checkpoint-2"
+    import shutil
+
+    shutil.copytree(checkpoint, copy)
+    assert checkpoint_damage(copy) == []
+    damage(copy)
+    assert [line for line in checkpoint_damage(copy) if line.startswith(named)], checkpoint_damage(copy)
 
 
 def test_unusable_samples_stop_the_run_unless_allowed(root, meta, tmp_path):

@@ -195,7 +195,7 @@ def test_a_killed_run_resumes_with_the_same_command(source, flickr, tmp_path):
     # The same command once more: the run is complete, nothing trains (transformers 5 would take a 5th step).
     main(argv)
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 4
-    assert "trained to step 4: nothing to do" in (out / "train_log.txt").read_text()
+    assert "already holds this run, complete at step 4: nothing to do" in (out / "train_log.txt").read_text()
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ from ..compat import CACHE_KEY, config_kwargs, output_cache
 from .conversation import Conversation, get_conv_template
 from ..errors import ConfigError, DataError
 from .intern_vit import InternVisionConfig, InternVisionModel
-from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase, causal_lm_loss, wrap_lora
+from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase, causal_lm_loss, merge_lora_parts, wrap_lora
 
 logger = logging.getLogger(__name__)
 
@@ -252,6 +252,12 @@ class InternVLChatModel(InternVLPreTrainedBase):
         self.language_model = wrap_lora(self.language_model, _llm_spec(self.llm_arch_name).lora_family, r,
                                         lora_alpha, lora_dropout, task_type="CAUSAL_LM")
         self.language_model.enable_input_require_grads()
+
+    def merge_lora(self) -> list[str]:
+        """Fold the LoRA adapters into the weights they wrap (peft's ``merge_and_unload``) and set
+        ``use_backbone_lora`` / ``use_llm_lora`` to 0, so the model saves under the published names and loads as a
+        plain one; returns the parts merged (:func:`~internvl.models.modeling_utils.merge_lora_parts`)."""
+        return merge_lora_parts(self, {"vision_model": "use_backbone_lora", "language_model": "use_llm_lora"})
 
     # ------------------------------------------------------------------ embeddings
     def get_input_embeddings(self) -> nn.Module:

@@ -49,7 +49,7 @@ from ..compat import CACHE_KEY, config_kwargs, output_cache, tied_weights_keys
 from .intern_vit import (InternVisionConfig, InternVisionModel, config_from_state_dict, load_state_dict_file,
                          rename_timm_hf, rename_with_table)
 from .layers import AttentionPooling, PoolingCrossAttention
-from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase, wrap_lora
+from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase, merge_lora_parts, wrap_lora
 from .processing_internvl_cg import CAPTION_PROMPT
 from .qllama import QLLAMA_7B_CONFIG, QLLaMAForCausalLM
 from ..fileio import unwrap_state_dict
@@ -256,14 +256,11 @@ class InternVLModel(InternVLPreTrainedBase):
         """Wrap QLLaMA's self-attention and MLP projections in LoRA adapters (``use_qllama_lora``)."""
         self.qllama = wrap_lora(self.qllama, "llama", r, lora_alpha, lora_dropout)
 
-    def merge_lora(self) -> None:
+    def merge_lora(self) -> list[str]:
         """Fold the LoRA adapters into the weights they wrap (peft's ``merge_and_unload``) and set
-        ``use_backbone_lora`` / ``use_qllama_lora`` to 0, so the model saves and loads as a plain one."""
-        if hasattr(self.vision_model, "merge_and_unload"):
-            self.vision_model = self.vision_model.merge_and_unload()
-        if hasattr(self.qllama, "merge_and_unload"):
-            self.qllama = self.qllama.merge_and_unload()
-        self.config.use_backbone_lora = self.config.use_qllama_lora = 0
+        ``use_backbone_lora`` / ``use_qllama_lora`` to 0, so the model saves and loads as a plain one; returns
+        the parts merged (:func:`~internvl.models.modeling_utils.merge_lora_parts`)."""
+        return merge_lora_parts(self, {"vision_model": "use_backbone_lora", "qllama": "use_qllama_lora"})
 
     @property
     def image_size(self) -> int:

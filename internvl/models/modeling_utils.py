@@ -5,7 +5,7 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Union
+from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -62,8 +62,123 @@ def published_config_dict(out: dict) -> dict:
     return add_legacy_rope_keys(out)
 
 
+# Files a saved model carries beside its weights and config.json, by the kind of model (one list each).
+TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "tokenizer.model",
+                   "tokenizer.json", "vocab.json", "merges.txt")
+PREPROCESSOR_FILES = ("preprocessor_config.json",)
+GENERATION_FILES = ("generation_config.json",)
+COMPANION_FILES = TOKENIZER_FILES + PREPROCESSOR_FILES + GENERATION_FILES
+
+# The class names a published ``auto_map`` names (``"modeling_internvl_chat.InternVLChatModel"``) -> the module of
+# the suite that defines them: what the suite's own code files (:func:`write_code_files`) import.
+SUITE_CLASSES = {
+    "InternVLChatConfig": "internvl.models.chat_model", "InternVLChatModel": "internvl.models.chat_model",
+    "InternVisionConfig": "internvl.models.intern_vit", "InternVisionModel": "internvl.models.intern_vit",
+    "InternVLConfig": "internvl.models.internvl_cg", "InternVLModel": "internvl.models.internvl_cg",
+    "InternLM2Config": "internvl.models.internlm2", "InternLM2ForCausalLM": "internvl.models.internlm2",
+}
+CODE_FILE_MARK = "Written by the InternVL suite"
+
+
+def _auto_map_modules(auto_map: dict) -> dict[str, set]:
+    """``{module file stem: {class names}}`` of the entries of an ``auto_map`` that name a file of the directory
+    itself (not ``other/repo--module.Class``)."""
+    modules: dict[str, set] = {}
+    for value in (auto_map or {}).values():
+        for ref in (value if isinstance(value, (list, tuple)) else [value]):
+            if isinstance(ref, str) and "--" not in ref and "." in ref:
+                module, name = ref.rsplit(".", 1)
+                modules.setdefault(module, set()).add(name)
+    return modules
+
+
+def code_files(auto_map: dict) -> list[str]:
+    """The remote-code files (``configuration_internvl_chat.py``, ...) a directory with ``auto_map`` must carry for
+    ``AutoModel.from_pretrained(dir, trust_remote_code=True)``."""
+    return sorted(f"{module}.py" for module in _auto_map_modules(auto_map))
+
+
+def _code_file_text(module: str, names: Sequence[str]) -> str:
+    lines = [f'"""{CODE_FILE_MARK}: the code of this checkpoint is the installed ``internvl`` package.',
+             "",
+             "``AutoModel.from_pretrained(<this directory>, trust_remote_code=True)`` loads the suite's classes through",
+             "this file; after ``import internvl`` the suite's registered classes load it without ``trust_remote_code``.",
+             "The published checkpoints carry upstream's code files under this name instead; copy them here to load",
+             'the directory without the suite."""',
+             "try:"]
+    for name in names:
+        lines.append(f"    from {SUITE_CLASSES[name]} import {name} as _{name}")
+    lines += ["except ImportError as err:",
+              "    raise ImportError(f\"{__file__}: this checkpoint's code is the InternVL suite's `internvl` package, \"",
+              "                      f\"which cannot be imported here ({err}); install the suite (pip install -e <its \"",
+              "                      \"checkout>), or copy upstream's code files of the published model into this \"",
+              "                      \"directory\") from err"]
+    for name in names:
+        lines += ["", "", f"class {name}(_{name}):",
+                  '    """The suite\'s class (a subclass: transformers\' remote-code bookkeeping stays on this one)."""']
+        if name.endswith("Config"):  # transformers 5 gives a config subclass without an __init__ a dataclass one
+            lines += ["", "    def __init__(self, *args, **kwargs):", "        super().__init__(*args, **kwargs)"]
+    return "\n".join(lines) + "\n"
+
+
+def write_code_files(directory: str | os.PathLike, auto_map: dict) -> list[Path]:
+    """Write the suite's own code file for each module of ``auto_map`` that ``directory`` lacks and whose classes
+    the suite defines (files already there, such as upstream's copied from a published base, are kept); returns
+    the files written."""
+    written = []
+    for module, names in sorted(_auto_map_modules(auto_map).items()):
+        path = Path(directory) / f"{module}.py"
+        if path.exists() or not all(name in SUITE_CLASSES for name in names):
+            continue
+        path.write_text(_code_file_text(module, sorted(names)), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def is_suite_code_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is one of the code files :func:`write_code_files` writes (not upstream's)."""
+    try:
+        return CODE_FILE_MARK in Path(path).read_text(encoding="utf-8")[:200]
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def published_code_files(*directories) -> list[Path]:
+    """The remote-code ``*.py`` files of the first of ``directories`` that has any besides the suite's own
+    (:func:`is_suite_code_file`): upstream's code of a published checkpoint, to copy next to the weights of a
+    model derived from it. ``None`` entries and missing directories are skipped."""
+    for directory in directories:
+        if directory is not None and Path(directory).is_dir():
+            files = [p for p in sorted(Path(directory).glob("*.py")) if not is_suite_code_file(p)]
+            if files:
+                return files
+    return []
+
+
+def respect_umask(paths: Iterable[str | os.PathLike]) -> None:
+    """Give files the permissions of any new file (0666 less the process umask): safetensors creates its files
+    0600, so colleagues sharing a run folder could not read the weights (the ``.pth`` path,
+    :func:`internvl.fileio.atomic_save`, creates them so)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in paths:
+        os.chmod(path, 0o666 & ~mask)
+
+
 class InternVLPreTrainedBase(PreTrainedModel):
-    """Base class of the suite's models: HF loading with errors a user can act on."""
+    """Base class of the suite's models: HF loading with errors a user can act on; ``save_pretrained`` writes
+    weight files with the umask's permissions and the code files its ``config.json``'s ``auto_map`` names."""
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' ``save_pretrained``, then (main process) the weight files' permissions from the umask
+        (:func:`respect_umask`) and the suite's code files the directory lacks (:func:`write_code_files`), so
+        ``AutoModel.from_pretrained(save_directory)`` works with and without ``trust_remote_code``."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            directory = Path(save_directory)
+            respect_umask(p for p in directory.glob("*.safetensors") if p.is_file())
+            write_code_files(directory, getattr(self.config, "auto_map", None) or {})
+        return result
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -109,25 +224,39 @@ def _weight_files(directory: Path) -> list[Path]:
     return []
 
 
+def file_damage(file: str | os.PathLike) -> Optional[str]:
+    """Why ``file`` (a ``.safetensors`` file, or a ``torch.save`` file: ``.bin``, ``.pt``, ``.pth``) cannot be
+    read, or None when its header (safetensors) or archive directory (torch) is whole: a truncated download or
+    a write cut short fails here. Reads headers only."""
+    import zipfile
+
+    file = Path(file)
+    if not file.exists():
+        return "missing"
+    if file.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(file, framework="pt"):
+                pass
+        except Exception as err:  # noqa: BLE001 - safetensors' SafetensorError has no public base class
+            return f"not a complete safetensors file ({err})"
+        return None
+    if not zipfile.is_zipfile(file):
+        return "not a complete PyTorch checkpoint (no zip archive directory; truncated?)"
+    return None
+
+
 def damaged_weight_files(directory: str | os.PathLike) -> list[str]:
     """``"<file>: <why>"`` for each weight file of an HF directory that is missing or cannot be read (a
     truncated or interrupted download); empty when all are readable. Reads headers only."""
-    import zipfile
-
     damaged = []
     for file in _weight_files(Path(directory)):
-        if not file.exists():
-            damaged.append(f"{file.name}: missing (the shard index names it)")
-        elif file.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            try:
-                with safe_open(file, framework="pt"):
-                    pass
-            except Exception as err:  # noqa: BLE001 - safetensors' SafetensorError has no public base class
-                damaged.append(f"{file.name}: not a complete safetensors file ({err})")
-        elif not zipfile.is_zipfile(file):
-            damaged.append(f"{file.name}: not a complete PyTorch checkpoint (no zip archive directory; truncated?)")
+        why = file_damage(file)
+        if why == "missing":
+            why = "missing (the shard index names it)"
+        if why:
+            damaged.append(f"{file.name}: {why}")
     return damaged
 
 
@@ -238,3 +367,21 @@ def wrap_lora(module: nn.Module, architecture: str, r: int, lora_alpha: int, lor
                                                 **lora_config))
     wrapped.print_trainable_parameters()
     return wrapped
+
+
+def merge_lora_parts(model: nn.Module, parts: dict[str, str]) -> list[str]:
+    """Fold the LoRA adapters of ``model``'s parts into the weights they wrap (peft's ``merge_and_unload``, in the
+    parts' dtype) and set each part's rank in ``model.config`` to 0, so the model saves and loads as a plain one.
+    ``parts``: attribute of the part -> its config flag (``{"vision_model": "use_backbone_lora", ...}``). Returns
+    ``"<part> (r=<rank>)"`` for each part merged; a part without adapters is left alone."""
+    merged = []
+    for attribute, flag in parts.items():
+        part = getattr(model, attribute)
+        if hasattr(part, "merge_and_unload"):
+            setattr(model, attribute, part.merge_and_unload())
+            merged.append(f"{attribute} (r={getattr(model.config, flag, '?')})")
+        setattr(model.config, flag, 0)
+    left = [name for name in model.state_dict() if "lora_" in name or ".base_model.model." in name]
+    if left:
+        raise CheckpointError(f"merging the LoRA adapters left adapter tensors behind, e.g. {left[:3]}")
+    return merged

@@ -53,14 +53,16 @@ def latest_checkpoint(directory: str | Path, pattern: str = "checkpoint-*.pth") 
 
 
 def load_latest_checkpoint(candidates: str | Path | Iterable[Path], pattern: str = "checkpoint-*.pth",
-                           load: Callable[[Path], Any] | None = None) -> tuple[Path, Any] | None:
+                           load: Callable[[Path], Any] | None = None,
+                           on_skip: Callable[[Path, str], None] | None = None) -> tuple[Path, Any] | None:
     """Auto-resume: ``(path, loaded)`` for the newest checkpoint that can be read, or None if there is none.
 
     ``candidates`` is a directory (its files matching ``pattern``, highest number first) or the paths
     to try, newest first. A file ``load`` (default :func:`load_checkpoint`) reports as damaged
     (:class:`~internvl.errors.CheckpointError`: cut short by a crash, a full disk, a copy that did not
-    finish) is skipped with a warning naming it and why, and the next newest is tried. If every one
-    is damaged, that is an error listing them all, rather than a silent restart from scratch.
+    finish) is skipped with a warning naming it and why (or ``on_skip(path, why)`` instead, for a caller that
+    says more in its own line), and the next newest is tried. If every one is damaged, that is an error listing
+    them all, rather than a silent restart from scratch.
     """
     from ..errors import CheckpointError
 
@@ -76,6 +78,9 @@ def load_latest_checkpoint(candidates: str | Path | Iterable[Path], pattern: str
             return path, load(path)
         except CheckpointError as e:
             skipped.append(f"{path}: {e}")
+            if on_skip is not None:
+                on_skip(path, str(e))
+                continue
             logging.getLogger(__name__).warning("auto-resume: skipping %s, it cannot be read (%s); trying the "
                                                 "next newest checkpoint", path, e)
     if skipped:

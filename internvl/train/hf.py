@@ -1,18 +1,29 @@
-"""What every training entry point on the Hugging Face ``Trainer`` shares (``internvl_g``'s retrieval fine-tune,
-``internvl_chat``'s fine-tunes): upstream's command lines on transformers 4 and 5, resuming, DeepSpeed checks.
+"""The Hugging Face ``Trainer`` glue of the suite's two Trainer entry points (``internvl_g.finetune``, the
+retrieval fine-tune; ``internvl_chat.finetune``, the chat fine-tunes), once: upstream's command lines on
+transformers 4 and 5, where a run resumes, DeepSpeed checks. What parameters train is
+:mod:`internvl.train.trainable`; the hand-written loops' ``.pth`` checkpoints are :mod:`internvl.train.checkpoints`.
 
-* :func:`parse_args`: ``HfArgumentParser`` over the entry point's dataclasses and :class:`TrainingArguments`,
-  from ``argv`` or from one ``.json`` file (upstream's two ways). Upstream's scripts pass flags that transformers
-  has since renamed or removed; they are accepted here, the one place that knows about them:
-  ``--evaluation_strategy`` (now ``--eval_strategy``) and ``--overwrite_output_dir`` (gone in 5.x; kept as a
-  field of :class:`TrainingArguments`, see :func:`resume_checkpoint` for what it means). transformers 5 renamed
-  ``--gradient_checkpointing(_kwargs)`` to ``--activation_checkpointing(_kwargs)`` (the old names still work):
-  an entry point's ``defaults`` may use either name.
-* :func:`resume_checkpoint` and :class:`CheckpointCompleteCallback`: a run killed at any moment resumes with the
-  same command from the newest checkpoint that was written completely; :func:`finished_run` tells a run that
-  is already complete (run again, transformers 5 would train one step more).
-* :func:`read_deepspeed_config`: a DeepSpeed JSON checked before the Trainer reads it; :func:`weights_dtype`: the
-  dtype to load the model in.
+* Arguments. :func:`parse_args`: ``HfArgumentParser`` over the entry point's dataclasses and
+  :class:`TrainingArguments`, from ``argv`` or from one ``.json`` file (upstream's two ways). Upstream's scripts
+  pass flags that transformers has since renamed or removed; they are accepted here, the one place that knows
+  about them (:data:`LEGACY_FLAGS` and the fields of :class:`TrainingArguments`): ``--evaluation_strategy`` (now
+  ``--eval_strategy``), and the flags transformers 5 removed, ``--overwrite_output_dir`` (see
+  :func:`resume_checkpoint` for what it means), ``--group_by_length`` (5.x: ``--train_sampling_strategy
+  group_by_length``), ``--warmup_ratio`` (5.x: a ``--warmup_steps`` below 1), ``--logging_dir`` (5.x:
+  ``TENSORBOARD_LOGGING_DIR``) and ``--save_safetensors`` (always on in 5.x). transformers 5 renamed
+  ``--gradient_checkpointing(_kwargs)`` to ``--activation_checkpointing(_kwargs)`` (the old names still work): an
+  entry point's ``defaults`` may use either name. An unknown flag is an error naming it.
+* Checkpoints, the one definition for both entry points. A checkpoint is complete when
+  :class:`CheckpointCompleteCallback` has written :data:`COMPLETE_MARKER` into it (after every process wrote its
+  part) and :func:`checkpoint_damage` finds every file readable. :func:`resume_checkpoint`: a run killed at any
+  moment resumes with the same command from the newest complete checkpoint (an interrupted newer one is deleted,
+  a damaged newer one set aside, each named in one log line); :func:`finished_run`: a run that is already
+  complete says so and trains nothing (run again, transformers 5 would train one step more and overwrite the
+  results).
+* DeepSpeed and precision. :func:`read_deepspeed_config`: a DeepSpeed JSON checked before the Trainer reads it;
+  :func:`weights_dtype`: the dtype to load the model in; :func:`zero3_checkpoint_options` /
+  :func:`apply_zero3_checkpoint_options`: activation checkpointing under ZeRO-3; :func:`models_built_whole`: a
+  whole (unpartitioned) model loaded inside a ZeRO-3 run, for the merge after training.
 """
 from __future__ import annotations
 
@@ -32,11 +43,12 @@ from typing import Optional, Sequence
 import transformers
 from transformers import TrainerCallback
 
-from ..errors import ConfigError, MissingFileError
+from ..errors import CheckpointError, ConfigError, MissingFileError
 from ..fileio import read_json
 
-__all__ = ["TrainingArguments", "LEGACY_FLAGS", "parse_args", "resume_checkpoint", "CheckpointCompleteCallback",
-           "COMPLETE_MARKER", "finished_run", "read_deepspeed_config", "weights_dtype"]
+__all__ = ["TrainingArguments", "LEGACY_FLAGS", "parse_args", "resume_checkpoint", "checkpoint_damage",
+           "CheckpointCompleteCallback", "COMPLETE_MARKER", "finished_run", "read_deepspeed_config", "weights_dtype",
+           "zero3_checkpoint_options", "apply_zero3_checkpoint_options", "models_built_whole"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +61,44 @@ COMPLETE_MARKER = "checkpoint_complete.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
+_HF_FIELDS = {f.name for f in dataclasses.fields(transformers.TrainingArguments)}
+
+
 @dataclass
 class TrainingArguments(transformers.TrainingArguments):
-    """``transformers.TrainingArguments`` with the flags upstream's scripts pass that transformers 5 removed."""
+    """``transformers.TrainingArguments`` with the flags upstream's scripts pass that transformers 5 removed
+    (on transformers 4 the parent's own fields serve, with the parent's meaning)."""
 
     overwrite_output_dir: bool = field(default=False, metadata={"help": (
         "Allow an --output_dir that holds files but no checkpoint. A run resumes from the newest complete "
         "checkpoint in --output_dir either way; to start over, use a new --output_dir.")})
+    if "group_by_length" not in _HF_FIELDS:
+        group_by_length: bool = field(default=False, metadata={"help": (
+            "Batch samples of similar length (upstream's flag; --train_sampling_strategy group_by_length).")})
+    if "warmup_ratio" not in _HF_FIELDS:
+        warmup_ratio: Optional[float] = field(default=None, metadata={"help": (
+            "Warm-up as a fraction of the training steps (upstream's flag; a --warmup_steps below 1).")})
+    if "logging_dir" not in _HF_FIELDS:
+        logging_dir: Optional[str] = field(default=None, metadata={"help": (
+            "TensorBoard directory (upstream's flag; sets TENSORBOARD_LOGGING_DIR).")})
+    if "save_safetensors" not in _HF_FIELDS:
+        save_safetensors: bool = field(default=True, metadata={"help": (
+            "Accepted for upstream's scripts; checkpoints are always safetensors.")})
+
+    def __post_init__(self):
+        # transformers 5's spelling of the flags it removed (on 4.x these are the parent's own fields)
+        if "group_by_length" not in _HF_FIELDS and self.group_by_length:
+            self.train_sampling_strategy = "group_by_length"
+        if "warmup_ratio" not in _HF_FIELDS and self.warmup_ratio:
+            if not 0 < self.warmup_ratio < 1:
+                raise ValueError(f"--warmup_ratio {self.warmup_ratio} must be in [0, 1)")
+            if not self.warmup_steps:
+                self.warmup_steps = self.warmup_ratio
+        if "logging_dir" not in _HF_FIELDS and self.logging_dir:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = self.logging_dir
+        if "save_safetensors" not in _HF_FIELDS and not self.save_safetensors:
+            raise ValueError("--save_safetensors False: this transformers writes safetensors only; leave it out")
+        super().__post_init__()
 
 
 def _rename_legacy(argv: Sequence[str]) -> list[str]:
@@ -115,7 +158,11 @@ def parse_args(dataclass_types: Sequence[type], argv: Optional[Sequence[str]] = 
         return _user_errors(parser.parse_dict, values)
     prefix = [item for name, value in injected.items()
               for item in (f"--{name}", json.dumps(value) if isinstance(value, dict) else str(value))]
-    return _user_errors(parser.parse_args_into_dataclasses, args=prefix + _rename_legacy(argv))
+    *parsed, unknown = _user_errors(parser.parse_args_into_dataclasses, args=prefix + _rename_legacy(argv),
+                                    return_remaining_strings=True)
+    if unknown:
+        raise ConfigError(f"unknown flag(s): {' '.join(unknown)}; see --help for the flags")
+    return tuple(parsed)
 
 
 def _user_errors(parse, *args, **kwargs):
@@ -124,7 +171,8 @@ def _user_errors(parse, *args, **kwargs):
     try:
         parsed = parse(*args, **kwargs)
     except ValueError as e:
-        raise ConfigError(f"invalid training arguments: {e}") from e
+        hint = " (on a CPU: --use_cpu True --bf16 False)" if re.search(r"\b(bf16|fp16)\b", str(e)) else ""
+        raise ConfigError(f"invalid training arguments: {e}{hint}") from e
     for args in parsed:
         if isinstance(args, transformers.TrainingArguments) and args.device.type == "cpu":
             # accelerate calls the CPU of a multi-process CPU run "cpu:0", and transformers 4 loads the optimizer
@@ -144,16 +192,57 @@ def _checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def checkpoint_damage(directory: str | os.PathLike) -> list[str]:
+    """``"<file>: <why>"`` for each file of a Trainer checkpoint directory that cannot be read: its
+    ``trainer_state.json`` (missing, empty, not JSON), weights (``*.safetensors``, ``*.bin``), optimizer, scheduler
+    and random states (``*.pt``, ``*.pth``, DeepSpeed's ``global_step*/`` files); empty when it is whole.
+    Reads headers and archive directories only."""
+    from ..models.modeling_utils import file_damage
+
+    directory = Path(directory)
+    damaged = []
+    state = directory / "trainer_state.json"
+    try:
+        content = json.loads(state.read_text(encoding="utf-8"))
+        if not isinstance(content, dict) or "global_step" not in content:
+            damaged.append(f"{state.name}: no global_step in it")
+    except FileNotFoundError:
+        damaged.append(f"{state.name}: missing")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        damaged.append(f"{state.name}: not valid JSON ({e})")
+    for file in sorted(directory.rglob("*")):
+        if file.is_file() and file.suffix in (".safetensors", ".bin", ".pt", ".pth"):
+            why = file_damage(file)
+            if why:
+                damaged.append(f"{file.relative_to(directory)}: {why}")
+    return damaged
+
+
+def _read_checkpoint_dir(path: Path) -> Path:
+    damage = checkpoint_damage(path)
+    if damage:
+        raise CheckpointError("; ".join(damage))
+    return path
+
+
 def resume_checkpoint(args, is_main: bool = True, own_files: Sequence[str] = ("runs",)) -> Optional[str]:
-    """The checkpoint a run continues from, or None to start from the beginning.
+    """The checkpoint a run continues from, or None to start from the beginning: the one definition for every
+    entry point on the Trainer (``internvl_g``, ``internvl_chat``).
 
     ``args.resume_from_checkpoint`` when given (it must exist); else the newest ``checkpoint-<step>`` in
-    ``args.output_dir`` that :class:`CheckpointCompleteCallback` marked complete, so the command that was
-    interrupted resumes when run again. Newer checkpoints left incomplete by the interruption are deleted (by the
-    main process; they would be mistaken for complete ones by the Trainer's rotation), each with a log line.
-    An ``output_dir`` with files but no complete checkpoint is an error unless ``args.overwrite_output_dir``
-    (``own_files``, what an earlier attempt of the run itself leaves there, such as its log, do not count).
+    ``args.output_dir`` that :class:`CheckpointCompleteCallback` marked complete and whose files can be read
+    (:func:`checkpoint_damage`), so the command that was interrupted resumes when run again. Newer checkpoints left
+    incomplete by the interruption are deleted, and newer damaged ones (a file truncated or overwritten after
+    the checkpoint was complete) renamed ``damaged-checkpoint-<step>``, each with a log line naming it (by the
+    main process; the Trainer's rotation would mistake them for good ones). If every complete checkpoint is
+    damaged, that is an error listing them (the skipping itself is :func:`~internvl.train.checkpoints.
+    load_latest_checkpoint`, as for the hand-written loops). An ``output_dir`` with files but no complete
+    checkpoint is an error unless ``args.overwrite_output_dir`` (``own_files``, what an earlier attempt of the
+    run itself leaves there, such as its log, do not count), or unless it holds the final ``trainer_state.json``
+    of a run (:func:`finished_run` then tells whether there is anything left to do).
     """
+    from .checkpoints import load_latest_checkpoint
+
     if args.resume_from_checkpoint:
         path = Path(args.resume_from_checkpoint)
         if not path.is_dir():
@@ -162,38 +251,65 @@ def resume_checkpoint(args, is_main: bool = True, own_files: Sequence[str] = ("r
     output_dir = Path(args.output_dir)
     if not output_dir.is_dir():
         return None
-    complete = None
+    marked = []
     for step, path in reversed(_checkpoints(output_dir)):
         if (path / COMPLETE_MARKER).is_file():
-            complete = path
-            break
-        if is_main:
+            marked.append(path)
+        elif is_main:
             logger.warning("deleting %s: the run that wrote it stopped before it was complete", path)
             shutil.rmtree(path)
-    if complete is not None:
+    damaged = {}
+    found = load_latest_checkpoint(marked, load=_read_checkpoint_dir, on_skip=damaged.__setitem__)
+    if found is not None:
+        complete = found[0]
+        for path, why in damaged.items():
+            if is_main:
+                target = path.with_name(f"damaged-{path.name}")
+                suffix = 1
+                while target.exists():
+                    target, suffix = path.with_name(f"damaged-{path.name}.{suffix}"), suffix + 1
+                path.rename(target)
+                logger.warning("resuming from %s instead of the newer %s, which is damaged (%s); it is kept as %s "
+                               "(delete it when you have looked)", complete, path, " ".join(why.split()), target)
         return str(complete)
-    if not args.overwrite_output_dir and is_main and any(p for p in output_dir.iterdir()
-                                                         if not _CHECKPOINT.match(p.name) and p.name not in own_files):
+    finished = _read_trainer_state(output_dir / "trainer_state.json") is not None  # see finished_run
+    if not (args.overwrite_output_dir or finished) and is_main and any(
+            p for p in output_dir.iterdir() if not _CHECKPOINT.match(p.name) and p.name not in own_files):
         raise ConfigError(f"--output_dir {output_dir} already exists, holds files and no complete checkpoint to "
                           "resume from; pass --overwrite_output_dir True to write into it anyway, or choose a new one")
     return None
 
 
+def _read_trainer_state(path: Path) -> Optional[dict]:
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return content if isinstance(content, dict) else None
+
+
 def finished_run(trainer) -> Optional[int]:
     """The last step, when ``trainer.args.output_dir`` already holds the whole run ``trainer`` would train (the
     ``trainer_state.json`` saved after the final model, at or past the run's last step), else None. Running a
-    finished command again then has nothing to do (resuming at the last step, transformers 5 trains one more)."""
-    state_file = Path(trainer.args.output_dir) / "trainer_state.json"
-    if not state_file.is_file():
+    finished command again then has nothing to do (resuming at the last step, transformers 5 trains one more, and
+    the results of the run would be overwritten by those of an empty one); a finished run is logged in one line
+    that says so (the entry point then returns without training, its ``train_results.json`` untouched). A state
+    file that cannot be read is not a finished run."""
+    state = _read_trainer_state(Path(trainer.args.output_dir) / "trainer_state.json")
+    step = state.get("global_step") if state is not None else None
+    if not isinstance(step, int):
         return None
-    step = json.loads(state_file.read_text(encoding="utf-8")).get("global_step", 0)
     args = trainer.args
     if args.max_steps > 0:
         total = args.max_steps
     else:
         updates = math.ceil(len(trainer.get_train_dataloader()) / args.gradient_accumulation_steps)
         total = math.ceil(args.num_train_epochs * updates)
-    return step if step >= total else None
+    if step < total:
+        return None
+    logger.info("%s already holds this run, complete at step %d: nothing to do (its results are kept; to train "
+                "again, choose a new --output_dir)", args.output_dir, step)
+    return step
 
 
 class CheckpointCompleteCallback(TrainerCallback):
