@@ -14,7 +14,7 @@ from internvl_chat import finetune
 from internvl_chat.chat_data.build import build_training_data
 from internvl_chat.chat_data.chat_jsonl import write_synthetic_chat_data
 from internvl_chat.chat_data.dataset import DataOptions, collate
-from internvl_chat.chat_data.packing import (PackedSampler, PackingOptions, len2weight, packed_collate, plan_packs,
+from internvl_chat.chat_data.packing import (PackingOptions, len2weight, packed_collate, plan_packs,
                                              with_loss_weights)
 
 
@@ -79,17 +79,20 @@ def _tensors(seed=0, batch=2, seq=11, heads=4, kv_heads=2, dim=8, dtype=torch.fl
     return q, k, v, ids
 
 
-def test_attention_stays_inside_each_sample():
+@pytest.mark.parametrize("backend", ["auto", "eager"])  # SDPA per sample's block; the block-diagonal mask
+def test_attention_stays_inside_each_sample(backend, monkeypatch):
     q, k, v, ids = _tensors()
+    monkeypatch.setattr(layers, "_backend", backend)
     packed = layers.attention(q, k, v, causal=True, sample_ids=ids)
     for row in range(2):
         for sample in ids[row].unique().tolist():
             where = (ids[row] == sample).nonzero().reshape(-1)
-            alone = layers.attention(q[row:row + 1, :, where], k[row:row + 1, :, where], v[row:row + 1, :, where],
-                                     causal=True)
+            alone = layers.eager_attention(q[row:row + 1, :, where], k[row:row + 1, :, where],
+                                           v[row:row + 1, :, where], causal=True)
             torch.testing.assert_close(packed[row:row + 1, :, where], alone, rtol=1e-5, atol=1e-6)
-    eager = layers.eager_attention(q, k, v, causal=True, attn_mask=layers.sample_mask(ids))
-    torch.testing.assert_close(packed, eager, rtol=1e-5, atol=1e-6)
+    padded = torch.ones(2, 11, dtype=torch.bool)  # an explicit mask too: combined with the samples' blocks
+    with_mask = layers.attention(q, k, v, causal=True, sample_ids=ids, attn_mask=padded[:, None, None, :])
+    torch.testing.assert_close(with_mask, packed, rtol=1e-5, atol=1e-6)
 
 
 def test_the_varlen_path_gets_the_samples_as_cu_seqlens(monkeypatch):

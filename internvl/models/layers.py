@@ -10,8 +10,9 @@ plain PyTorch. Each choice is logged once so a cluster log shows which kernel ra
 Packed sequences (several samples in one row, ``--use_packed_ds``) pass ``sample_ids`` (``(batch, seq)``,
 the sample each token belongs to; contiguous runs) to :func:`attention`: a token attends only to tokens of
 its own sample. On CUDA with flash-attn that is the varlen kernel over ``cu_seqlens``
-(:func:`cu_seqlens_of`), with no mask at all; everywhere else a block-diagonal boolean mask
-(:func:`sample_mask`) on the SDPA or eager path. :func:`packed_causal_mask` is the same restriction as the
+(:func:`cu_seqlens_of`), with no mask at all; on the SDPA path SDPA on each sample's block (the same
+result as a block-diagonal mask, without its quadratic cost); with another mask, or the eager path, the
+block-diagonal boolean mask (:func:`sample_mask`). :func:`packed_causal_mask` is the same restriction as the
 additive 4-D mask that transformers' LLaMA / Qwen2 / Phi-3 take as ``attention_mask``.
 """
 from __future__ import annotations
@@ -137,6 +138,22 @@ def _varlen_attention(q, k, v, sample_ids, *, causal, dropout_p, scale):
     return out.reshape(batch, seq, heads, dim).transpose(1, 2)
 
 
+def _per_sample_attention(q, k, v, sample_ids, *, causal, dropout_p, scale):
+    """SDPA on each sample's block of each row: the block-diagonal mask's result without its quadratic cost
+    (the plain-PyTorch counterpart of the varlen kernel)."""
+    _log_once("sdpa-per-sample", "torch SDPA per sample (packed sequences)")
+    out = torch.empty_like(q)
+    cu, _ = cu_seqlens_of(sample_ids)
+    seq = q.shape[-2]
+    for start, end in zip(cu[:-1].tolist(), cu[1:].tolist()):
+        row, a = divmod(start, seq)
+        b = a + end - start
+        out[row:row + 1, :, a:b] = F.scaled_dot_product_attention(
+            q[row:row + 1, :, a:b], k[row:row + 1, :, a:b], v[row:row + 1, :, a:b], dropout_p=dropout_p,
+            is_causal=causal, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    return out
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
               dropout_p: float = 0.0, scale: Optional[float] = None,
               attn_mask: Optional[torch.Tensor] = None, allow_flash: bool = True,
@@ -158,6 +175,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
                 and _flash_applies(q, attn_mask)):
             _log_once("flash-varlen", "flash-attn varlen on CUDA (packed sequences)")
             return _varlen_attention(q, k, v, sample_ids, causal=causal, dropout_p=dropout_p, scale=scale)
+        if attn_mask is None and backend != "eager":
+            return _per_sample_attention(q, k, v, sample_ids, causal=causal, dropout_p=dropout_p, scale=scale)
         same = sample_mask(sample_ids)
         if attn_mask is None:
             attn_mask = same
