@@ -1,13 +1,18 @@
 """InternVL-Chat fine-tuning and evaluation throughput, each figure against a peer measured in the same run.
 
-    python benchmarks/chat_finetune.py            # all three parts, tiny model on the CPU, about 4 minutes
-    python benchmarks/chat_finetune.py padding    # or: loader, captions
+    python benchmarks/chat_finetune.py            # all four parts, tiny model on the CPU, about 7 minutes
+    python benchmarks/chat_finetune.py packing    # or: padding, loader, captions
 
 padding   training samples/s and the fraction of padding tokens, --group_by_length against random batches, on
           mixed-length synthetic data (captions, 4-turn QA, two-image questions, pure text; batches of 8);
 loader    data-loading images/s (the published 448 px tiles, dynamic tiling up to 6 tiles + thumbnail, JPEG
           augmentation) with the scripts' default workers, and training samples/s of the tiny model fed by the
           loader against the same steps fed from memory: near 1.0 means the loader is not the bottleneck;
+packing   one epoch of LoRA training on 192 samples of mixed lengths (images of mixed sizes, dynamic tiling up to
+          6 tiles + thumbnail at 112 px = 16 tokens a tile): random batches, --group_by_length with upstream's
+          length estimate, with the exact lengths, and --use_packed_ds (one pack of 8 samples' mean tokens per
+          step, --strict_mode False); samples/s, trained tokens/s, the padding fraction of the batches the
+          model really got, and each run's peak resident memory (each run is its own process);
 captions  batched caption evaluation (batch_chat, --batch-size 16) against one image at a time (chat), same
           images and answers.
 
@@ -101,6 +106,91 @@ def padding(root: Path, base: Path, meta: Path) -> None:
           f"{runs[True]['train_samples_per_second'] / runs[False]['train_samples_per_second']:.2f}x")
 
 
+SIZES = [(112, 112), (400, 120), (120, 400), (240, 226), (60, 60), (600, 580), (340, 112), (180, 500)]
+SIZED_FLAGS = ["--force_image_size", "112", "--dynamic_image_size", "True", "--use_thumbnail", "True",
+               "--max_dynamic_patch", "6"]
+
+
+def _child(spec: dict) -> None:
+    """One training run in this process (``packing``): count the tokens of the batches the model gets."""
+    import resource
+
+    from internvl_chat import finetune
+    from internvl_chat.chat_data import dataset as dataset_module, packing as packing_module
+
+    torch.set_num_threads(spec["threads"])
+    counts = {"real": 0, "padded": 0, "samples": 0, "rows": 0}
+    plain, packed = dataset_module.collate, packing_module.packed_collate
+
+    def counting_plain(features):
+        batch = plain(features)
+        counts["real"] += sum(len(f["input_ids"]) for f in features)
+        counts["padded"] += batch["input_ids"].numel()
+        counts["samples"] += len(features)
+        return batch
+
+    def counting_packed(features, options):
+        batch = packed(features, options)
+        counts["real"] += sum(len(item["input_ids"]) for pack in features for item in pack)
+        counts["padded"] += batch["input_ids"].numel()
+        counts["samples"] += sum(len(pack) for pack in features)
+        counts["rows"] += len(features)
+        return batch
+
+    dataset_module.collate, packing_module.packed_collate = counting_plain, counting_packed
+    if spec["estimate"]:  # group by upstream's estimate instead of the exact lengths
+        dataset_module.ChatDataset.lengths = property(lambda self: self.estimated_lengths())
+    out = Path(spec["out"])
+    finetune.main(["--model_name_or_path", spec["base"], "--meta_path", spec["meta"], "--output_dir", str(out),
+                   *FLAGS, *SIZED_FLAGS, "--freeze_backbone", "True", "--freeze_llm", "True", "--use_llm_lora", "8",
+                   "--num_train_epochs", "1", "--learning_rate", "1e-3", "--save_strategy", "no", "--report_to",
+                   "none", "--do_train", "True", "--disable_tqdm", "True", "--logging_steps", "1000",
+                   "--grad_checkpoint", "False", "--dataloader_num_workers", "0", *spec["extra"]])
+    runtime = json.loads((out / "train_results.json").read_text())["train_runtime"]
+    print("RESULT " + json.dumps(dict(counts, runtime=runtime,
+                                      rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+
+
+def _run_child(spec: dict) -> dict:
+    import subprocess
+
+    done = subprocess.run([sys.executable, __file__, "_child", json.dumps(spec)], capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not lines:
+        raise RuntimeError(f"benchmark run {spec['extra']} failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def packing(root: Path, base: Path, threads: int) -> None:
+    from PIL import Image
+
+    from internvl_chat.chat_data.chat_jsonl import write_synthetic_chat_data
+
+    meta = write_synthetic_chat_data(root / "sized", 192, name="sized",
+                                     kinds=("caption", "qa", "multi", "text", "qa", "caption_zh"))
+    for i, path in enumerate(sorted((root / "sized" / "images").glob("*.jpg"))):
+        Image.open(path).convert("RGB").resize(SIZES[i % len(SIZES)]).save(path)
+    dataset = _dataset(base, meta, *SIZED_FLAGS)
+    exact, estimate = dataset.lengths, [n for d in dataset.datasets for n in d.estimated_lengths()]
+    pack = round(8 * sum(exact) / len(exact))
+    runs = [("random batches of 8", False, []),
+            ("group_by_length, upstream's estimate", True, ["--group_by_length", "True"]),
+            ("group_by_length, exact lengths", False, ["--group_by_length", "True"]),
+            (f"packed, {pack} tokens a row", False, ["--use_packed_ds", "True", "--max_packed_tokens", str(pack),
+                                                     "--strict_mode", "False", "--per_device_train_batch_size", "1"])]
+    print(f"\n[packing] {len(exact)} samples, {min(exact)}..{max(exact)} tokens (mean {sum(exact) / len(exact):.0f}); "
+          f"upstream's estimate {min(estimate)}..{max(estimate)}; one epoch each, LoRA, {threads} thread(s)")
+    print(f"  {'order':<38} {'padding':>8} {'samples/s':>10} {'tokens/s':>9} {'peak RSS':>9}")
+    for name, use_estimate, extra in runs:
+        extra = extra if "--per_device_train_batch_size" in extra else extra + ["--per_device_train_batch_size", "8"]
+        r = packed = _run_child({"base": str(base), "meta": str(meta), "out": str(root / f"run{len(name)}{use_estimate}"),
+                        "extra": extra, "estimate": use_estimate, "threads": threads})
+        print(f"  {name:<38} {100 * (1 - r['real'] / r['padded']):>7.1f}% {r['samples'] / r['runtime']:>10.2f} "
+              f"{r['real'] / r['runtime']:>9.0f} {r['rss_mb']:>7.0f} MB")
+    print(f"  packed: {packed['rows']} packs for {packed['samples']} samples; --strict_mode True would pad every row to "
+          f"{pack} tokens: {100 * (1 - packed['real'] / (packed['rows'] * pack)):.1f}% padding")
+
+
 def loader(root: Path, base: Path, meta: Path, workers: int) -> None:
     from internvl.data.synthetic import SyntheticImages
     from internvl_chat.chat_data.chat_jsonl import write_synthetic_chat_data
@@ -181,7 +271,9 @@ def captions(root: Path, base: Path, images: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("parts", nargs="*", default=["padding", "loader", "captions"])
+    if sys.argv[1:2] == ["_child"]:
+        return _child(json.loads(sys.argv[2]))
+    parser.add_argument("parts", nargs="*", default=["padding", "packing", "loader", "captions"])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--workers", type=int, default=4, help="loader processes (the scripts' default)")
     parser.add_argument("--images", type=int, default=32)
@@ -195,6 +287,8 @@ def main() -> None:
         base, meta = _setup(root)
         if "padding" in args.parts:
             padding(root, base, meta)
+        if "packing" in args.parts:
+            packing(root, base, args.threads)
         if "loader" in args.parts:
             loader(root, base, meta, args.workers)
         if "captions" in args.parts:

@@ -71,21 +71,28 @@ class DataTrainingArguments:
     max_bad_samples: int = field(default=0, metadata={
         "help": "unusable samples that may be skipped (each logged with file:line and written to "
                 "OUTPUT_DIR/bad_samples.jsonl); one more stops the run"})
-    # Packed training is not implemented here: these upstream flags are accepted at their defaults only.
-    use_packed_ds: bool = field(default=False, metadata={"help": "packed training (not supported)"})
-    num_images_expected: int = field(default=40, metadata={"help": "packed training only"})
-    max_packed_tokens: int = field(default=8192, metadata={"help": "packed training only"})
-    max_buffer_size: int = field(default=20, metadata={"help": "packed training only"})
-    log_freq: int = field(default=1000, metadata={"help": "packed training only"})
-    strict_mode: bool = field(default=True, metadata={"help": "packed training only"})
-    replacement: bool = field(default=False, metadata={"help": "packed training only"})
-    allow_overflow: bool = field(default=False, metadata={"help": "packed training only"})
-    loss_reduction: str = field(default="token", metadata={"help": "packed training only"})
-    loss_reduction_all_gather: bool = field(default=False, metadata={"help": "packed training only"})
+    # Packed training (internvl_chat/chat_data/packing.py): upstream's flags and defaults.
+    use_packed_ds: bool = field(default=False, metadata={
+        "help": "pack several samples into each row (attention kept inside each sample)"})
+    num_images_expected: int = field(default=40, metadata={"help": "packed: most tiles per pack"})
+    max_packed_tokens: int = field(default=8192, metadata={"help": "packed: most tokens per pack"})
+    max_buffer_size: int = field(default=20, metadata={"help": "packed: open packs while packing"})
+    log_freq: int = field(default=1000, metadata={"help": "packed: log the packs' fill every N packs"})
+    strict_mode: bool = field(default=True, metadata={
+        "help": "packed: pad every pack to --max_packed_tokens tokens and --num_images_expected tiles"})
+    replacement: bool = field(default=False, metadata={
+        "help": "packed: draw each epoch's samples with replacement (datasets weighted by size)"})
+    allow_overflow: bool = field(default=False, metadata={
+        "help": "packed: a sample longer than a pack gets a pack of its own (else: an error naming it)"})
+    loss_reduction: str = field(default="token", metadata={
+        "help": "weight of a sample's trained tokens: 1 (token), 1/n (sample), 1/sqrt(n) (square)",
+        "choices": ["token", "sample", "square"]})
+    loss_reduction_all_gather: bool = field(default=False, metadata={
+        "help": "divide by the weights of all GPUs' batches, not this GPU's"})
 
 
-_PACKED_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DataTrainingArguments)
-                    if f.metadata.get("help") in ("packed training only", "packed training (not supported)")}
+_PACKED_ONLY = ("num_images_expected", "max_packed_tokens", "max_buffer_size", "log_freq", "strict_mode",
+                "replacement", "allow_overflow")
 # The Trainer flags this entry point sets unless given: a multi-process step's loss is the mean over all its
 # trained tokens (transformers 4.51 defaults it to False: the mean of the ranks' token means).
 TRAINING_DEFAULTS = {"average_tokens_across_devices": True}
@@ -98,11 +105,14 @@ def parse_finetune_args(argv: Optional[Sequence[str]] = None):
 
     model_args, data_args, training_args = parse_args((ModelArguments, DataTrainingArguments, TrainingArguments),
                                                       argv, defaults=TRAINING_DEFAULTS)
-    for name, default in _PACKED_DEFAULTS.items():
-        if getattr(data_args, name) != default:
-            raise ConfigError(f"--{name} is a packed-training option (--use_packed_ds), which this trainer does not "
-                              "implement; remove it (samples are padded per batch, with --group_by_length to limit "
-                              "padding)")
+    if not data_args.use_packed_ds:
+        defaults = {f.name: f.default for f in dataclasses.fields(DataTrainingArguments)}
+        changed = [name for name in _PACKED_ONLY if getattr(data_args, name) != defaults[name]]
+        if changed:
+            raise ConfigError(f"--{changed[0]} is a packed-training option: add --use_packed_ds True, or remove it")
+    elif training_args.group_by_length:
+        raise ConfigError("--group_by_length and --use_packed_ds exclude each other: packing already groups samples "
+                          "by length; remove one")
     return model_args, data_args, training_args
 
 

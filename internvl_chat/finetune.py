@@ -21,7 +21,8 @@ script path changed. What differs from upstream, on purpose:
   (upstream always loads bfloat16 and relies on DeepSpeed's float32 master weights; so do we with
   ``--deepspeed``);
 * the loss divides by the trained tokens of the whole optimizer step over all GPUs, not per micro-batch;
-* samples are padded per batch, never to ``--max_seq_length``; packed training is not implemented.
+* samples are padded per batch, never to ``--max_seq_length``; ``--group_by_length`` groups them by their exact
+  lengths; ``--use_packed_ds`` packs them by a plan made per epoch (``chat_data/packing.py``), so resuming is exact.
 
 The log goes to the console and ``OUTPUT_DIR/training_log.txt``; TensorBoard with ``--report_to tensorboard``.
 """
@@ -167,6 +168,22 @@ def _set_trainable(model, model_args) -> None:
         flags_hint="the freeze flags (--freeze_backbone / --freeze_llm / --freeze_mlp)")
 
 
+def _packing(data_args, dataset, collate):
+    """``(packing options or None, collator, training dataset)`` for ``--use_packed_ds`` and ``--loss_reduction``."""
+    import functools
+
+    from .chat_data.packing import PackedChatDataset, PackingOptions, packed_collate, with_loss_weights
+
+    options = PackingOptions.from_args(data_args)
+    if data_args.use_packed_ds:
+        log.info("packed training: up to %d tokens and %d tiles per pack, loss reduction %s",
+                 options.max_packed_tokens, options.num_images_expected, options.loss_reduction)
+        return options, functools.partial(packed_collate, options=options), PackedChatDataset(dataset, options)
+    if options.loss_reduction != "token":
+        return None, with_loss_weights(collate, options.loss_reduction), dataset
+    return None, collate, dataset
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from transformers import set_seed
 
@@ -211,10 +228,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if info.is_main:
         log.info(trainable_report(model))
     training_args.remove_unused_columns = False  # the items carry exactly the model's inputs (and bad_samples)
-    trainer = ChatTrainer(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer,
-                          data_collator=collate, callbacks=[CheckpointCompleteCallback(), LogCallback()],
+    packing, collator, train_data = _packing(data_args, dataset, collate)
+    trainer = ChatTrainer(model=model, args=training_args, train_dataset=train_data, processing_class=tokenizer,
+                          data_collator=collator, callbacks=[CheckpointCompleteCallback(), LogCallback()],
                           group_by_length=training_args.group_by_length,
-                          use_data_resampling=data_args.use_data_resampling, ledger=ledger)
+                          use_data_resampling=data_args.use_data_resampling, ledger=ledger, packing=packing,
+                          loss_reduction_all_gather=data_args.loss_reduction_all_gather)
     if not training_args.do_train:
         log.info("--do_train is False: nothing to do")
         return 0

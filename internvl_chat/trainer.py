@@ -5,6 +5,9 @@
 * Loss: next-token cross-entropy summed over the trained tokens and divided by the trained tokens of the
   whole optimizer step, all ranks and accumulation steps together (transformers' ``num_items_in_batch``),
   so the loss and gradient do not depend on how a global batch is split across GPUs.
+* Packed training (``--use_packed_ds``) and the loss reductions (``--loss_reduction``): the sampler is
+  :class:`internvl_chat.chat_data.packing.PackedSampler`, and batches carrying ``loss_weight`` divide the
+  weighted loss by the weights of the step on this GPU (all GPUs with ``--loss_reduction_all_gather``).
 * Unusable samples reach the trainer as void items (:mod:`internvl_chat.chat_data.dataset`); each is logged with
   its ``file:line`` and appended to ``OUTPUT_DIR/bad_samples.jsonl``, and the run stops with an error
   once more than ``--max_bad_samples`` were seen (counted over all ranks).
@@ -21,9 +24,10 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from internvl.errors import DataError
-from internvl.models.modeling_utils import causal_lm_loss
+from internvl.models.modeling_utils import causal_lm_loss, weighted_causal_lm_loss
 
 from .chat_data.dataset import ChatSampler
+from .chat_data.packing import PackedSampler, weighted_loss_denominator
 
 __all__ = ["ChatTrainer", "BadSampleLedger", "LogCallback"]
 
@@ -99,8 +103,10 @@ class ChatTrainer(Trainer):
     """``Trainer`` with the sampler, loss and bad-sample handling of the module doc."""
 
     def __init__(self, *args, group_by_length: bool = False, use_data_resampling: bool = False,
-                 ledger: Optional[BadSampleLedger] = None, **kwargs):
+                 ledger: Optional[BadSampleLedger] = None, packing=None, loss_reduction_all_gather: bool = False,
+                 **kwargs):
         super().__init__(*args, **kwargs)
+        self.packing, self.loss_reduction_all_gather = packing, loss_reduction_all_gather
         self.group_by_length, self.use_data_resampling, self.ledger = group_by_length, use_data_resampling, ledger
         # compute_loss takes num_items_in_batch: the Trainer must count trained tokens per optimizer step
         # and leave the loss unscaled by the accumulation steps.
@@ -110,9 +116,22 @@ class ChatTrainer(Trainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         lengths = dataset.lengths if self.group_by_length else [0] * len(dataset)
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        if self.packing is not None:
+            return PackedSampler(dataset, self.packing, seed=seed, resample=self.use_data_resampling)
         return ChatSampler(lengths, dataset.sizes, self.args.train_batch_size,
                            self.args.world_size * self.args.gradient_accumulation_steps,
                            group_by_length=self.group_by_length, resample=self.use_data_resampling, seed=seed)
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """With ``loss_weight`` batches, the step's denominator is the sum of its weights (see the module doc)."""
+        batches, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        weights = weighted_loss_denominator(batches)
+        if weights is not None:
+            num_items_in_batch = weights.to(device)
+            if self.loss_reduction_all_gather and torch.distributed.is_available() and \
+                    torch.distributed.is_initialized():
+                torch.distributed.all_reduce(num_items_in_batch)
+        return batches, num_items_in_batch
 
     def training_step(self, model, inputs, num_items_in_batch=None, *args, **kwargs):
         bad = inputs.pop("bad_samples", [])
@@ -124,7 +143,17 @@ class ChatTrainer(Trainer):
         inputs = dict(inputs)
         inputs.pop("bad_samples", None)
         labels = inputs.pop("labels")
+        weights = inputs.pop("loss_weight", None)
         outputs = model(**inputs, return_dict=True)
+        if weights is not None:
+            if num_items_in_batch is None:  # e.g. evaluation: this batch's own weights
+                num_items_in_batch, scale = weights[:, 1:].sum(), 1
+            else:  # the weights of all GPUs: DDP's mean of the gradients must become their sum
+                scale = self.accelerator.num_processes if self.loss_reduction_all_gather else 1
+            denominator = num_items_in_batch.clamp(min=1e-12) if torch.is_tensor(num_items_in_batch) else max(
+                float(num_items_in_batch), 1e-12)
+            loss = weighted_causal_lm_loss(outputs.logits, labels, weights, denominator) * scale
+            return (loss, outputs) if return_outputs else loss
         if num_items_in_batch is None:  # e.g. evaluation: this batch's own trained tokens
             num_items_in_batch = labels[:, 1:].ne(-100).sum()
             scale = 1

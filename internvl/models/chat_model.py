@@ -340,12 +340,15 @@ class InternVLChatModel(InternVLPreTrainedBase):
                 image_flags: Optional[torch.LongTensor] = None, past_key_values=None,
                 labels: Optional[torch.LongTensor] = None, use_cache: Optional[bool] = None,
                 output_attentions: Optional[bool] = None, output_hidden_states: Optional[bool] = None,
-                return_dict: Optional[bool] = None, cache=None) -> Union[Tuple, CausalLMOutputWithPast]:
+                return_dict: Optional[bool] = None, cache=None,
+                sample_ids: Optional[torch.LongTensor] = None) -> Union[Tuple, CausalLMOutputWithPast]:
         """Language-model logits (and the next-token loss with ``labels``, -100 = ignored) for prompts whose
         ``<IMG_CONTEXT>`` tokens are replaced by the features of ``pixel_values``.
 
         ``image_flags`` (one per tile, 0 = padding tile of a text-only sample) selects the tiles whose
-        features are used; ``pixel_values=None`` is a text-only batch."""
+        features are used; ``pixel_values=None`` is a text-only batch. ``sample_ids`` (``(batch, seq)``) marks
+        a packed batch: several samples per row, the sample of each token given, ``position_ids`` restarting
+        per sample; attention stays inside each sample (:meth:`_packed_llm_inputs`)."""
         return_dict = self.config.return_dict if return_dict is None else return_dict
         if input_ids is None:
             raise ValueError("InternVLChatModel.forward needs input_ids")
@@ -358,11 +361,17 @@ class InternVLChatModel(InternVLPreTrainedBase):
                     raise ValueError(f"image_flags has {image_flags.numel()} entries for {vit_embeds.shape[0]} tiles")
                 vit_embeds = vit_embeds[image_flags == 1]
         inputs_embeds = self._merge_image_features(input_ids, vit_embeds)
+        packed, folded = {}, None
+        if sample_ids is not None:
+            packed, folded = self._packed_llm_inputs(sample_ids, inputs_embeds, position_ids)
+            attention_mask = packed.pop("attention_mask", None)
+            inputs_embeds, position_ids = packed.pop("inputs_embeds"), packed.pop("position_ids")
         outputs = self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                                       position_ids=position_ids, use_cache=use_cache,
                                       output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-                                      return_dict=True, **{CACHE_KEY: cache if cache is not None else past_key_values})
-        logits = outputs.logits
+                                      return_dict=True, **packed,
+                                      **{CACHE_KEY: cache if cache is not None else past_key_values})
+        logits = outputs.logits if folded is None else outputs.logits.reshape(*folded, -1)
         loss = causal_lm_loss(logits, labels) if labels is not None else None
         if not return_dict:
             rest = tuple(v for v in (output_cache(outputs), outputs.hidden_states, outputs.attentions)
@@ -370,6 +379,30 @@ class InternVLChatModel(InternVLPreTrainedBase):
             return ((loss,) if loss is not None else ()) + (logits,) + rest
         return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
                                       attentions=outputs.attentions, **{CACHE_KEY: output_cache(outputs)})
+
+    def _packed_llm_inputs(self, sample_ids: torch.Tensor, inputs_embeds: torch.Tensor,
+                           position_ids: Optional[torch.Tensor]) -> tuple[dict, Optional[tuple]]:
+        """How a packed batch reaches the language model, so that no token attends across samples:
+
+        * InternLM2 (ours): ``sample_ids`` itself, to :func:`internvl.models.layers.attention` (flash-attn
+          varlen on CUDA, else the block-diagonal mask);
+        * transformers' LLaMA / Qwen2 / Phi-3 with ``flash_attention_2``: the batch folded into one row with
+          the per-sample ``position_ids`` (transformers runs the varlen kernel from position ids that
+          restart, for a single row); the logits are unfolded after (the second value: their shape);
+        * the same with ``sdpa`` / ``eager``: the additive causal block-diagonal 4-D ``attention_mask``."""
+        from .layers import packed_causal_mask
+
+        if position_ids is None:
+            raise ValueError("a packed batch (sample_ids) needs position_ids restarting at 0 for every sample")
+        if self.config.llm_config.architectures[0] == "InternLM2ForCausalLM":
+            return {"inputs_embeds": inputs_embeds, "position_ids": position_ids, "sample_ids": sample_ids}, None
+        implementation = str(getattr(self.language_model.config, "_attn_implementation", None) or "")
+        if implementation.startswith("flash_attention"):
+            batch, seq = sample_ids.shape
+            return {"inputs_embeds": inputs_embeds.reshape(1, batch * seq, -1),
+                    "position_ids": position_ids.reshape(1, batch * seq)}, (batch, seq)
+        return {"inputs_embeds": inputs_embeds, "position_ids": position_ids,
+                "attention_mask": packed_causal_mask(sample_ids, inputs_embeds.dtype)}, None
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()

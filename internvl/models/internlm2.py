@@ -45,7 +45,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.utils import logging
 
 from ..compat import CACHE_KEY, output_cache, tied_weights_keys
-from .layers import RMSNorm, RotaryEmbedding, apply_rotary, attention, decoder_mask, eager_attention
+from .layers import RMSNorm, RotaryEmbedding, apply_rotary, attention, decoder_mask, eager_attention, sample_mask
 from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase, causal_lm_loss, init_decoder_weights
 
 logger = logging.get_logger(__name__)
@@ -191,7 +191,8 @@ class InternLM2Attention(nn.Module):
     def forward(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 attn_mask: Optional[torch.Tensor] = None, causal: bool = True,
                 past_key_values: Optional[Cache] = None,
-                output_attentions: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                output_attentions: bool = False,
+                sample_ids: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         batch, seq, _ = hidden_states.shape
         q, k, v = self.split_qkv(hidden_states)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
@@ -199,9 +200,14 @@ class InternLM2Attention(nn.Module):
             k, v = past_key_values.update(k, v, self.layer_idx)
         weights = None
         if output_attentions:
+            if sample_ids is not None:
+                same = sample_mask(sample_ids)
+                attn_mask = (same if attn_mask is None else attn_mask & same if attn_mask.dtype == torch.bool
+                             else attn_mask.masked_fill(~same, float("-inf")))
             out, weights = eager_attention(q, k, v, causal=causal, attn_mask=attn_mask, return_weights=True)
         else:
-            out = attention(q, k, v, causal=causal, attn_mask=attn_mask, allow_flash=_flash_allowed(self.config))
+            out = attention(q, k, v, causal=causal, attn_mask=attn_mask, allow_flash=_flash_allowed(self.config),
+                            sample_ids=sample_ids)
         out = out.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim)
         return self.wo(out), weights
 
@@ -225,10 +231,11 @@ class InternLM2DecoderLayer(nn.Module):
     def forward(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 attn_mask: Optional[torch.Tensor] = None, causal: bool = True,
                 past_key_values: Optional[Cache] = None,
-                output_attentions: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                output_attentions: bool = False,
+                sample_ids: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         attn_out, weights = self.attention(self.attention_norm(hidden_states), cos, sin, attn_mask=attn_mask,
-                                           causal=causal,
-                                           past_key_values=past_key_values, output_attentions=output_attentions)
+                                           causal=causal, past_key_values=past_key_values,
+                                           output_attentions=output_attentions, sample_ids=sample_ids)
         hidden_states = hidden_states + attn_out
         hidden_states = hidden_states + self.feed_forward(self.ffn_norm(hidden_states))
         return hidden_states, weights
@@ -282,7 +289,8 @@ class InternLM2Model(InternLM2PreTrainedModel):
                 inputs_embeds: Optional[torch.FloatTensor] = None, use_cache: Optional[bool] = None,
                 output_attentions: Optional[bool] = None, output_hidden_states: Optional[bool] = None,
                 return_dict: Optional[bool] = None, cache_position: Optional[torch.LongTensor] = None,
-                cache: Optional[Cache] = None, **kwargs) -> Union[tuple, BaseModelOutputWithPast]:
+                cache: Optional[Cache] = None, sample_ids: Optional[torch.LongTensor] = None,
+                **kwargs) -> Union[tuple, BaseModelOutputWithPast]:
         """Run the decoder.
 
         Args:
@@ -296,6 +304,9 @@ class InternLM2Model(InternLM2PreTrainedModel):
             past_key_values / cache: a :class:`~transformers.Cache` (or the legacy tuple of per-layer (k, v))
                 holding the keys/values of earlier tokens; with ``use_cache`` a new DynamicCache is started if
                 None. (transformers 5 calls it ``cache``, 4.x ``past_key_values``; either is accepted.)
+            sample_ids: ``(batch, seq)`` for packed sequences (training, no cache): the sample of each token;
+                attention stays inside each sample (flash-attn varlen on CUDA, else a block-diagonal mask).
+                Pass the per-sample ``position_ids`` with it.
         """
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (self.config.output_hidden_states if output_hidden_states is None
@@ -335,10 +346,11 @@ class InternLM2Model(InternLM2PreTrainedModel):
                 all_hidden += (hidden_states,)
             if self.gradient_checkpointing and self.training:
                 hidden_states, weights = self._gradient_checkpointing_func(
-                    layer.__call__, hidden_states, cos, sin, attn_mask, causal, None, output_attentions)
+                    layer.__call__, hidden_states, cos, sin, attn_mask, causal, None, output_attentions, sample_ids)
             else:
                 hidden_states, weights = layer(hidden_states, cos, sin, attn_mask=attn_mask, causal=causal,
-                                               past_key_values=past_key_values, output_attentions=output_attentions)
+                                               past_key_values=past_key_values, output_attentions=output_attentions,
+                                               sample_ids=sample_ids)
             if output_attentions:
                 all_attn += (weights,)
         hidden_states = self.norm(hidden_states)
@@ -401,7 +413,7 @@ class InternLM2ForCausalLM(InternLM2PreTrainedModel, GenerationMixin):
                              past_key_values=cache if cache is not None else past_key_values,
                              inputs_embeds=inputs_embeds, use_cache=use_cache, output_attentions=output_attentions,
                              output_hidden_states=output_hidden_states, return_dict=True,
-                             cache_position=cache_position)
+                             cache_position=cache_position, sample_ids=kwargs.pop("sample_ids", None))
         hidden_states = outputs.last_hidden_state
         if isinstance(logits_to_keep, int) and logits_to_keep > 0:
             hidden_states = hidden_states[:, -logits_to_keep:]

@@ -6,6 +6,14 @@ tensors are on CUDA in fp16/bf16 and no explicit mask is given; otherwise
 kernel on CUDA when apex is installed (as the published InternViT code does), else
 plain PyTorch. Each choice is logged once so a cluster log shows which kernel ran;
 ``INTERNVL_ATTN_BACKEND`` and ``INTERNVL_NORM_BACKEND`` force one.
+
+Packed sequences (several samples in one row, ``--use_packed_ds``) pass ``sample_ids`` (``(batch, seq)``,
+the sample each token belongs to; contiguous runs) to :func:`attention`: a token attends only to tokens of
+its own sample. On CUDA with flash-attn that is the varlen kernel over ``cu_seqlens``
+(:func:`cu_seqlens_of`), with no mask at all; on the SDPA path SDPA on each sample's block (the same
+result as a block-diagonal mask, without its quadratic cost); with another mask, or the eager path, the
+block-diagonal boolean mask (:func:`sample_mask`). :func:`packed_causal_mask` is the same restriction as the
+additive 4-D mask that transformers' LLaMA / Qwen2 / Phi-3 take as ``attention_mask``.
 """
 from __future__ import annotations
 
@@ -30,11 +38,16 @@ except Exception:  # ImportError, or a broken CUDA build of flash-attn
     _flash_attn_func = None
 
 try:
+    from flash_attn import flash_attn_varlen_func as _flash_attn_varlen_func
+except Exception:
+    _flash_attn_varlen_func = None
+
+try:
     from apex.normalization.fused_layer_norm import fused_rms_norm_affine as _apex_rms_norm
 except Exception:  # ImportError, or apex built without its CUDA extensions
     _apex_rms_norm = None
 
-__all__ = ["attention", "eager_attention", "decoder_mask", "available_kernels", "set_attention_backend", "RMSNorm",
+__all__ = ["attention", "eager_attention", "decoder_mask", "sample_mask", "packed_causal_mask", "cu_seqlens_of", "available_kernels", "set_attention_backend", "RMSNorm",
            "DropPath", "AttentionPooling", "RotaryEmbedding", "apply_rotary"]
 
 _BACKENDS = ("auto", "flash", "sdpa", "eager")
@@ -83,17 +96,94 @@ def _flash_applies(q: torch.Tensor, attn_mask: Optional[torch.Tensor]) -> bool:
             and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256)
 
 
+def sample_mask(sample_ids: torch.Tensor) -> torch.Tensor:
+    """``(batch, 1, seq, seq)`` boolean: True where query and key belong to the same sample."""
+    return sample_ids[:, None, :, None] == sample_ids[:, None, None, :]
+
+
+def packed_causal_mask(sample_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The causal, block-diagonal mask of a packed batch as an additive ``(batch, 1, seq, seq)`` float mask
+    (0 = attend, the dtype's minimum = masked): the prepared 4-D ``attention_mask`` transformers' decoders
+    (4.x and 5.x, eager and SDPA) use as it is."""
+    seq = sample_ids.shape[-1]
+    causal = torch.ones(seq, seq, dtype=torch.bool, device=sample_ids.device).tril()
+    allowed = sample_mask(sample_ids) & causal
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=sample_ids.device)
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def cu_seqlens_of(sample_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``(cu_seqlens, max_seqlen)`` of the batch flattened to one sequence: the int32 start offsets of each
+    sample (a run of equal ids within a row; rows never share a sample) and the end, as flash-attn's varlen
+    functions take them."""
+    batch, seq = sample_ids.shape
+    flat = sample_ids.reshape(-1)
+    starts = torch.ones_like(flat, dtype=torch.bool)
+    starts[1:] = flat[1:] != flat[:-1]
+    starts[::seq] = True  # every row starts a sample, even when ids repeat across rows
+    cu = torch.cat([starts.nonzero().reshape(-1), flat.new_tensor([flat.numel()])]).to(torch.int32)
+    return cu, int((cu[1:] - cu[:-1]).max())
+
+
+def _varlen_attention(q, k, v, sample_ids, *, causal, dropout_p, scale):
+    """flash-attn's varlen kernel over the samples of a packed batch (``(B, H, N, D)`` in and out)."""
+    batch, heads, seq, dim = q.shape
+    cu, longest = cu_seqlens_of(sample_ids)
+
+    def flat(t):
+        return t.transpose(1, 2).reshape(batch * seq, t.shape[1], dim)
+
+    out = _flash_attn_varlen_func(flat(q), flat(k), flat(v), cu, cu, longest, longest, dropout_p=dropout_p,
+                                  softmax_scale=scale, causal=causal)
+    return out.reshape(batch, seq, heads, dim).transpose(1, 2)
+
+
+def _per_sample_attention(q, k, v, sample_ids, *, causal, dropout_p, scale):
+    """SDPA on each sample's block of each row: the block-diagonal mask's result without its quadratic cost
+    (the plain-PyTorch counterpart of the varlen kernel)."""
+    _log_once("sdpa-per-sample", "torch SDPA per sample (packed sequences)")
+    out = torch.empty_like(q)
+    cu, _ = cu_seqlens_of(sample_ids)
+    seq = q.shape[-2]
+    for start, end in zip(cu[:-1].tolist(), cu[1:].tolist()):
+        row, a = divmod(start, seq)
+        b = a + end - start
+        out[row:row + 1, :, a:b] = F.scaled_dot_product_attention(
+            q[row:row + 1, :, a:b], k[row:row + 1, :, a:b], v[row:row + 1, :, a:b], dropout_p=dropout_p,
+            is_causal=causal, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    return out
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
               dropout_p: float = 0.0, scale: Optional[float] = None,
-              attn_mask: Optional[torch.Tensor] = None, allow_flash: bool = True) -> torch.Tensor:
+              attn_mask: Optional[torch.Tensor] = None, allow_flash: bool = True,
+              sample_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Scaled dot-product attention over ``(batch, heads, seq, head_dim)`` tensors.
 
     ``k``/``v`` may have fewer heads than ``q`` (grouped-query attention).
     ``attn_mask`` is boolean (True = attend) or additive, broadcastable to
     ``(batch, heads, q_len, k_len)``. ``allow_flash=False`` is how a model's
-    ``use_flash_attn: false`` config reaches the dispatcher.
+    ``use_flash_attn: false`` config reaches the dispatcher. ``sample_ids`` (``(batch, seq)``, no cache)
+    keeps each token's attention inside its own sample (packed sequences; see the module doc).
     """
     backend = _backend
+    if sample_ids is not None:
+        if q.shape[-2] != k.shape[-2] or sample_ids.shape != (q.shape[0], q.shape[-2]):
+            raise ValueError(f"sample_ids {tuple(sample_ids.shape)} must be (batch, seq) of a forward without a "
+                             f"cache; got q {tuple(q.shape)} and k {tuple(k.shape)}")
+        if (backend not in ("sdpa", "eager") and allow_flash and _flash_attn_varlen_func is not None
+                and _flash_applies(q, attn_mask)):
+            _log_once("flash-varlen", "flash-attn varlen on CUDA (packed sequences)")
+            return _varlen_attention(q, k, v, sample_ids, causal=causal, dropout_p=dropout_p, scale=scale)
+        if attn_mask is None and backend != "eager":
+            return _per_sample_attention(q, k, v, sample_ids, causal=causal, dropout_p=dropout_p, scale=scale)
+        same = sample_mask(sample_ids)
+        if attn_mask is None:
+            attn_mask = same
+        elif attn_mask.dtype == torch.bool:
+            attn_mask = attn_mask & same
+        else:
+            attn_mask = attn_mask.masked_fill(~same, float("-inf"))
     if backend == "eager":
         _log_once("eager", "forced")
         return eager_attention(q, k, v, causal=causal, dropout_p=dropout_p, scale=scale, attn_mask=attn_mask)

@@ -341,6 +341,23 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor,
     return total / num_items_in_batch
 
 
+def weighted_causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
+                            denominator: Optional[Union[float, torch.Tensor]] = None) -> torch.Tensor:
+    """Next-token cross-entropy with a weight per label (``weights`` aligned with ``labels``; 0 where ignored):
+    ``sum(weight x loss) / denominator`` (default: the sum of the weights). Upstream's packed-training loss
+    reductions are such weights (``internvl_chat.chat_data.packing``)."""
+    shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
+    shift_labels = labels[:, 1:].reshape(-1).to(shift_logits.device)
+    shift_weights = weights[:, 1:].reshape(-1).to(shift_logits.device, torch.float32)
+    losses = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="none")
+    total = (losses * shift_weights).sum()
+    if denominator is None:
+        denominator = shift_weights.sum()
+    if isinstance(denominator, torch.Tensor):
+        denominator = denominator.to(total.device, total.dtype)
+    return total / denominator
+
+
 # The linears the published training code wraps with LoRA, per architecture: InternViT (use_backbone_lora),
 # the LLaMA family (LLaMA / Qwen2 language models, and QLLaMA, whose cross-attention is not targeted),
 # InternLM2 and Phi-3 (use_llm_lora / use_qllama_lora).

@@ -16,7 +16,7 @@ attached. The collator passes these on as ``bad_samples`` and the trainer counts
 (upstream recomputes it as ``input_ids != 0``, which also hides real tokens of id 0).
 
 :class:`ChatSampler` draws the training order: a seeded permutation per epoch, optionally grouped by length
-(``--group_by_length``, upstream's length estimate: the samples of one optimizer step have similar lengths and
+(``--group_by_length``, by the exact lengths of :mod:`.lengths`: the samples of one optimizer step have similar lengths and
 are dealt to the ranks and accumulation steps in chunks of equal total length) and per-dataset
 resampling (``--use_data_resampling``: datasets drawn in proportion to the square root of their size).
 It draws ``(index, epoch)`` keys, and a sample's random choices (video frame count, JPEG quality with
@@ -42,7 +42,7 @@ from .chat_jsonl import VIDEO_PLACEHOLDER, ChatSample, DatasetSpec, SampleProble
 from .preprocess import IGNORE_INDEX, Tokenized, UnusableSample, tokenize_conversation
 
 __all__ = ["NORMALIZATION", "DataOptions", "ChatDataset", "ChatConcatDataset", "collate", "ChatSampler",
-           "length_grouped_indices", "estimate_length"]
+           "length_grouped_indices", "estimate_length", "video_turns"]
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,13 @@ def estimate_length(sample: ChatSample, tokenizer, options: DataOptions, max_dyn
     return len(tokenizer(text).input_ids) + options.num_image_token * (max_dynamic_patch + int(options.use_thumbnail))
 
 
+def video_turns(turns, num_frames: int) -> list:
+    """The conversation with ``<video>`` replaced by ``num_frames`` lines ``Frame-i: <image>``."""
+    lines = "".join(f"Frame-{i}: <image>\n" for i in range(1, num_frames + 1))
+    return [(role, text.replace(VIDEO_PLACEHOLDER + "\n", lines).replace(VIDEO_PLACEHOLDER, lines))
+            for role, text in turns]
+
+
 def _where_error(sample: ChatSample, err: Exception) -> SampleProblem:
     return SampleProblem(sample.where, str(err))
 
@@ -142,17 +149,40 @@ class ChatDataset(torch.utils.data.Dataset):
         self.augment = spec.data_augment  # JPEG re-encoding of each tile (upstream's train transform)
         self.pad = _PadToSquare(mean) if options.pad2square and not spec.data_augment else None  # eval transform only
         self.seed = 0  # with the epoch and the index, it decides a sample's random choices
-        self._lengths: Optional[list] = None
+        self._lengths: Optional[tuple] = None
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def _exact(self) -> tuple:
+        if self._lengths is None:
+            from .lengths import dataset_lengths
+
+            self._lengths = dataset_lengths(self)
+        return self._lengths
+
     @property
     def lengths(self) -> list:
-        if self._lengths is None:
-            self._lengths = [estimate_length(s, self.tokenizer, self.options, self.max_dynamic_patch)
-                             for s in self.samples]
-        return self._lengths
+        """The tokens of each sample as built in epoch 0 (exact; cached next to the data: :mod:`.lengths`)."""
+        return self._exact()[0]
+
+    @property
+    def tiles(self) -> list:
+        """The tiles of each sample (a pure-text sample's one white tile included)."""
+        return self._exact()[1]
+
+    def epoch_lengths(self, epoch: int) -> list:
+        """:attr:`lengths` in ``epoch``: a video sample's frame count is drawn per epoch."""
+        if epoch == 0 or not any(s.video is not None for s in self.samples):
+            return self.lengths
+        from .lengths import sample_length
+
+        return [sample_length(self, i, epoch)[0] if s.video is not None else n
+                for i, (s, n) in enumerate(zip(self.samples, self.lengths))]
+
+    def estimated_lengths(self) -> list:
+        """Upstream's estimate (:func:`estimate_length`), for comparison (``benchmarks/chat_finetune.py``)."""
+        return [estimate_length(s, self.tokenizer, self.options, self.max_dynamic_patch) for s in self.samples]
 
     # -------------------------------------------------------------------------------------- media
     def _frames(self, sample: ChatSample, num_frames: int) -> list:
@@ -179,10 +209,7 @@ class ChatDataset(torch.utils.data.Dataset):
             if num_frames is None:
                 num_frames = rng.randint(self.options.min_num_frame, self.options.max_num_frame)
             frames = self._frames(sample, num_frames)
-            lines = "".join(f"Frame-{i}: <image>\n" for i in range(1, len(frames) + 1))
-            turns = [(role, text.replace(VIDEO_PLACEHOLDER + "\n", lines).replace(VIDEO_PLACEHOLDER, lines))
-                     for role, text in turns]
-            return turns, [1] * len(frames), frames if pixels else None
+            return video_turns(turns, len(frames)), [1] * len(frames), frames if pixels else None
         images = self._images(sample)
         max_num = max(1, self.max_dynamic_patch // len(images)) if len(images) > 1 else self.max_dynamic_patch
         if not pixels:
@@ -258,6 +285,13 @@ class ChatConcatDataset(torch.utils.data.ConcatDataset):
     @property
     def lengths(self) -> list:
         return [n for d in self.datasets for n in d.lengths]
+
+    @property
+    def tiles(self) -> list:
+        return [n for d in self.datasets for n in d.tiles]
+
+    def epoch_lengths(self, epoch: int) -> list:
+        return [n for d in self.datasets for n in d.epoch_lengths(epoch)]
 
     @property
     def sizes(self) -> list:
