@@ -61,8 +61,8 @@ def test_packing_flags_need_use_packed_ds_and_are_checked(tmp_path):
         parse_finetune_args(base + ["--max_packed_tokens", "100"])
     with pytest.raises(ConfigError, match="exclude each other"):
         parse_finetune_args(base + ["--use_packed_ds", "True", "--group_by_length", "True"])
-    _, data_args, _, _ = parse_finetune_args(base + ["--use_packed_ds", "True", "--max_packed_tokens", "100",
-                                                     "--loss_reduction", "square"])
+    _, data_args, _ = parse_finetune_args(base + ["--use_packed_ds", "True", "--max_packed_tokens", "100",
+                                                  "--loss_reduction", "square"])
     assert PackingOptions.from_args(data_args).max_packed_tokens == 100
     with pytest.raises(ConfigError, match="--max_buffer_size must be at least 1"):
         PackingOptions(max_buffer_size=0)
