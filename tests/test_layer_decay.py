@@ -59,13 +59,20 @@ def test_segmentation_groups_are_those_of_before(case, upernet, optimizer):
     _same(build_optimizer(model, {**ADAMW, **optimizer}).param_groups, case)
 
 
-def test_segmentation_num_layers_must_be_the_backbone_depth():
+def test_segmentation_num_layers_of_the_config_counts():
+    # The tiny configs inherit the 6B's num_layers=48 with rate 1.0: one rate for all, as before.
     from test_segmentation_model import tiny_model
 
     from segmentation.optim import build_optimizer
-    with pytest.raises(ConfigError, match=r"num_layers=48 but the backbone has 4 layers; set num_layers=4"):
-        build_optimizer(tiny_model(), {**ADAMW, "constructor": "CustomLayerDecayOptimizerConstructor",
-                                       "paramwise_cfg": dict(num_layers=48, layer_decay_rate=0.9)})
+    groups = build_optimizer(tiny_model(), {**ADAMW, "constructor": "CustomLayerDecayOptimizerConstructor",
+                                            "paramwise_cfg": dict(num_layers=48, layer_decay_rate=1.0)}).param_groups
+    assert {g["lr_scale"] for g in groups} == {1.0}
+    groups = build_optimizer(tiny_model(), {**ADAMW, "constructor": "CustomLayerDecayOptimizerConstructor",
+                                            "paramwise_cfg": dict(num_layers=6, layer_decay_rate=0.5)}).param_groups
+    scales = {name: g["lr_scale"] for g in groups for name in g["names"]}  # ids 0..7 counted from 6 layers
+    assert scales["backbone.vit.embeddings.patch_embedding.weight"] == 0.5 ** 7
+    assert scales["backbone.vit.encoder.layers.1.attn.qkv.weight"] == 0.5 ** 5
+    assert scales["decode_head.classifier.weight"] == 1.0
 
 
 @pytest.mark.parametrize("case, kwargs, decay", [
