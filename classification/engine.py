@@ -26,8 +26,9 @@ from classification.features import build_feature_cache
 from classification.model import InternViTClassifier, build_model, load_classifier_weights
 from classification.optim import HeadEma, LRSchedule, build_optimizer
 from internvl.errors import CheckpointError, ConfigError
-from internvl.train.distributed import DistInfo, all_gather_object, all_reduce_sum, barrier, seed_everything
-from internvl.train.precision import autocast
+from internvl.train.distributed import DistInfo, all_gather_object, barrier, seed_everything
+from internvl.train.distributed import average_norm_statistics as _average_norm_statistics
+from internvl.train.precision import autocast, needs_loss_scaling, precision_policy
 
 logger = logging.getLogger("classification")
 
@@ -48,16 +49,10 @@ def scale_lr(config, world_size: int):
 
 
 def amp_dtype_for(config, device: torch.device) -> Optional[torch.dtype]:
-    """Autocast dtype: AMP_TYPE on GPUs unless AMP_OPT_LEVEL is O0; CPUs always run fp32."""
-    if device.type != "cuda" or config.AMP_OPT_LEVEL == "O0":
-        return None
-    return torch.float16 if config.AMP_TYPE == "float16" else torch.bfloat16
-
-
-def needs_loss_scaling(amp_dtype: Optional[torch.dtype]) -> bool:
-    """The GradScaler is on for fp16 autocast only: fp16 gradients underflow without it, while bf16 has
-    fp32's exponent range and fp32 needs nothing."""
-    return amp_dtype == torch.float16
+    """Autocast dtype: AMP_TYPE on GPUs unless AMP_OPT_LEVEL is O0; CPUs always run fp32 (the suite's
+    :func:`internvl.train.precision.precision_policy` for trained weights)."""
+    half = None if config.AMP_OPT_LEVEL == "O0" else torch.float16 if config.AMP_TYPE == "float16" else torch.bfloat16
+    return precision_policy(half, trains=True, device=device).autocast
 
 
 def build_criterion(config):
@@ -478,16 +473,10 @@ def train(config, model: InternViTClassifier, eval_set, eval_loader, info, amp_d
 
 
 def average_norm_statistics(model: torch.nn.Module, info: DistInfo, ema: Optional[HeadEma] = None) -> None:
-    """CPU processes (gloo) have no SyncBatchNorm: average the BatchNorm running statistics (and their EMA)
-    over processes wherever they are saved or evaluated, so that every process holds what the checkpoint holds."""
-    if not info.distributed or info.device.type == "cuda":
-        return
-    buffers = [b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-               and m.track_running_stats for b in (m.running_mean, m.running_var)]
-    if ema is not None:
-        buffers += [v for k, v in ema.shadow.items() if k.endswith((".running_mean", ".running_var"))]
-    for buffer in buffers:
-        all_reduce_sum(buffer).div_(info.world_size)
+    """The suite's :func:`internvl.train.distributed.average_norm_statistics`, with the EMA's copies of the
+    statistics averaged too."""
+    extra = [v for k, v in ema.shadow.items() if k.endswith((".running_mean", ".running_var"))] if ema else ()
+    _average_norm_statistics(model, info, extra)
 
 
 def _load_pretrained_classifier(config, model: InternViTClassifier) -> None:

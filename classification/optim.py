@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from internvl.models.intern_vit import rename_timm_hf
+from internvl.train.layer_decay import layer_decay_groups
 
 
 def classification_name(name: str) -> str:
@@ -25,37 +26,33 @@ def classification_name(name: str) -> str:
     return name
 
 
-def _layer_lr_ratio(name: str, depth: int, ratio: float) -> float:
-    """Upstream ``lr_decay_keywords``: block i gets ratio^(depth - i), the embeddings ratio^(depth + 1)."""
-    if name.startswith("blocks."):
-        return ratio ** (depth - int(name.split(".")[1]))
-    if name.startswith(("patch_embed", "pos_embed", "cls_token")):
-        return ratio ** (depth + 1)
-    return 1.0
+def layer_id(model: nn.Module, name: str) -> int:
+    """Upstream ``lr_decay_keywords`` as a layer map: the backbone's own
+    (:meth:`internvl.models.intern_vit.InternVisionModel.layer_id`: embeddings 0, block ``i`` ``i + 1``), and the
+    head (norm, pooling, linear) after the last block."""
+    backbone = model.backbone
+    if name.startswith("backbone."):
+        return backbone.layer_id(name[len("backbone."):])
+    return backbone.config.num_hidden_layers + 1
 
 
-def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 0.0, depth: int = 0) -> list[dict]:
-    """Trainable parameters grouped by (weight decay, LR scale); ``lr_scale`` multiplies the schedule."""
-    groups: dict[tuple, dict] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        name = classification_name(name)
-        decay = 0.0 if param.ndim <= 1 or name.endswith(".bias") else weight_decay
-        scale = _layer_lr_ratio(name, depth, layer_decay) if layer_decay else 1.0
-        group = groups.setdefault((decay, scale), {"params": [], "names": [], "weight_decay": decay, "lr_scale": scale})
-        group["params"].append(param)
-        group["names"].append(name)
-    if not groups:
-        raise ValueError("the model has no trainable parameters")
-    return list(groups.values())
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 0.0) -> list[dict]:
+    """Trainable parameters grouped by (weight decay, LR scale), names as in the checkpoints; ``lr_scale``
+    multiplies the schedule. ``layer_decay`` (0: off) gives block ``i`` of ``depth`` ``layer_decay ** (depth -
+    i)`` and the embeddings ``layer_decay ** (depth + 1)`` (:mod:`internvl.train.layer_decay`)."""
+    groups = layer_decay_groups(model.named_parameters(), lambda name: layer_id(model, name),
+                                model.backbone.config.num_hidden_layers, layer_decay or 1.0, weight_decay,
+                                group_by="scale")
+    for group in groups:
+        group["names"] = [classification_name(name) for name in group["names"]]
+    return groups
 
 
 def build_optimizer(config, model: nn.Module) -> torch.optim.Optimizer:
     opt = config.TRAIN.OPTIMIZER
     name = opt.NAME.lower()
     layer_decay = config.TRAIN.LR_LAYER_DECAY_RATIO if config.TRAIN.LR_LAYER_DECAY else 0.0
-    groups = param_groups(model, config.TRAIN.WEIGHT_DECAY, layer_decay, config.MODEL.INTERN_VIT_6B.DEPTH)
+    groups = param_groups(model, config.TRAIN.WEIGHT_DECAY, layer_decay)
     lr = config.TRAIN.BASE_LR
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=opt.MOMENTUM, nesterov=True)

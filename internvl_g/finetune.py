@@ -50,7 +50,12 @@ class ModelArguments:
     use_backbone_lora: int = field(default=0, metadata={"help": "LoRA rank around InternViT (0: none)."})
     use_qllama_lora: int = field(default=0, metadata={"help": "LoRA rank around QLLaMA (0: none)."})
     use_custom_trainer: bool = field(default=False, metadata={
-        "help": "Layer-wise learning-rate decay (rates from VIT_LAYER_DECAY_RATE / QLLAMA_LAYER_DECAY_RATE)."})
+        "help": "Layer-wise learning-rate decay (rates: --layer_decay_rate)."})
+    layer_decay_rate: Optional[list[float]] = field(default=None, metadata={
+        "nargs": "+", "help": "With --use_custom_trainer: the decay rate of InternViT's and QLLaMA's layers, one "
+                              "number for both or two (InternViT QLLaMA), each in (0, 1]. Default: the environment "
+                              "variables VIT_LAYER_DECAY_RATE / QLLAMA_LAYER_DECAY_RATE (upstream's scripts set "
+                              "them), else 1.0 (no decay)."})
     drop_path_rate: float = field(default=0.0, metadata={"help": "Stochastic depth of InternViT."})
     merge_lora: bool = field(default=False, metadata={
         "help": "Fold the LoRA adapters into the weights of the saved model (default: keep them as adapters, "
@@ -116,11 +121,7 @@ def _build_trainer_class():
                 optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]
                 return optimizer
             model = self.model
-            config = model.config
-            groups = layer_decay_param_groups(
-                model.named_parameters(), config.vision_config.num_hidden_layers,
-                config.qllama_config.num_hidden_layers, self.args.learning_rate, self.args.weight_decay,
-                *self.layer_decay)
+            groups = layer_decay_param_groups(model, self.args.learning_rate, self.args.weight_decay, *self.layer_decay)
             for group in groups:
                 logger.info("param group %s: lr %.3g (x%.4f), weight decay %g, %d tensors", group["group_name"],
                             group["lr"], group["lr_scale"], group["weight_decay"], len(group["params"]))
@@ -249,7 +250,7 @@ def main(argv: Optional[Sequence[str]] = None, callbacks: Optional[list] = None)
     from internvl.models.modeling_utils import check_checkpoint_dir
     from internvl.train.distributed import init_distributed, setup_logging
 
-    from .layer_decay import decay_rates_from_env
+    from .layer_decay import decay_rates
     from .retrieval_model import InternVLForRetrieval
     from .train_data import RetrievalTrainDataset, collate, read_samples, resolve_dataset
 
@@ -259,7 +260,7 @@ def main(argv: Optional[Sequence[str]] = None, callbacks: Optional[list] = None)
                                                       defaults=TRAINING_DEFAULTS)
     check_arguments(model_args, data_args)
     apply_zero3_checkpoint_options(training_args)
-    layer_decay = decay_rates_from_env() if model_args.use_custom_trainer else None
+    layer_decay = decay_rates(model_args.layer_decay_rate) if model_args.use_custom_trainer else None
     if training_args.deepspeed:
         if isinstance(training_args.deepspeed, str):
             read_deepspeed_config(training_args.deepspeed, keep_optimizer_groups=layer_decay is not None)

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from internvl.errors import CheckpointError, ConfigError
+from internvl.fileio import load_torch_file, unwrap_state_dict
 from internvl.train.distributed import DistInfo, shard_indices
-from internvl.train.precision import resolve_dtype
+from internvl.train.precision import default_dtype_for, precision_policy, resolve_dtype
 
 from .ade20k import ADE20KDataset
 from .config import to_plain
@@ -30,12 +31,9 @@ def precision(cfg, device: torch.device, requested: str = "auto", vit_trains: bo
     hooks = {h.get("type") for h in (cfg.get("custom_hooks") or [])}
     if requested != "auto":
         return resolve_dtype(requested, device), None
-    if device.type != "cuda":
-        return torch.float32, None
-    half = torch.float16 if "ToFloat16Hook" in hooks else resolve_dtype("auto", device)
-    if half == torch.float32:
-        return torch.float32, None
-    return (torch.float32, half) if vit_trains else (half, None)
+    half = torch.float16 if "ToFloat16Hook" in hooks else default_dtype_for(device)
+    policy = precision_policy(half, trains=vit_trains, device=device)  # the suite's one rule
+    return policy.weights, policy.autocast
 
 
 def build_model(cfg, device: torch.device, requested_dtype: str = "auto") -> EncoderDecoder:
@@ -61,18 +59,14 @@ def fingerprint(model_cfg: dict) -> dict:
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """A checkpoint dict (ours, or MMSegmentation's ``{'meta', 'state_dict', 'optimizer'}``), on the CPU."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+    """A checkpoint dict (ours, or MMSegmentation's ``{'meta', 'state_dict', 'optimizer'}``), on the CPU,
+    memory-mapped where the format allows (:func:`internvl.fileio.load_torch_file`)."""
     try:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # a legacy (non-zip) file cannot be memory-mapped
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated, or holding objects other than "
-                              f"tensors and plain data): {str(err).splitlines()[0]}") from None
+        state = load_torch_file(path, mmap=True)
+    except pickle.UnpicklingError as err:
+        refused = str(err).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+        raise CheckpointError(f"{path} holds objects other than tensors and plain data, which are not loaded "
+                              f"(weights_only; torch says: {refused}); save the checkpoint with plain data only") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a checkpoint dict")
     return state
@@ -88,10 +82,7 @@ def load_weights(model: EncoderDecoder, path: str | Path, model_cfg: dict) -> di
             if key in saved and saved[key] != value:
                 raise CheckpointError(f"{path} was trained with {key}={saved[key]!r} but the config has {value!r}; "
                                       "use the config the checkpoint was trained with")
-    state = checkpoint.get("state_dict", checkpoint.get("model", checkpoint.get("module", checkpoint)))
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: no model tensors (expected a 'state_dict' entry)")
-    model.load_checkpoint_state(state, str(path))
+    model.load_checkpoint_state(unwrap_state_dict(checkpoint, path), str(path))
     return checkpoint
 
 

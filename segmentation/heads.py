@@ -20,6 +20,7 @@ Every head runs in fp32 whatever the backbone's dtype, as upstream's heads do.
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,7 @@ from internvl.errors import ConfigError
 
 from .backbone import check_keys
 
-__all__ = ["DropoutConv2d", "LinearHead", "build_head", "HEAD_ARGS"]
+__all__ = ["DropoutConv2d", "LinearHead", "build_head", "register_head", "HEADS", "HEAD_ARGS"]
 
 
 class DropoutConv2d(nn.Conv2d):
@@ -80,6 +81,19 @@ HEAD_ARGS = dict(
     init_cfg=None)
 
 
+HEADS: dict[str, Callable[[dict, str], tuple[nn.Module, list[int]]]] = {}
+
+
+def register_head(name: str):
+    """Register ``builder(args, where) -> (module, in_index list)`` as the head ``type=name`` (as the
+    transforms are registered in ``TRANSFORMS``); ``args`` are the checked ``HEAD_ARGS`` with the config's
+    values, ``where`` the config path for errors."""
+    def add(builder):
+        HEADS[name] = builder
+        return builder
+    return add
+
+
 def build_head(args: dict, where: str) -> tuple[nn.Module, list[int], dict]:
     """``decode_head`` / ``auxiliary_head`` dict -> ``(module, in_index, loss options)``. The module takes the
     backbone feature maps at ``in_index`` (a list) and returns logits at the first one's resolution."""
@@ -95,48 +109,62 @@ def build_head(args: dict, where: str) -> tuple[nn.Module, list[int], dict]:
                           "(ReLU, plain Conv2d, False)")
     if a["input_transform"] is not None or a["sampler"] is not None:
         raise ConfigError(f"{where}: input_transform and sampler are not supported (None in every upstream config)")
+    if a["type"] not in HEADS:
+        raise ConfigError(f"{where}.type={a['type']!r}: supported heads are {', '.join(sorted(HEADS))}")
     loss = _loss_options(a["loss_decode"], f"{where}.loss_decode")
     loss["ignore_index"] = a["ignore_index"]
-    kind, num_classes, channels = a["type"], a["num_classes"], a["channels"]
-    if kind == "FCNHead" and a["num_convs"] == 0:
+    head, in_index = HEADS[a["type"]](a, where)
+    return head, list(in_index), loss
+
+
+def _mmseg_classifier(head: nn.Module, a: dict) -> nn.Module:
+    """MMSegmentation's ``cls_seg`` (dropout, then a 1x1 convolution) in place of transformers' classifier,
+    and MMSegmentation's initialisation."""
+    head.classifier = DropoutConv2d(a["channels"], a["num_classes"], kernel_size=1, dropout=a["dropout_ratio"])
+    init_like_mmseg(head, head.classifier)
+    return head
+
+
+@register_head("FCNHead")
+def _fcn_head(a: dict, where: str) -> tuple[nn.Module, list[int]]:
+    """``num_convs=0``: upstream's linear head (:class:`LinearHead`); else transformers' ``UperNetFCNHead``."""
+    num_classes, channels = a["num_classes"], a["channels"]
+    if not isinstance(a["in_index"], int):
+        raise ConfigError(f"{where}.in_index={a['in_index']}: " + (
+            "the linear head reads one feature map" if a["num_convs"] == 0 else "an FCNHead reads one feature map"))
+    if a["num_convs"] == 0:
         in_channels = a["in_channels"]
         if in_channels != channels:
             raise ConfigError(f"{where}: with num_convs=0, in_channels ({in_channels}) must equal "
                               f"channels ({channels})")
         if a["concat_input"]:
             raise ConfigError(f"{where}: concat_input=True needs num_convs >= 1")
-        if not isinstance(a["in_index"], int):
-            raise ConfigError(f"{where}.in_index={a['in_index']}: the linear head reads one feature map")
         head = LinearHead(in_channels, num_classes, a["with_norm"], a["dropout_ratio"])
         init_like_mmseg(head, head.classifier)
-        return head, [a["in_index"]], loss
-    from transformers.models.upernet.modeling_upernet import UperNetHead
-
+        return head, [a["in_index"]]
     from internvl.compat import upernet_fcn_head
 
-    if kind == "FCNHead":
-        if a["with_norm"]:
-            raise ConfigError(f"{where}: with_norm=True is supported for num_convs=0 (the linear head) only")
-        config = SimpleNamespace(auxiliary_in_channels=a["in_channels"], auxiliary_channels=channels,
-                                 auxiliary_num_convs=a["num_convs"], auxiliary_concat_input=a["concat_input"],
-                                 num_labels=num_classes)
-        head = upernet_fcn_head(config, in_index=0, kernel_size=a["kernel_size"], dilation=a["dilation"])
-        in_index = a["in_index"]
-        if not isinstance(in_index, int):
-            raise ConfigError(f"{where}.in_index={in_index}: an FCNHead reads one feature map")
-        in_index = [in_index]
-    elif kind == "UPerHead":
-        in_channels = list(a["in_channels"])
-        in_index = a["in_index"] if a["in_index"] != -1 else list(range(len(in_channels)))
-        if isinstance(in_index, int) or len(in_index) != len(in_channels):
-            raise ConfigError(f"{where}.in_index={in_index} must list one feature map per in_channels entry")
-        config = SimpleNamespace(pool_scales=tuple(a["pool_scales"]), hidden_size=channels, num_labels=num_classes)
-        head = UperNetHead(config, in_channels=in_channels)
-    else:
-        raise ConfigError(f"{where}.type={kind!r}: supported heads are FCNHead and UPerHead")
-    head.classifier = DropoutConv2d(channels, num_classes, kernel_size=1, dropout=a["dropout_ratio"])
-    init_like_mmseg(head, head.classifier)
-    return head, list(in_index), loss
+    if a["with_norm"]:
+        raise ConfigError(f"{where}: with_norm=True is supported for num_convs=0 (the linear head) only")
+    config = SimpleNamespace(auxiliary_in_channels=a["in_channels"], auxiliary_channels=channels,
+                             auxiliary_num_convs=a["num_convs"], auxiliary_concat_input=a["concat_input"],
+                             num_labels=num_classes)
+    head = upernet_fcn_head(config, in_index=0, kernel_size=a["kernel_size"], dilation=a["dilation"])
+    return _mmseg_classifier(head, a), [a["in_index"]]
+
+
+@register_head("UPerHead")
+def _uper_head(a: dict, where: str) -> tuple[nn.Module, list[int]]:
+    """transformers' ``UperNetHead`` (PPM + FPN) over one feature map per ``in_channels`` entry."""
+    from transformers.models.upernet.modeling_upernet import UperNetHead
+
+    in_channels = list(a["in_channels"])
+    in_index = a["in_index"] if a["in_index"] != -1 else list(range(len(in_channels)))
+    if isinstance(in_index, int) or len(in_index) != len(in_channels):
+        raise ConfigError(f"{where}.in_index={in_index} must list one feature map per in_channels entry")
+    config = SimpleNamespace(pool_scales=tuple(a["pool_scales"]), hidden_size=a["channels"],
+                             num_labels=a["num_classes"])
+    return _mmseg_classifier(UperNetHead(config, in_channels=in_channels), a), in_index
 
 
 LOSS_ARGS = dict(type="CrossEntropyLoss", use_sigmoid=False, use_mask=False, reduction="mean", class_weight=None,

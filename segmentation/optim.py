@@ -1,9 +1,11 @@
 """Optimizer with upstream's layer-wise LR decay, and MMCV's poly schedule with linear warmup.
 
 ``constructor='CustomLayerDecayOptimizerConstructor'`` with ``paramwise_cfg=dict(num_layers=48,
-layer_decay_rate=r)`` (upstream, from BEiT): with ``L = num_layers + 2`` ids, the patch embedding, class
-token and position embedding get id 0, ViT layer ``i`` id ``i + 1``, everything else (pyramid, heads)
-``L - 1``; a parameter's LR is ``lr * r ** (L - 1 - id)``. No weight decay on 1-D tensors, biases, the
+layer_decay_rate=r)`` (upstream, from BEiT; ``num_layers`` should be the backbone's depth: another value is
+counted as given, with a warning, as upstream's constructor counted it): with ``L = num_layers + 2`` ids from
+the ViT's layer map (``InternVisionModel.layer_id``), the patch embedding, class token and position embedding
+get id 0, ViT layer ``i`` id ``i + 1``, everything else (pyramid, heads) ``L - 1``; a parameter's LR is
+``lr * r ** (L - 1 - id)`` (:mod:`internvl.train.layer_decay`). No weight decay on 1-D tensors, biases, the
 class token and the position embedding. (Upstream meant the last two but compared the names without
 their ``backbone.`` prefix, so they were decayed; at ``lr * 0.95**49`` the difference is negligible.)
 Without a constructor (MMCV's default) every parameter gets the same LR and weight decay.
@@ -14,47 +16,50 @@ warmup_iters``, linear) that value times ``1 - (1 - t / warmup_iters) * (1 - war
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
 from internvl.errors import ConfigError
+from internvl.train.layer_decay import layer_decay_groups
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["layer_id", "param_groups", "build_optimizer", "PolyLR"]
 
 
-def layer_id(name: str, num_layers: int) -> int:
-    """Upstream's ``get_num_layer_for_vit`` on our parameter names; ``num_layers`` is the ViT depth."""
-    if name.startswith("backbone.vit.embeddings."):
-        return 0
-    if name.startswith("backbone.vit.encoder.layers."):
-        return int(name.split(".")[4]) + 1
-    return num_layers + 1
-
-
+_VIT = "backbone.vit."
 _NO_DECAY_NAMES = ("backbone.vit.embeddings.class_embedding", "backbone.vit.embeddings.position_embedding")
 
 
+def layer_id(model: nn.Module, name: str, num_layers: int) -> int:
+    """Upstream's ``get_num_layer_for_vit``: the ViT's own layer map
+    (:meth:`internvl.models.intern_vit.InternVisionModel.layer_id`) under ``backbone.vit.``; the pyramid and the
+    heads after the last layer, ``num_layers + 1`` (``paramwise_cfg.num_layers``)."""
+    if name.startswith(_VIT):
+        return min(model.backbone.vit.layer_id(name[len(_VIT):]), num_layers + 1)
+    return num_layers + 1
+
+
 def param_groups(model: nn.Module, lr: float, weight_decay: float, num_layers=None, layer_decay_rate=None) -> list:
-    """Trainable parameters grouped by (LR scale, weight decay); each group carries ``lr_scale`` and ``names``."""
-    groups: dict = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if num_layers is None:  # MMCV's DefaultOptimizerConstructor: one group, decay everywhere
-            key, decay, scale = "all", weight_decay, 1.0
-        else:
-            no_decay = param.ndim == 1 or name.endswith(".bias") or name in _NO_DECAY_NAMES
-            decay = 0.0 if no_decay else weight_decay
-            ids = num_layers + 2
-            scale = layer_decay_rate ** (ids - 1 - layer_id(name, num_layers))
-            key = (scale, decay)
-        group = groups.setdefault(key, {"params": [], "names": [], "weight_decay": decay, "lr_scale": scale,
-                                        "lr": lr * scale})
-        group["params"].append(param)
-        group["names"].append(name)
-    if not groups:
-        raise ConfigError("the model has no trainable parameters (frozen backbone and no head?)")
-    return list(groups.values())
+    """Trainable parameters grouped by (LR scale, weight decay) (``internvl.train.layer_decay``); each group
+    carries ``lr_scale`` and ``names``. ``num_layers=None``: MMCV's default constructor (one group, decay
+    everywhere)."""
+    if num_layers is None:
+        params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError("the model has no trainable parameters (frozen backbone and no head?)")
+        return [{"params": [p for _, p in params], "names": [name for name, _ in params], "group_name": "all",
+                 "weight_decay": weight_decay, "lr_scale": 1.0, "lr": lr}]
+    depth = model.backbone.vit.config.num_hidden_layers
+    if num_layers != depth and layer_decay_rate != 1.0:
+        logger.warning("optimizer.paramwise_cfg.num_layers=%d but the backbone has %d layers: the decay counts %d "
+                       "layers, as upstream's constructor did (a ViT layer past them gets the full LR)",
+                       num_layers, depth, num_layers)
+    return layer_decay_groups(model.named_parameters(), lambda name: layer_id(model, name, num_layers), num_layers,
+                              layer_decay_rate, weight_decay, lr=lr, no_weight_decay=_NO_DECAY_NAMES,
+                              group_by="scale")
 
 
 def build_optimizer(model: nn.Module, args: dict) -> torch.optim.Optimizer:

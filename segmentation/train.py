@@ -19,7 +19,9 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Optional
 
 logger = logging.getLogger("segmentation")
 
@@ -111,20 +113,6 @@ def collate(items: list) -> dict:
             "index": [i["index"] for i in items]}
 
 
-def average_norm_statistics(model, info) -> None:
-    """Processes without SyncBatchNorm (CPU, gloo) average their BatchNorm statistics before a save or an
-    evaluation, so every process holds what the checkpoint holds."""
-    import torch
-
-    from internvl.train.distributed import all_reduce_sum
-    if not info.distributed or info.device.type == "cuda":
-        return
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
-            for buffer in (module.running_mean, module.running_var):
-                all_reduce_sum(buffer).div_(info.world_size)
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)  # first: --help and flag errors need no torch
     from internvl.train.distributed import cleanup_distributed, init_distributed, setup_logging
@@ -143,18 +131,55 @@ def main(argv=None) -> dict:
         cleanup_distributed()
 
 
-def train(args, cfg, info, work_dir: Path) -> dict:
-    import numpy as np
-    import torch
-    from tqdm import tqdm
+@dataclass
+class Run:
+    """Everything a training run holds between its pieces: :func:`setup` builds it (and restores a checkpoint
+    into it), :func:`train_loop` runs it, :func:`checkpoint_state` / :func:`save_iteration` / :func:`keep_best`
+    write it."""
 
-    from internvl.errors import CheckpointError, ConfigError
-    from internvl.train.distributed import barrier, seed_everything
-    from internvl.train.checkpoints import latest_checkpoint, save_checkpoint
+    args: Any
+    cfg: Any
+    info: Any
+    work_dir: Path
+    seed: int
+    max_iters: int
+    model_cfg: dict
+    model: Any  # what the loop calls: the segmentor, or DDP around it
+    module: Any  # the segmentor itself (what is saved and evaluated)
+    optimizer: Any
+    schedule: Any
+    scaler: Any
+    base_lr: float
+    grad_clip: Optional[dict]
+    ckpt_cfg: dict
+    log_interval: int
+    evaluation: dict
+    train_set: Any
+    workers: int
+    val_set: Any = None
+    loader: Any = None
+    writer: Any = None
+    start_iter: int = 0
+    best: dict = field(default_factory=lambda: {"mIoU": None, "iter": None, "path": None})
+
+
+def train(args, cfg, info, work_dir: Path) -> dict:
+    """Set the run up (resuming where a checkpoint says), then train it to ``runner.max_iters``."""
+    return train_loop(setup(args, cfg, info, work_dir))
+
+
+def setup(args, cfg, info, work_dir: Path) -> Run:
+    """The data (first: a wrong path fails in a second, not after loading a 6B backbone), the model, optimizer,
+    schedule and loss scaler, the checkpoint to resume from (:func:`restore`), DDP, the loader and the
+    TensorBoard writer."""
+    import torch
+
+    from internvl.errors import ConfigError
+    from internvl.train.distributed import seed_everything
     from segmentation.ade20k import build_dataset
     from segmentation.config import (CHECKPOINT_ARGS, DATA_ARGS, EVALUATION_ARGS, LOG_ARGS, LR_ARGS,
                                      OPTIMIZER_ARGS, OPTIMIZER_CONFIG_ARGS, RUNNER_ARGS, section, to_plain)
-    from segmentation.engine import build_model, evaluate, fingerprint, load_weights
+    from segmentation.engine import build_model
     from segmentation.optim import PolyLR, build_optimizer
 
     seed = args.seed if args.seed is not None else cfg.get("seed", 0)
@@ -173,7 +198,6 @@ def train(args, cfg, info, work_dir: Path) -> dict:
     data = section(cfg, "data", DATA_ARGS)
     workers = args.workers if args.workers is not None else data["workers_per_gpu"]
 
-    # The data first: a wrong path fails in a second, not after loading a 6B backbone.
     train_set = build_dataset(to_plain(data["train"]), seed, "data.train")
     if info.is_main and data["train"].get("max_image_num") is not None:
         (work_dir / "train_subset.txt").write_text("".join(f"{image}\n" for image, _ in train_set.items))
@@ -185,7 +209,6 @@ def train(args, cfg, info, work_dir: Path) -> dict:
             raise ConfigError(f"evaluation.metric={evaluation['metric']!r}: supported: mIoU (with aAcc, mAcc)")
 
     seed_everything(seed)  # the same initial heads in every process
-    model_cfg = to_plain(cfg.model)
     model = build_model(cfg, info.device, args.backbone_dtype)
     if model.num_classes != train_set.num_classes:
         raise ConfigError(f"model.decode_head.num_classes={model.num_classes} but data.train has "
@@ -195,99 +218,170 @@ def train(args, cfg, info, work_dir: Path) -> dict:
                 "frozen ViT" if model.backbone.vit_frozen else "training ViT", n_train)
 
     optimizer_args = section(cfg, "optimizer", OPTIMIZER_ARGS)
-    optimizer = build_optimizer(model, optimizer_args)
-    schedule = PolyLR.from_config(section(cfg, "lr_config", LR_ARGS), max_iters)
-    grad_clip = section(cfg, "optimizer_config", OPTIMIZER_CONFIG_ARGS)["grad_clip"]
-    ckpt_cfg = section(cfg, "checkpoint_config", CHECKPOINT_ARGS)
-    log_interval = section(cfg, "log_config", LOG_ARGS)["interval"]
-
     # fp16 autocast (ToFloat16Hook with a training ViT) needs loss scaling; bf16 and fp32 do not.
-    scaler = torch.amp.GradScaler(info.device.type, enabled=model.autocast_dtype == torch.float16)
-    start_iter, best = 0, {"mIoU": None, "iter": None, "path": None}
-    resume = args.resume_from or cfg.get("resume_from")
-    if not resume and not args.no_auto_resume:
-        resume = latest_checkpoint(work_dir, "iter_*.pth")
-    if resume:
-        checkpoint = load_weights(model, resume, model_cfg)
-        if "optimizer" not in checkpoint:
-            raise CheckpointError(f"{resume} has no optimizer state: pass it as --load-from to start a new run from it")
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if scaler.is_enabled() and checkpoint.get("amp"):
-            scaler.load_state_dict(checkpoint["amp"])
-        meta = checkpoint.get("meta", {})
-        start_iter = int(meta["iter"])
-        best.update({k: meta.get(f"best_{k}") for k in ("mIoU", "iter", "path")})
-        logger.info("resumed from %s at iteration %d", resume, start_iter)
-    elif args.load_from or cfg.get("load_from"):
-        load_weights(model, args.load_from or cfg.get("load_from"), model_cfg)
-        logger.info("loaded weights from %s", args.load_from or cfg.get("load_from"))
-
-    module = model
+    from internvl.train.precision import needs_loss_scaling
+    run = Run(args=args, cfg=cfg, info=info, work_dir=work_dir, seed=seed, max_iters=max_iters,
+              model_cfg=to_plain(cfg.model), model=model, module=model,
+              optimizer=build_optimizer(model, optimizer_args),
+              schedule=PolyLR.from_config(section(cfg, "lr_config", LR_ARGS), max_iters),
+              scaler=torch.amp.GradScaler(info.device.type, enabled=needs_loss_scaling(model.autocast_dtype)),
+              base_lr=optimizer_args["lr"],
+              grad_clip=section(cfg, "optimizer_config", OPTIMIZER_CONFIG_ARGS)["grad_clip"],
+              ckpt_cfg=section(cfg, "checkpoint_config", CHECKPOINT_ARGS),
+              log_interval=section(cfg, "log_config", LOG_ARGS)["interval"], evaluation=evaluation,
+              train_set=train_set, workers=workers, val_set=val_set)
+    restore(run)
     if info.distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        if info.device.type == "cuda":
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            module = model
-        frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
-        DDP._set_params_and_buffers_to_ignore_for_model(model, frozen)  # every rank loaded the same backbone
-        # Layers after the last out index compute but feed no loss: DDP must not wait for their gradients.
-        unused = not module.backbone.vit_frozen and max(module.backbone.out_indices) < len(
-            module.backbone.vit.encoder.layers)
-        model = DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
-                    broadcast_buffers=False, find_unused_parameters=unused)
-
-    sampler = TrainSampler(len(train_set), data["samples_per_gpu"], info.world_size, info.rank, seed, start_iter,
-                           data["shuffle"])
-    loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                                         pin_memory=info.device.type == "cuda",
-                                         persistent_workers=workers > 0 and data["persistent_workers"])
-    writer = None
+        _wrap_ddp(run)
+    sampler = TrainSampler(len(train_set), data["samples_per_gpu"], info.world_size, info.rank, seed,
+                           run.start_iter, data["shuffle"])
+    run.loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=workers,
+                                             collate_fn=collate, pin_memory=info.device.type == "cuda",
+                                             persistent_workers=workers > 0 and data["persistent_workers"])
     if info.is_main:
         from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(work_dir / "tensorboard"))
+        run.writer = SummaryWriter(str(work_dir / "tensorboard"))
+    return run
 
-    def state(iteration: int) -> dict:
-        meta = {"iter": iteration, "epoch": 0, "seed": seed, "config": cfg.pretty_text,
-                "CLASSES": list(train_set.classes), "PALETTE": [list(c) for c in train_set.palette],
-                "model": fingerprint(model_cfg), **{f"best_{k}": v for k, v in best.items()},
-                "time": time.strftime("%Y-%m-%d %H:%M:%S")}
-        saved = {"meta": meta, "state_dict": module.trainable_state_dict()}
-        if ckpt_cfg["save_optimizer"]:
-            saved["optimizer"] = optimizer.state_dict()
-            if scaler.is_enabled():
-                saved["amp"] = scaler.state_dict()
-        return saved
 
+def _wrap_ddp(run: Run) -> None:
+    import torch
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    model, info = run.model, run.info
+    if info.device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        run.module = model
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    DDP._set_params_and_buffers_to_ignore_for_model(model, frozen)  # every rank loaded the same backbone
+    # Layers after the last out index compute but feed no loss: DDP must not wait for their gradients.
+    backbone = run.module.backbone
+    unused = not backbone.vit_frozen and max(backbone.out_indices) < len(backbone.vit.encoder.layers)
+    run.model = DDP(model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
+                    broadcast_buffers=False, find_unused_parameters=unused)
+
+
+# --------------------------------------------------------------------------- checkpoints
+def restore(run: Run) -> None:
+    """``--resume-from`` (or the config's ``resume_from``, else the newest ``iter_<n>.pth`` of the work dir unless
+    ``--no-auto-resume``): weights, optimizer, loss scaler, iteration and best result; or ``--load-from`` /
+    ``load_from``: the weights only."""
+    from internvl.errors import CheckpointError
+    from internvl.train.checkpoints import latest_checkpoint
+    from segmentation.engine import load_weights
+
+    args, cfg = run.args, run.cfg
+    resume = args.resume_from or cfg.get("resume_from")
+    if not resume and not args.no_auto_resume:
+        resume = latest_checkpoint(run.work_dir, "iter_*.pth")
+    if resume:
+        checkpoint = load_weights(run.module, resume, run.model_cfg)
+        if "optimizer" not in checkpoint:
+            raise CheckpointError(f"{resume} has no optimizer state: pass it as --load-from to start a new run from it")
+        run.optimizer.load_state_dict(checkpoint["optimizer"])
+        if run.scaler.is_enabled() and checkpoint.get("amp"):
+            run.scaler.load_state_dict(checkpoint["amp"])
+        meta = checkpoint.get("meta", {})
+        run.start_iter = int(meta["iter"])
+        run.best.update({k: meta.get(f"best_{k}") for k in ("mIoU", "iter", "path")})
+        logger.info("resumed from %s at iteration %d", resume, run.start_iter)
+    elif args.load_from or cfg.get("load_from"):
+        load_weights(run.module, args.load_from or cfg.get("load_from"), run.model_cfg)
+        logger.info("loaded weights from %s", args.load_from or cfg.get("load_from"))
+
+
+def checkpoint_state(run: Run, iteration: int) -> dict:
+    """What ``iter_<n>.pth`` / ``best_mIoU_iter_<n>.pth`` hold: MMSegmentation's ``meta`` (plus the architecture
+    and the best result so far), the trained tensors, and the optimizer (and loss scaler) state."""
+    from segmentation.engine import fingerprint
+
+    meta = {"iter": iteration, "epoch": 0, "seed": run.seed, "config": run.cfg.pretty_text,
+            "CLASSES": list(run.train_set.classes), "PALETTE": [list(c) for c in run.train_set.palette],
+            "model": fingerprint(run.model_cfg), **{f"best_{k}": v for k, v in run.best.items()},
+            "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    saved = {"meta": meta, "state_dict": run.module.trainable_state_dict()}
+    if run.ckpt_cfg["save_optimizer"]:
+        saved["optimizer"] = run.optimizer.state_dict()
+        if run.scaler.is_enabled():
+            saved["amp"] = run.scaler.state_dict()
+    return saved
+
+
+def save_iteration(run: Run, done: int) -> None:
+    """``iter_<done>.pth`` (the newest ``max_keep_ckpts`` kept), by the main process, the others waiting."""
+    from internvl.train.checkpoints import save_checkpoint
+    from internvl.train.distributed import average_norm_statistics, barrier
+
+    average_norm_statistics(run.module, run.info)
+    if run.info.is_main:
+        keep = run.ckpt_cfg["max_keep_ckpts"] if run.ckpt_cfg["max_keep_ckpts"] > 0 else None
+        path = save_checkpoint(checkpoint_state(run, done), run.work_dir, f"iter_{done}.pth", keep_last=keep)
+        logger.info("saved %s", path)
+    barrier()
+
+
+def keep_best(run: Run, result: dict, done: int) -> bool:
+    """With ``evaluation.save_best``: if ``result`` beats the best mIoU so far (strictly: a tie keeps the
+    earlier), save it as ``best_mIoU_iter_<done>.pth`` and delete the previous best. True if it did."""
+    from internvl.train.checkpoints import save_checkpoint
+
+    best = run.best
+    if not run.evaluation["save_best"] or (best["mIoU"] is not None and result["mIoU"] <= best["mIoU"]):
+        return False
+    previous = best["path"]
+    best.update(mIoU=result["mIoU"], iter=done, path=str(run.work_dir / f"best_mIoU_iter_{done}.pth"))
+    if run.info.is_main:
+        save_checkpoint(checkpoint_state(run, done), run.work_dir, f"best_mIoU_iter_{done}.pth")
+        if previous and previous != best["path"] and Path(previous).exists():
+            Path(previous).unlink()
+        logger.info("best mIoU %.2f at iteration %d: %s", best["mIoU"], done, best["path"])
+    return True
+
+
+# --------------------------------------------------------------------------- the loop
+def train_loop(run: Run) -> dict:
+    """Iterations ``start_iter .. max_iters``: poly LR, forward / backward (loss scaling for fp16), the log every
+    ``log_config.interval``, a checkpoint every ``checkpoint_config.interval`` and an evaluation every
+    ``evaluation.interval`` (and both at the end). Returns the last evaluation with the best mIoU and its
+    iteration, also written to ``<work_dir>/last_result.json``."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from internvl.train.distributed import average_norm_statistics, barrier
+    from segmentation.engine import evaluate
+
+    info, model, module, optimizer = run.info, run.model, run.module, run.optimizer
+    max_iters, writer = run.max_iters, run.writer
     result: dict = {}
     model.train()
-    base_lr = optimizer_args["lr"]
-    batches = iter(loader)
+    batches = iter(run.loader)
     params = [p for p in module.parameters() if p.requires_grad]
-    bar = tqdm(total=max_iters, initial=start_iter, desc="train", disable=not info.is_main, dynamic_ncols=True)
+    bar = tqdm(total=max_iters, initial=run.start_iter, desc="train", disable=not info.is_main, dynamic_ncols=True)
     sums, count, tick, data_time = {}, 0, time.time(), 0.0
-    for iteration in range(start_iter, max_iters):
+    for iteration in range(run.start_iter, max_iters):
         loaded = time.time()
         batch = next(batches)
         data_time += time.time() - loaded
-        lr = schedule.apply(optimizer, iteration, base_lr)
+        lr = run.schedule.apply(optimizer, iteration, run.base_lr)
         # Dropout and drop path draw from a stream fixed by (seed, rank, iteration): a resumed run repeats it.
-        torch.manual_seed(int(np.random.SeedSequence([seed, info.rank, iteration]).generate_state(1)[0]))
+        torch.manual_seed(int(np.random.SeedSequence([run.seed, info.rank, iteration]).generate_state(1)[0]))
         images = batch["img"].to(info.device, non_blocking=True)
         labels = batch["seg"].to(info.device, non_blocking=True)
         losses = model(images, labels)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(losses["loss"]).backward()
-        if grad_clip:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, **grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        run.scaler.scale(losses["loss"]).backward()
+        if run.grad_clip:
+            run.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, **run.grad_clip)
+        run.scaler.step(optimizer)
+        run.scaler.update()
         for key, value in losses.items():
             sums[key] = sums.get(key, 0.0) + float(value.detach())
         count += 1
         done = iteration + 1
         bar.update(1)
-        if done % log_interval == 0 or done == max_iters:
+        if done % run.log_interval == 0 or done == max_iters:
             means = {k: v / count for k, v in sums.items()}
             elapsed = (time.time() - tick) / count
             eta = datetime.timedelta(seconds=int(elapsed * (max_iters - done)))
@@ -301,38 +395,28 @@ def train(args, cfg, info, work_dir: Path) -> dict:
                     writer.add_scalar(f"train/{key}", value, done)
                 writer.add_scalar("train/lr", lr, done)
             sums, count, tick, data_time = {}, 0, time.time(), 0.0
-        interval = ckpt_cfg["interval"]
-        if (interval > 0 and done % interval == 0) or done == max_iters:
+        # The evaluation first: the iteration's checkpoint then records the best result including this one, so a
+        # run resumed from it goes on comparing against the true best (MMCV saves first, a stale best).
+        if run.val_set is not None and (done % run.evaluation["interval"] == 0 or done == max_iters):
             average_norm_statistics(module, info)
-            if info.is_main:
-                keep = ckpt_cfg["max_keep_ckpts"] if ckpt_cfg["max_keep_ckpts"] > 0 else None
-                path = save_checkpoint(state(done), work_dir, f"iter_{done}.pth", keep_last=keep)
-                logger.info("saved %s", path)
-            barrier()
-        if val_set is not None and (done % evaluation["interval"] == 0 or done == max_iters):
-            average_norm_statistics(module, info)
-            result = evaluate(module, val_set, info, workers)
+            result = evaluate(module, run.val_set, info, run.workers)
             logger.info("Iter(val) [%d]\taAcc: %.2f, mIoU: %.2f, mAcc: %.2f", done, result["aAcc"], result["mIoU"],
                         result["mAcc"])
             if writer is not None:
                 for key in ("aAcc", "mIoU", "mAcc"):
                     writer.add_scalar(f"val/{key}", result[key], done)
-            if evaluation["save_best"] and (best["mIoU"] is None or result["mIoU"] > best["mIoU"]):
-                previous = best["path"]
-                best.update(mIoU=result["mIoU"], iter=done, path=str(work_dir / f"best_mIoU_iter_{done}.pth"))
-                if info.is_main:
-                    save_checkpoint(state(done), work_dir, f"best_mIoU_iter_{done}.pth")
-                    if previous and previous != best["path"] and Path(previous).exists():
-                        Path(previous).unlink()
-                    logger.info("best mIoU %.2f at iteration %d: %s", best["mIoU"], done, best["path"])
+            keep_best(run, result, done)
             model.train()
             barrier()
+        interval = run.ckpt_cfg["interval"]
+        if (interval > 0 and done % interval == 0) or done == max_iters:
+            save_iteration(run, done)
     bar.close()
     if writer is not None:
         writer.close()
-    result.update(iterations=max_iters, best_mIoU=best["mIoU"], best_iter=best["iter"])
+    result.update(iterations=max_iters, best_mIoU=run.best["mIoU"], best_iter=run.best["iter"])
     if info.is_main:
-        (work_dir / "last_result.json").write_text(json.dumps(result, indent=1))
+        (run.work_dir / "last_result.json").write_text(json.dumps(result, indent=1))
     return result
 
 

@@ -141,7 +141,7 @@ def test_no_weight_decay_on_norms_and_biases_and_layer_decay_by_block():
     from classification.model import InternViTClassifier
     from internvl import InternVisionModel
     model = InternViTClassifier(InternVisionModel(tiny_vit_6b_family()), 5, freeze_backbone=False)
-    groups = param_groups(model, weight_decay=0.05, layer_decay=0.5, depth=3)
+    groups = param_groups(model, weight_decay=0.05, layer_decay=0.5)
     decay = {name: g["weight_decay"] for g in groups for name in g["names"]}
     scale = {name: g["lr_scale"] for g in groups for name in g["names"]}
     # upstream's rule: 1-D tensors and biases are not decayed (the position embedding is 3-D: it is)

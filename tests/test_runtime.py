@@ -359,3 +359,19 @@ def test_autocast_cuda_context_and_default_dtype():
         ctx = autocast("cuda:0", torch.float16)
     assert isinstance(ctx, torch.autocast) and ctx.device == "cuda" and ctx.fast_dtype == torch.float16
     assert default_dtype_for("cpu") is torch.float32
+
+
+@pytest.mark.parametrize("half, trains, device, elsewhere, weights, compute", [
+    (None, True, "cuda", False, torch.float32, None),  # no half precision asked for
+    (torch.float32, False, "cuda", False, torch.float32, None),
+    (torch.bfloat16, True, "cpu", False, torch.float32, None),  # CPUs run fp32
+    (torch.bfloat16, False, "cuda", False, torch.bfloat16, None),  # frozen: stored in bf16 (ToBFloat16Hook)
+    (torch.float16, True, "cuda", False, torch.float32, torch.float16),  # trained: fp32 weights, autocast
+    (torch.bfloat16, True, None, True, torch.bfloat16, None),  # DeepSpeed keeps the fp32 masters
+    (torch.bfloat16, True, None, False, torch.float32, torch.bfloat16),
+])
+def test_the_one_precision_policy(half, trains, device, elsewhere, weights, compute):
+    from internvl.train.precision import precision_policy
+    policy = precision_policy(half, trains=trains, device=device, master_weights_elsewhere=elsewhere)
+    assert (policy.weights, policy.autocast) == (weights, compute)
+    assert policy.loss_scaling == (compute == torch.float16)

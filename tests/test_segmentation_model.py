@@ -298,3 +298,68 @@ def test_published_configs_build_at_full_size_with_the_published_backbone_names(
     assert ours == published
     assert tuple(model.backbone.up1[0].weight.shape) == (3200, 3200, 2, 2)
     assert tuple(model.decode_head.classifier.weight.shape) == (150, 1536, 1, 1)
+
+
+@pytest.mark.parametrize("device, hooks, requested, trains, expected", [
+    ("cpu", [], "auto", True, (torch.float32, None)),
+    ("cpu", [dict(type="ToFloat16Hook")], "auto", False, (torch.float32, None)),  # CPUs run fp32
+    ("cuda", [dict(type="ToFloat16Hook")], "auto", False, (torch.float16, None)),  # frozen ViT stored in fp16
+    ("cuda", [dict(type="ToFloat16Hook")], "auto", True, (torch.float32, torch.float16)),  # trained: autocast
+    ("cuda", [], "bf16", True, (torch.bfloat16, None)),  # --backbone-dtype given: as given
+])
+def test_backbone_precision_follows_the_suite_policy(device, hooks, requested, trains, expected):
+    from segmentation.engine import precision
+    assert precision({"custom_hooks": hooks}, torch.device(device), requested, vit_trains=trains) == expected
+
+
+def test_a_head_registered_by_name_builds_and_an_unknown_one_is_named():
+    from segmentation.heads import HEADS, build_head, register_head
+
+    class Pointwise(nn.Conv2d):  # a head takes the list of its feature maps
+        def forward(self, maps):
+            return super().forward(maps[0])
+
+    @register_head("TestPointwiseHead")
+    def pointwise(a, where):
+        return Pointwise(a["in_channels"], a["num_classes"], 1), [a["in_index"]]
+
+    try:
+        model = build_segmentor(dict(type="EncoderDecoder", backbone={**TINY, "out_indices": [2]},
+                                     decode_head=dict(type="TestPointwiseHead", in_channels=64, channels=64,
+                                                      num_classes=5)))
+        assert isinstance(model.decode_head, Pointwise) and model.decode_index == [-1]
+        logits = model.encode_decode(torch.randn(1, 3, 56, 56))
+        assert logits.shape == (1, 5, 56, 56)
+    finally:
+        del HEADS["TestPointwiseHead"]
+    with pytest.raises(ConfigError, match=r"decode_head.type='PSPHead': supported heads are FCNHead, UPerHead"):
+        build_head(dict(type="PSPHead", in_channels=64, channels=64, num_classes=5), "decode_head")
+
+
+def test_checkpoint_files_are_read_through_internvl_fileio(tmp_path):
+    # Wrapped as MMSegmentation ({'meta', 'state_dict'}) or as a DDP module ({'model': {'module.<name>'}}): the
+    # same tensors load; a damaged file, a pickled object and a file without tensors are one-line errors naming it.
+    from pathlib import PurePosixPath
+
+    from segmentation.engine import load_weights
+
+    source = tiny_model()
+    state = source.trainable_state_dict()
+    image = torch.randn(1, 3, 56, 56)
+    expected = source.eval().encode_decode(image)
+    for name, saved in [("mmseg.pth", {"meta": {"iter": 4}, "state_dict": state}),
+                        ("ddp.pth", {"model": {f"module.{k}": v for k, v in state.items()}})]:
+        torch.save(saved, tmp_path / name)
+        model = tiny_model()
+        load_weights(model, tmp_path / name, {})
+        torch.testing.assert_close(model.eval().encode_decode(image), expected)
+    whole = (tmp_path / "mmseg.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(CheckpointError, match=r"cut\.pth cannot be read: the file is damaged or incomplete"):
+        load_weights(tiny_model(), tmp_path / "cut.pth", {})
+    torch.save({"state_dict": state, "meta": {"work_dir": PurePosixPath("/runs")}}, tmp_path / "object.pth")
+    with pytest.raises(CheckpointError, match=r"object\.pth holds objects other than tensors"):
+        load_weights(tiny_model(), tmp_path / "object.pth", {})
+    torch.save({"meta": {"iter": 4}}, tmp_path / "meta.pth")
+    with pytest.raises(CheckpointError, match=r"meta\.pth: no state dict"):
+        load_weights(tiny_model(), tmp_path / "meta.pth", {})

@@ -118,3 +118,28 @@ def test_a_misspelled_config_key_ends_the_run_with_one_line(setup, tmp_path, cap
     shown = (capsys.readouterr().err + caplog.text).strip().splitlines()
     assert any("error: " in line and "unknown key model.decode_head.num_clases" in line for line in shown)
     assert "Traceback" not in "".join(shown)
+
+
+@pytest.mark.parametrize("scores, best_iter", [((30.0, 20.0), 2), ((20.0, 30.0), 4), ((25.0, 25.0), 2)])
+def test_the_best_checkpoint_is_the_best_of_two_evaluations(setup, tmp_path, monkeypatch, scores, best_iter):
+    # The loop, its checkpoints and the best-keeping are real; the evaluation's scores are scripted (a second
+    # evaluation worse than, better than, tied with the first) so the comparison alone decides.
+    import segmentation.engine
+    calls = []
+
+    def scripted(model, dataset, info, *args, **kwargs):
+        calls.append(len(calls))
+        return {"mIoU": scores[len(calls) - 1], "aAcc": 50.0, "mAcc": 40.0, "num_images": len(dataset)}
+
+    monkeypatch.setattr(segmentation.engine, "evaluate", scripted)
+    work_dir = tmp_path / "best"
+    result = seg_train.main(train_args(setup, work_dir, **{"runner.max_iters": 4, "evaluation.interval": 2,
+                                                           "checkpoint_config.interval": 2,
+                                                           "data.samples_per_gpu": 2}))
+    assert len(calls) == 2
+    assert sorted(p.name for p in work_dir.glob("best_*.pth")) == [f"best_mIoU_iter_{best_iter}.pth"]
+    assert result["best_iter"] == best_iter and result["best_mIoU"] == max(scores)
+    best = torch.load(work_dir / f"best_mIoU_iter_{best_iter}.pth", weights_only=True)
+    assert best["meta"]["iter"] == best_iter and best["meta"]["best_iter"] == best_iter
+    last = torch.load(work_dir / "iter_4.pth", weights_only=True)["meta"]
+    assert (last["best_mIoU"], last["best_iter"]) == (max(scores), best_iter)  # a resumed run keeps comparing

@@ -229,6 +229,15 @@ class InternVisionModel(InternVLPreTrainedBase):
         self.encoder = InternVisionEncoder(config)
         self.post_init()
 
+    def layer_id(self, name: str) -> int:
+        """The layer of parameter ``name`` (relative to this model; a LoRA wrapper's ``base_model.model.`` is
+        allowed) for layer-wise learning-rate decay, timm's ``group_matcher`` idea: the embeddings 0, encoder
+        layer ``i`` ``i + 1``, anything else ``num_hidden_layers + 1``."""
+        if re.match(r"(base_model\.model\.)?embeddings\.", name):
+            return 0
+        block = re.search(r"(^|\.)encoder\.layers\.(\d+)\.", name)
+        return int(block[2]) + 1 if block else self.config.num_hidden_layers + 1
+
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
         if isinstance(module, (nn.Linear, nn.Conv2d)):

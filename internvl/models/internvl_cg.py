@@ -262,6 +262,24 @@ class InternVLModel(InternVLPreTrainedBase):
         the parts merged (:func:`~internvl.models.modeling_utils.merge_lora_parts`)."""
         return merge_lora_parts(self, {"vision_model": "use_backbone_lora", "qllama": "use_qllama_lora"})
 
+    def layer_id(self, name: str) -> tuple[str, int]:
+        """``(tower, layer)`` of parameter ``name`` for layer-wise learning-rate decay, as upstream's internvl_g
+        counts: ``vision_model.*`` and ``clip_projector.*`` are tower ``"vit"`` (:meth:`InternVisionModel.layer_id`;
+        the projector after the last layer, ``depth + 1``), ``qllama.*`` and the rest tower ``"qllama"``
+        (:meth:`QLLaMAForCausalLM.layer_id`; ``query_tokens`` and ``logit_scale`` 0 beside the embeddings,
+        ``clip_projector2``, ``itm_head`` and ``text_projection`` ``depth + 1`` beside the final norm)."""
+        config = self.config
+        vit_depth, qllama_depth = config.vision_config.num_hidden_layers, config.qllama_config.num_hidden_layers
+        if name.startswith("vision_model."):
+            return "vit", self.vision_model.layer_id(name[len("vision_model."):])
+        if name.startswith("clip_projector."):
+            return "vit", vit_depth + 1
+        if name.startswith("qllama."):
+            return "qllama", self.qllama.layer_id(name[len("qllama."):])
+        if name in ("query_tokens", "logit_scale"):
+            return "qllama", 0
+        return "qllama", qllama_depth + 1
+
     @property
     def image_size(self) -> int:
         return self.config.image_size

@@ -23,6 +23,7 @@ search, sampling, ...). Attention runs through :func:`internvl.models.layers.att
 """
 from __future__ import annotations
 
+import re
 from typing import Optional, Union
 
 import torch
@@ -335,6 +336,15 @@ class QLLaMAForCausalLM(QLLaMAPreTrainedModel, GenerationMixin):
 
     def get_decoder(self) -> QLLaMAModel:
         return self.model
+
+    def layer_id(self, name: str) -> int:
+        """The layer of parameter ``name`` (relative to this model; LoRA prefixes allowed) for layer-wise
+        learning-rate decay: the token embeddings 0, decoder layer ``i`` ``i + 1``, anything else (the final
+        norm, ``lm_head``) ``num_hidden_layers + 1``."""
+        if ".embed_tokens." in f".{name}":
+            return 0
+        block = re.search(r"(^|\.)layers\.(\d+)\.", name)
+        return int(block[2]) + 1 if block else self.config.num_hidden_layers + 1
 
     def set_decoder(self, decoder: QLLaMAModel) -> None:
         self.model = decoder

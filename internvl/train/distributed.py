@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -208,6 +208,18 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if _initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def average_norm_statistics(model: torch.nn.Module, info: DistInfo, extra: Iterable[torch.Tensor] = ()) -> None:
+    """Processes without SyncBatchNorm (CPU, gloo) average their BatchNorm running statistics (and the tensors in
+    ``extra``, an EMA's copies say) over the processes before a save or an evaluation, so that every process holds
+    what the checkpoint holds. A no-op for one process and on GPUs (SyncBatchNorm)."""
+    if not info.distributed or info.device.type == "cuda":
+        return
+    buffers = [b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+               and m.track_running_stats for b in (m.running_mean, m.running_var)]
+    for buffer in [*buffers, *extra]:
+        all_reduce_sum(buffer).div_(info.world_size)
 
 
 def shard_indices(total: int, world_size: int, rank: int) -> range:

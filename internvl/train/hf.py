@@ -389,6 +389,7 @@ def weights_dtype(args):
     float32, with ``--bf16`` / ``--fp16`` computing under autocast."""
     import torch
 
-    if args.deepspeed and (args.bf16 or args.fp16):
-        return torch.bfloat16 if args.bf16 else torch.float16
-    return torch.float32
+    from .precision import precision_policy
+
+    half = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
+    return precision_policy(half, trains=True, master_weights_elsewhere=bool(args.deepspeed)).weights

@@ -1,7 +1,9 @@
-"""Precision: dtype names of the ``--dtype`` flags, the default dtype of a device, and autocast where it applies."""
+"""Precision: dtype names of the ``--dtype`` flags, the default dtype of a device, autocast where it applies, and
+the one policy that picks the weights' dtype and the autocast dtype of a run (:func:`precision_policy`)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from typing import ContextManager
 
@@ -58,3 +60,43 @@ def autocast(device: torch.device | str, dtype: torch.dtype | None) -> ContextMa
         return torch.autocast(device.type, dtype=dtype)
     warnings.warn(f"no {dtype} autocast on {device.type}; running in float32", stacklevel=2)
     return contextlib.nullcontext()
+
+
+@dataclasses.dataclass(frozen=True)
+class Precision:
+    """What a run keeps its weights in and what it computes in: ``autocast`` None means the weights' dtype."""
+
+    weights: torch.dtype
+    autocast: torch.dtype | None = None
+
+    @property
+    def loss_scaling(self) -> bool:
+        """A GradScaler is needed for fp16 autocast only: fp16 gradients underflow without it, while bf16 has
+        fp32's exponent range and fp32 needs nothing."""
+        return needs_loss_scaling(self.autocast)
+
+
+def needs_loss_scaling(autocast_dtype: torch.dtype | None) -> bool:
+    """True for fp16 autocast (see :attr:`Precision.loss_scaling`)."""
+    return autocast_dtype == torch.float16
+
+
+def precision_policy(half: torch.dtype | None, *, trains: bool, device: torch.device | str | None = None,
+                     master_weights_elsewhere: bool = False) -> Precision:
+    """The suite's one precision rule, given the half precision a run asks for (``half``: fp16 / bf16, or None /
+    fp32 for none):
+
+    * no half precision, or a ``device`` that is not a GPU: float32 weights, no autocast (CPUs run fp32);
+    * frozen weights (``trains=False``): stored in ``half`` (upstream's ``ToBFloat16Hook``), no autocast;
+    * trained weights whose float32 master copy lives elsewhere (``master_weights_elsewhere``: DeepSpeed's
+      optimizer with ``--bf16`` / ``--fp16``): stored in ``half``, half the memory, the same training;
+    * trained weights otherwise: float32 weights computing in ``half`` under autocast (exact optimizer updates).
+
+    Used by the HF Trainer apps (:func:`internvl.train.hf.weights_dtype`), classification (``AMP_OPT_LEVEL`` /
+    ``AMP_TYPE``) and segmentation (``--backbone-dtype auto``).
+    """
+    if half in (None, torch.float32) or (device is not None and torch.device(device).type != "cuda"):
+        return Precision(torch.float32)
+    if not trains or master_weights_elsewhere:
+        return Precision(half)
+    return Precision(torch.float32, half)
