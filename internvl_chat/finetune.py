@@ -99,7 +99,7 @@ def build_model(model_args, data_args, training_args, tokenizer, num_new_tokens:
                                                  old_size=model.config.vision_config.image_size, patch_size=patch)
         model.config.vision_config.image_size = data_args.force_image_size
     model.config.force_image_size = data_args.force_image_size
-    model.num_image_token = int((data_args.force_image_size // patch) ** 2 * data_args.down_sample_ratio ** 2)
+    model.num_image_token = model.config.num_image_token
 
     if num_new_tokens > 0 or model.language_model.get_input_embeddings().num_embeddings < len(tokenizer):
         old = model.language_model.get_output_embeddings().out_features

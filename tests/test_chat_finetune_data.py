@@ -9,7 +9,7 @@ from PIL import Image
 from chat_finetune_helpers import DATA_FLAGS, base_checkpoint, training_tokenizer
 from chat_finetune_helpers import _drop_run_logging  # noqa: F401 (autouse fixture)
 from internvl.data.chat_image import dynamic_preprocess
-from internvl.errors import ConfigError, DataError, MissingFileError
+from internvl.errors import ConfigError, MissingFileError
 from internvl_chat.chat_data.__main__ import main as data_main
 from internvl_chat.chat_data.chat_jsonl import SampleProblem, parse_sample, read_meta, write_synthetic_chat_data
 from internvl_chat.chat_data.dataset import (ChatSampler, DataOptions, collate, count_tiles, length_grouped_indices)
@@ -271,7 +271,6 @@ def test_multi_image_samples_split_the_tile_budget(root, tmp_path):
     import random
 
     from internvl_chat.chat_data.build import build_training_data
-    from internvl_chat.chat_data.chat_jsonl import parse_sample
 
     Image.new("RGB", (400, 100), (200, 30, 30)).save(tmp_path / "wide.jpg")
     line = json.dumps({"image": ["wide.jpg", "wide.jpg"], "conversations": [
