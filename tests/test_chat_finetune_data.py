@@ -286,3 +286,12 @@ def test_multi_image_samples_split_the_tile_budget(root, tmp_path):
     assert not problems and part.media(two, random.Random(0))[1] == [4, 4]  # 3x1 grid + thumbnail, twice
     assert part.media(one, random.Random(0))[1] == [5]  # alone: 4x1 grid + thumbnail
     assert len(dataset[0]["pixel_values"]) == 8 and dataset[0]["input_ids"].tolist().count(1008) == 32
+
+
+def test_check_on_a_model_path_that_does_not_exist_says_so(mixed, tmp_path):
+    missing = tmp_path / "pretrained" / "InternVL2-2B"
+    with pytest.raises(MissingFileError) as info:
+        data_main(["check", "--meta_path", str(mixed), "--model_name_or_path", str(missing),
+                   "--conv_style", "internlm2-chat", *DATA_FLAGS])
+    assert str(info.value).startswith(f"--model_name_or_path {missing}: does not exist")
+    assert "config.json" not in str(info.value)
