@@ -14,14 +14,15 @@ a question that writes ``<image>`` itself is left as it is.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import sys
 import threading
 from typing import List, Optional, Sequence, TextIO
 
 from internvl.cli import run_main
-from internvl.errors import ConfigError, MissingDependencyError
+from internvl.errors import ConfigError
+
+from .loading import load_model, max_tiles
 
 logger = logging.getLogger("internvl_chat.chat")
 
@@ -39,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="image to ask about; repeat for several images")
     media.add_argument("--video", metavar="PATH", help="video to ask about (needs PyAV or decord)")
     parser.add_argument("--num-segments", type=int, default=8, help="frames sampled from --video")
-    parser.add_argument("--max-num", type=int, default=12, help="most tiles per image (dynamic resolution)")
+    parser.add_argument("--max-num", type=int, default=None, help="most tiles per image (dynamic resolution; "
+                        "default: the checkpoint's max_dynamic_patch, as it was trained)")
     parser.add_argument("--question", help="ask this once and exit; without it, chat interactively")
     parser.add_argument("--system-message", help="replace the template's system message")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1'...")
@@ -69,28 +71,9 @@ def _device_and_dtype(device: str, dtype: str):
     return device, resolve_dtype(dtype, device)
 
 
-def load_model(path: str, device, dtype, load_in_8bit: bool = False):
-    """The model and tokenizer of a checkpoint directory, ready for ``chat``."""
-    from internvl.models.chat_model import InternVLChatModel
-    from internvl.models.tokenization import load_tokenizer
-
-    kwargs = {"dtype": dtype, "low_cpu_mem_usage": True}  # from_pretrained passes it on as this transformers wants
-    if load_in_8bit:
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise MissingDependencyError("--load-in-8bit needs bitsandbytes: pip install bitsandbytes")
-        if device.type != "cuda":
-            raise ConfigError("--load-in-8bit needs a CUDA device (bitsandbytes 8-bit kernels)")
-        from transformers import BitsAndBytesConfig
-
-        kwargs.update(quantization_config=BitsAndBytesConfig(load_in_8bit=True), device_map={"": device.index or 0})
-    model = InternVLChatModel.from_pretrained(path, **kwargs).eval()
-    if not load_in_8bit:
-        model = model.to(device)
-    return model, load_tokenizer(path)
-
-
-def load_media(model, images: Sequence[str], video: Optional[str], max_num: int, num_segments: int):
-    """``(pixel_values or None, num_patches_list, question prefix)`` for the given images or video."""
+def load_media(model, images: Sequence[str], video: Optional[str], max_num: Optional[int], num_segments: int):
+    """``(pixel_values or None, num_patches_list, question prefix)`` for the given images or video; at most
+    ``max_num`` tiles per image (None: the checkpoint's own setting, see :func:`internvl_chat.loading.max_tiles`)."""
     import torch
 
     from internvl.data.chat_image import load_image, load_video
@@ -102,7 +85,9 @@ def load_media(model, images: Sequence[str], video: Optional[str], max_num: int,
         return pixel_values, num_patches_list, video_prefix(len(num_patches_list))
     if not images:
         return None, [], ""
-    tiles = [load_image(path, input_size=size, max_num=max_num) for path in images]
+    max_num = max_tiles(model.config, max_num)
+    tiles = [load_image(path, input_size=size, max_num=max_num, use_thumbnail=model.config.use_thumbnail)
+             for path in images]
     # one image: chat() puts "<image>\n" in front of the question itself
     return torch.cat(tiles), [len(t) for t in tiles], image_prefix(len(tiles)) if len(tiles) > 1 else ""
 
@@ -191,7 +176,10 @@ def run(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> None:
 def main(argv: Optional[Sequence[str]] = None, stdin: TextIO = None, out: TextIO = None) -> int:
     """Parse the flags and chat; the exit status of :func:`internvl.cli.run_main` (1 with one ``error:`` line for
     a problem with the inputs, 130 on Ctrl-C)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.max_num is not None and args.max_num < 1:
+        parser.error("--max-num must be >= 1")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     return run_main(run, args, stdin or sys.stdin, out or sys.stdout)
 

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import logging
+import math
 import os
 import shutil
 import sys
@@ -24,6 +27,26 @@ import time
 from pathlib import Path
 
 CAPTION_KINDS = ("caption",)
+TRAIN_BATCH = 16
+
+
+class _Progress(logging.Handler):
+    """The fine-tuning's logged steps (``step N: {"loss": ...}``, the run's own log line) as one short line each on
+    the terminal, while the rest of the run's output goes to its buffer and training_log.txt."""
+
+    def __init__(self, stream, total_steps: int):
+        super().__init__(logging.INFO)
+        self.stream, self.total, self.start = stream, total_steps, time.time()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if not message.startswith("step ") or '"loss"' not in message:
+            return
+        step, values = message[len("step "):].split(": ", 1)
+        values = json.loads(values)
+        self.stream.write(f"  step {step}/{self.total}: loss {values['loss']:.4f}, learning rate "
+                          f"{values.get('learning_rate', 0):.2e} ({time.time() - self.start:.0f} s)\n")
+        self.stream.flush()
 
 
 def _quiet(function, *args):
@@ -106,16 +129,28 @@ def main(argv=None) -> dict:
     before = evaluate(base, "base")
 
     print("\n=== 4. LoRA fine-tuning (internvl_chat.finetune) ===")
+    total_steps = math.ceil(args.train_samples / TRAIN_BATCH) * args.epochs
+    logging_steps = max(1, min(5, total_steps // 4))  # every 5 steps; a few lines at least in a short run
     train_flags = ["--model_name_or_path", str(base), "--meta_path", str(train_meta), "--output_dir", str(run_dir),
                    *data_flags, "--freeze_llm", "True", "--freeze_mlp", "False", "--freeze_backbone", "True",
                    "--use_llm_lora", "16", "--num_train_epochs", str(args.epochs), "--per_device_train_batch_size",
-                   "16", "--learning_rate", "4e-3", "--weight_decay", "0.0", "--warmup_ratio", "0.03",
-                   "--lr_scheduler_type", "cosine", "--logging_steps", "5", "--save_strategy", "epoch",
+                   str(TRAIN_BATCH), "--learning_rate", "4e-3", "--weight_decay", "0.0", "--warmup_ratio", "0.03",
+                   "--lr_scheduler_type", "cosine", "--logging_steps", str(logging_steps), "--save_strategy", "epoch",
                    "--save_total_limit", "1", "--do_train", "True", "--grad_checkpoint", "False",
                    "--group_by_length", "True", "--dataloader_num_workers", "1", "--report_to", "tensorboard",
                    "--seed", str(args.seed), "--disable_tqdm", "True"]
     train_start = time.time()
-    _quiet(finetune.main, train_flags)
+    # the progress lines go to the terminal itself: _quiet points file descriptors 1 and 2 at its buffer
+    sys.stdout.flush()
+    terminal = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    progress = _Progress(terminal, total_steps)
+    run_log = logging.getLogger("internvl_chat.finetune")
+    run_log.addHandler(progress)
+    try:
+        _quiet(finetune.main, train_flags)
+    finally:
+        run_log.removeHandler(progress)
+        terminal.close()
     log = (run_dir / "training_log.txt").read_text().splitlines()
     losses = [line for line in log if '"loss"' in line]
     print(f"  {len(losses)} loss lines in {run_dir / 'training_log.txt'}; first and last:")

@@ -35,7 +35,9 @@ from internvl.data.caption_benchmarks import BENCHMARKS, CaptionDataset, load_im
 from internvl.eval.caption_eval import caption_in_shards, check_caption_args, report_captions
 from internvl.eval.caption_metrics import check_java, load_coco_references, summary_line
 from internvl.cli import run_main
-from internvl.errors import ConfigError, DataError, MissingFileError
+from internvl.errors import DataError
+
+from .loading import max_tiles
 
 if TYPE_CHECKING:  # torch itself is imported where it is used, so --help and flag errors are instant
     import torch
@@ -65,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-new-tokens", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=30)
     p.add_argument("--dynamic", action="store_true", help="dynamic-resolution tiling (as training)")
-    p.add_argument("--max-num", type=int, default=6, help="most tiles per image with --dynamic")
+    p.add_argument("--max-num", type=int, default=None, help="most tiles per image with --dynamic (default: the "
+                   "checkpoint's max_dynamic_patch, as it was trained)")
     p.add_argument("--num-segments", type=int, default=8, help="frames of a video sample")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on a bf16 GPU, else fp32), fp32, bf16, fp16")
     p.add_argument("--load-in-8bit", action="store_true")
@@ -78,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    check_caption_args(parser, args, [*BENCHMARKS, CUSTOM], positive=("max_num", "num_segments"))
+    check_caption_args(parser, args, [*BENCHMARKS, CUSTOM], positive=("num_segments",))
+    if args.max_num is not None and args.max_num < 1:
+        parser.error("--max-num must be >= 1")
     if CUSTOM in args.datasets and not args.meta_path:
         parser.error(f"--datasets {CUSTOM} needs --meta-path (a meta json in the fine-tuning format)")
     if args.dynamic and args.num_beams != 1:
@@ -117,38 +122,22 @@ def split_model(config, num_gpus: int) -> dict:
 
 
 def load_model(args: argparse.Namespace, device: torch.device):
-    """The tokenizer first (a directory without tokenizer files fails before the weights load), then the model."""
+    """``(model, tokenizer, dtype)``: :func:`internvl_chat.loading.load_model` (the tokenizer first, so a directory
+    without tokenizer files fails before the weights load), spread over the GPUs with ``--auto``."""
     import torch
 
-    from internvl.models.chat_model import InternVLChatModel
-    from internvl.compat import dtype_kwargs
     from internvl.train.precision import resolve_dtype
-    from internvl.models.tokenization import load_tokenizer
 
-    if not (Path(args.checkpoint) / "config.json").is_file():
-        raise MissingFileError(f"--checkpoint {args.checkpoint}: no config.json there; see pretrained/README.md")
-    try:
-        tokenizer = load_tokenizer(args.checkpoint)
-    except FileNotFoundError as err:
-        raise MissingFileError(str(err)) from None
+    from .loading import load_model as load_chat_model
+
     dtype = resolve_dtype(args.dtype, device)
-    kwargs = dict(low_cpu_mem_usage=True, **dtype_kwargs(dtype))
-    if args.load_in_8bit or args.load_in_4bit:
-        from transformers import BitsAndBytesConfig
-
-        if device.type != "cuda":
-            raise ConfigError("--load-in-8bit / --load-in-4bit need a CUDA device (bitsandbytes)")
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=args.load_in_8bit,
-                                                           load_in_4bit=args.load_in_4bit)
-        kwargs["device_map"] = {"": device.index or 0}
-    if args.auto and torch.cuda.device_count() > 1:
+    device_map = None
+    if args.auto and torch.cuda.device_count() > 1 and (Path(args.checkpoint) / "config.json").is_file():
         from internvl.models.chat_model import InternVLChatConfig
 
-        kwargs["device_map"] = split_model(InternVLChatConfig.from_pretrained(args.checkpoint),
-                                           torch.cuda.device_count())
-    model = InternVLChatModel.from_pretrained(args.checkpoint, **kwargs).eval()
-    if "device_map" not in kwargs:
-        model = model.to(device)
+        device_map = split_model(InternVLChatConfig.from_pretrained(args.checkpoint), torch.cuda.device_count())
+    model, tokenizer = load_chat_model(args.checkpoint, device, dtype, args.load_in_8bit, args.load_in_4bit,
+                                       device_map=device_map, flag="--checkpoint")
     return model, tokenizer, dtype
 
 
@@ -311,6 +300,7 @@ def evaluate(args: argparse.Namespace) -> list:
                 sets[name] = load_image_list(data_root / spec.image_list, data_root / spec.image_root,
                                              spec.list_format)
         model, tokenizer, dtype = load_model(args, info.device)
+        args.max_num = max_tiles(model.config, args.max_num)
         tiler = Tiler(model.config.image_size, args.dynamic, args.max_num, model.config.use_thumbnail)
         generation = generation_config(args)
         log.info("%s on %s in %s, %d rank(s); %d px tiles%s; %s", args.checkpoint, info.device,

@@ -103,7 +103,7 @@ def build_model(model_args, data_args, training_args, tokenizer, num_new_tokens:
                                                  old_size=model.config.vision_config.image_size, patch_size=patch)
         model.config.vision_config.image_size = data_args.force_image_size
     model.config.force_image_size = data_args.force_image_size
-    model.num_image_token = int((data_args.force_image_size // patch) ** 2 * data_args.down_sample_ratio ** 2)
+    model.num_image_token = model.config.num_image_token
 
     if num_new_tokens > 0 or model.language_model.get_input_embeddings().num_embeddings < len(tokenizer):
         old = model.language_model.get_output_embeddings().out_features
@@ -184,6 +184,45 @@ def _packing(data_args, dataset, collate):
     return None, collate, dataset
 
 
+def _fit_loader_to_machine(training_args) -> None:
+    """At most one data-loader worker per CPU this process may use: upstream's scripts ask for 4, and more workers
+    than CPUs only compete for them (torch warns about it on every epoch); said once. Without an accelerator no
+    pinned memory (there is nothing to copy it to; torch warns on every data loader)."""
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if training_args.dataloader_num_workers > cpus:
+        log.info("--dataloader_num_workers %d lowered to %d, the CPUs available to this process",
+                 training_args.dataloader_num_workers, cpus)
+        training_args.dataloader_num_workers = cpus
+    if training_args.device.type == "cpu":
+        training_args.dataloader_pin_memory = False
+
+
+def _special_tokens_in_config(model, tokenizer) -> None:
+    """The tokenizer's BOS / EOS / PAD ids on the top-level config, where the Trainer looks for them: a checkpoint
+    keeps them in llm_config only, and the Trainer would copy them itself with a warning on every run (the saved
+    config.json is the same either way)."""
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = getattr(tokenizer, name, None)
+        if value is not None:
+            setattr(model.config, name, value)
+
+
+def _one_line_per_log(trainer) -> None:
+    """Each logged step once: the run's own line (LogCallback, into the console and training_log.txt), not also
+    the Trainer's dict (its progress bar keeps running; PrinterCallback, used with --disable_tqdm, goes)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class BarOnly(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    trainer.remove_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(BarOnly)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from transformers import set_seed
 
@@ -229,11 +268,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log.info(trainable_report(model))
     training_args.remove_unused_columns = False  # the items carry exactly the model's inputs (and bad_samples)
     packing, collator, train_data = _packing(data_args, dataset, collate)
+    _fit_loader_to_machine(training_args)
+    _special_tokens_in_config(model, tokenizer)
     trainer = ChatTrainer(model=model, args=training_args, train_dataset=train_data, processing_class=tokenizer,
                           data_collator=collator, callbacks=[CheckpointCompleteCallback(), LogCallback()],
                           group_by_length=training_args.group_by_length,
                           use_data_resampling=data_args.use_data_resampling, ledger=ledger, packing=packing,
                           loss_reduction_all_gather=data_args.loss_reduction_all_gather)
+    _one_line_per_log(trainer)
     if not training_args.do_train:
         log.info("--do_train is False: nothing to do")
         return 0

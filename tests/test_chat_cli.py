@@ -158,3 +158,28 @@ def test_device_and_8bit_flags(checkpoint, capsys, monkeypatch):
     chat.load_model(directory, torch.device("cuda", 1), torch.float16, load_in_8bit=True)
     assert seen["quantization_config"].load_in_8bit and seen["device_map"] == {"": 1}
     assert seen["dtype"] is torch.float16 and seen["path"] == directory
+
+
+def test_tiles_per_image_default_to_the_checkpoints_training_setting(checkpoint, tmp_path):
+    """--max-num unset: the checkpoint's max_dynamic_patch (upstream's CLI asked again, 12 against training's own);
+    given, it overrides; a checkpoint trained without dynamic tiling gets one tile. The caption evaluation reads it
+    the same way."""
+    from internvl_chat import evaluate_caption
+    from internvl_chat.chat import load_media
+    from internvl_chat.loading import max_tiles
+
+    _, model, _, _ = checkpoint
+    wide = tmp_path / "wide.png"
+    Image.effect_noise((336, 56), 40).convert("RGB").save(wide)  # 6:1, six 56 px tiles when allowed
+    config = model.config
+    saved = (config.max_dynamic_patch, config.dynamic_image_size)
+    try:
+        config.max_dynamic_patch, config.dynamic_image_size = 2, True
+        assert len(load_media(model, [str(wide)], None, None, 8)[0]) == 2 + 1  # 2x1 tiles and the thumbnail
+        assert len(load_media(model, [str(wide)], None, 6, 8)[0]) == 6 + 1
+        config.dynamic_image_size = False
+        assert len(load_media(model, [str(wide)], None, None, 8)[0]) == 1
+        assert max_tiles(config, 3) == 3
+    finally:
+        config.max_dynamic_patch, config.dynamic_image_size = saved
+    assert evaluate_caption.parse_args(["--checkpoint", "x", "--datasets", "coco"]).max_num is None

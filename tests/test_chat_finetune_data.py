@@ -1,6 +1,5 @@
 """Fine-tuning data: every bad input named by file, line and field; check and inspect; tiling, batches and order."""
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,7 @@ from PIL import Image
 from chat_finetune_helpers import DATA_FLAGS, base_checkpoint, training_tokenizer
 from chat_finetune_helpers import _drop_run_logging  # noqa: F401 (autouse fixture)
 from internvl.data.chat_image import dynamic_preprocess
-from internvl.errors import ConfigError, DataError, MissingFileError
+from internvl.errors import ConfigError, MissingFileError
 from internvl_chat.chat_data.__main__ import main as data_main
 from internvl_chat.chat_data.chat_jsonl import SampleProblem, parse_sample, read_meta, write_synthetic_chat_data
 from internvl_chat.chat_data.dataset import (ChatSampler, DataOptions, collate, count_tiles, length_grouped_indices)
@@ -128,7 +127,9 @@ def test_check_reports_every_problem_with_file_and_line(root, mixed, tmp_path, c
     base = base_checkpoint(root)
     assert data_main(["check", *_data_flags(base, mixed)]) == 0
     good = capsys.readouterr().out
-    assert "12 usable (2 image... " not in good and "0 unusable" in good and "2 video" in good and "2 text" in good
+    # the six kinds of write_synthetic_chat_data, two of each: caption, qa and caption_zh are single-image
+    assert ("checked 12 samples in 1 dataset(s) of " + str(mixed) + ": 12 usable (6 image, 2 multi-image, 2 text, "
+            "2 video), 0 unusable; 0 longer than --max_seq_length 512") in good
     jsonl = Path(json.loads(mixed.read_text())["synthetic"]["annotation"])
     (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
     lines = jsonl.read_text().splitlines()
@@ -239,44 +240,8 @@ def test_length_grouping_and_the_sampler():
     assert abs(share - 10 / 30) < 0.06  # sqrt(100) / (sqrt(400) + sqrt(100))
 
 
-# ------------------------------------------------------------------------------------------- shell scripts
-SCRIPTS = REPO / "internvl_chat" / "shell"
-
-
-@pytest.mark.parametrize("script, expected", [
-    ("internvl2.0/2nd_finetune/internvl2_2b_internlm2_1_8b_dynamic_res_2nd_finetune_lora.sh",
-     ["--conv_style internlm2-chat", "--use_llm_lora 16", "--freeze_llm True", "--gradient_accumulation_steps 4"]),
-    ("internvl2.0/2nd_finetune/internvl2_1b_qwen2_0_5b_dynamic_res_2nd_finetune_full.sh",
-     ["--conv_style Hermes-2", "--freeze_llm False", "--drop_path_rate 0.1", "--gradient_accumulation_steps 32"]),
-    ("internvl2.5/2nd_finetune/internvl2_5_2b_dynamic_res_2nd_finetune_lora.sh",
-     ["--conv_style internvl2_5", "--max_seq_length 8192", "--use_fast_tokenizer False"]),
-])
-def test_scripts_pass_upstream_flags_that_parse(script, expected, tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "GPUS": "1", "DRY_RUN": "1", "OUTPUT_DIR": str(tmp_path / "out"), "HOME": "/tmp"}
-    done = subprocess.run(["bash", str(SCRIPTS / script)], env=env, capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    command = done.stdout.strip()
-    for flag in expected + ["--deepspeed zero_stage1_config.json", "--evaluation_strategy no", "--bf16 True"]:
-        assert flag in command
-    from internvl_chat.arguments import parse_finetune_args
-
-    args = command.split(" -m internvl_chat.finetune ")[1].replace("'", "").split()
-    args = [a for a in args if a not in ("--deepspeed", "zero_stage1_config.json")] + ["--use_cpu", "True"]
-    model_args, data_args, training_args = parse_finetune_args(args)
-    assert training_args.group_by_length and data_args.dynamic_image_size and model_args.grad_checkpoint
-
-
-def test_gpus_and_batch_size_that_do_not_divide(tmp_path):
-    script = SCRIPTS / "internvl2.0/2nd_finetune/internvl2_2b_internlm2_1_8b_dynamic_res_2nd_finetune_lora.sh"
-    env = {"PATH": "/usr/bin:/bin", "GPUS": "3", "BATCH_SIZE": "16", "DRY_RUN": "1", "OUTPUT_DIR": str(tmp_path)}
-    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
-    assert done.returncode == 2
-    assert "BATCH_SIZE=16 is not a multiple of PER_DEVICE_BATCH_SIZE=4 x GPUS=3" in done.stderr
-    env.update(GPUS="2x")
-    assert "GPUS=2x must be a whole number" in subprocess.run(["bash", str(script)], env=env, capture_output=True,
-                                                             text=True).stderr
-
-
+# ------------------------------------------------------------------------------------------- DeepSpeed configs
+# (the shell scripts: tests/test_chat_shell.py)
 def test_deepspeed_configs_fill_from_the_training_flags(monkeypatch):
     """The "auto" entries of the shipped ZeRO configs take the Trainer's flags (transformers' own filling)."""
     pytest.importorskip("deepspeed", reason="transformers reads DeepSpeed configs only with deepspeed installed")
@@ -306,7 +271,6 @@ def test_multi_image_samples_split_the_tile_budget(root, tmp_path):
     import random
 
     from internvl_chat.chat_data.build import build_training_data
-    from internvl_chat.chat_data.chat_jsonl import parse_sample
 
     Image.new("RGB", (400, 100), (200, 30, 30)).save(tmp_path / "wide.jpg")
     line = json.dumps({"image": ["wide.jpg", "wide.jpg"], "conversations": [
@@ -322,3 +286,12 @@ def test_multi_image_samples_split_the_tile_budget(root, tmp_path):
     assert not problems and part.media(two, random.Random(0))[1] == [4, 4]  # 3x1 grid + thumbnail, twice
     assert part.media(one, random.Random(0))[1] == [5]  # alone: 4x1 grid + thumbnail
     assert len(dataset[0]["pixel_values"]) == 8 and dataset[0]["input_ids"].tolist().count(1008) == 32
+
+
+def test_check_on_a_model_path_that_does_not_exist_says_so(mixed, tmp_path):
+    missing = tmp_path / "pretrained" / "InternVL2-2B"
+    with pytest.raises(MissingFileError) as info:
+        data_main(["check", "--meta_path", str(mixed), "--model_name_or_path", str(missing),
+                   "--conv_style", "internlm2-chat", *DATA_FLAGS])
+    assert str(info.value).startswith(f"--model_name_or_path {missing}: does not exist")
+    assert "config.json" not in str(info.value)

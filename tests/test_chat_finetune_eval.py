@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 
 from chat_finetune_helpers import base_checkpoint, finetune_argv
 from chat_finetune_helpers import _drop_run_logging  # noqa: F401 (autouse fixture)

@@ -1,4 +1,5 @@
-"""shell/launch.sh: mode choice, the exact srun / torchrun command lines, and real runs (single process, fake srun)."""
+"""shell/launch.sh: mode choice, the exact srun / torchrun command lines, and real runs (single process, fake srun);
+every runnable script of the repository dry-runs (DRY_RUN=1) without a GPU and on an 8-GPU node."""
 import json
 import os
 import shlex
@@ -182,3 +183,68 @@ def test_fake_srun_runs_the_program_as_slurm_tasks(bash, tmp_path):
     srun_args = (tmp_path / "srun.log").read_text().splitlines()
     assert srun_args[:3] == ["-p", "p1", "--job-name=internvl"] and "--quotatype=spot" in srun_args
     assert srun_args[-3:] == [PY, "-u", "ddp.py"]
+
+
+# ------------------------------------------------------------------------ every launching script, dry-run
+# Each runnable script of the repository (a #! line; the sourced libraries, shell/launch.sh and the common.sh
+# files, have none), by pattern: its arguments, the program it launches, the variables of an 8-GPU node (the
+# full internvl_g fine-tunes are upstream's 32-GPU srun jobs). The families' own tests check their flags
+# (test_chat_shell.py, test_internvl_g_finetune.py, ...); this one that none is left out or fails to launch.
+SCRIPT_DRY_RUNS = {
+    "internvl_chat/shell/*/2nd_finetune/*.sh": ((), "-m internvl_chat.finetune", {}),
+    "internvl_g/shell/finetune/*.sh": ((), "-m internvl_g.finetune", {"PARTITION": "VC2"}),
+    "internvl_g/shell/*_finetune/*.sh": ((), "-m internvl_g.finetune", {}),
+    "internvl_chat/evaluate.sh": (("ckpt", "caption"), "-m internvl_chat.evaluate_caption", {}),
+    "internvl_g/evaluate.sh": (("ckpt", "caption"), "-m internvl_g.evaluate_caption", {}),
+    "clip_benchmark/test_*.sh": ((), "clip_benchmark/cli.py eval", {}),
+    "segmentation/dist_train.sh": (("cfg.py", "2"), "-m segmentation.train cfg.py", {}),
+    "segmentation/dist_test.sh": (("cfg.py", "ckpt.pth", "2"), "-m segmentation.test cfg.py ckpt.pth", {}),
+    "segmentation/slurm_train.sh": (("p1", "job", "cfg.py"), "-m segmentation.train cfg.py", {}),
+    "segmentation/slurm_test.sh": (("p1", "job", "cfg.py", "ckpt.pth"), "-m segmentation.test cfg.py ckpt.pth", {}),
+    "classification/train_in1k.sh": ((), "classification/main.py --cfg", {}),
+}
+SHELL_SCRIPTS = sorted(str(p.relative_to(REPO)) for p in REPO.glob("*/**/*.sh")
+                       if ".venv" not in p.parts and p.read_text().startswith("#!"))
+
+
+def _patterns_of(script: str) -> list:
+    return [pattern for pattern in SCRIPT_DRY_RUNS if Path(script).match(pattern)
+            and len(Path(script).parts) == len(Path(pattern).parts)]
+
+
+def test_every_launching_script_has_a_dry_run():
+    assert len(SHELL_SCRIPTS) >= 33 and all(len(_patterns_of(s)) == 1 for s in SHELL_SCRIPTS), \
+        [(s, _patterns_of(s)) for s in SHELL_SCRIPTS if len(_patterns_of(s)) != 1]
+    assert all(any(Path(s).match(p) for s in SHELL_SCRIPTS) for p in SCRIPT_DRY_RUNS)  # no stale pattern
+
+
+@pytest.mark.parametrize("script", SHELL_SCRIPTS)
+def test_every_script_dry_runs_without_a_gpu_and_on_eight(script, tmp_path):
+    """DRY_RUN=1 from a scratch directory: without a GPU (any GPUS too) the launch is on the CPU, without DeepSpeed;
+    on an 8-GPU node (a stand-in nvidia-smi) it is torchrun or srun."""
+    args, program, gpu_env = SCRIPT_DRY_RUNS[_patterns_of(script)[0]]
+    fakebin = tmp_path / "bin"
+    fakebin.mkdir()
+    base = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS | {"BATCH_SIZE", "OUTPUT_DIR", "MODEL"}
+            and not k.startswith("SLURM_")}
+    base.update(PATH=f"{fakebin}{os.pathsep}/usr/bin:/bin", DRY_RUN="1", PYTHON="python")
+
+    def dry_run(**env):
+        done = subprocess.run(["bash", str(REPO / script), *args], env={**base, **env}, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (script, env, done.stderr)
+        launches = [line for line in done.stdout.splitlines() if program in line]
+        assert launches, (script, env, done.stdout)
+        return launches
+
+    slurm = script.startswith("segmentation/slurm_")
+    for gpus in ({}, {"GPUS": "2"}):  # no GPU visible
+        for line in dry_run(CUDA_VISIBLE_DEVICES="", **gpus):
+            assert line.startswith("srun -p p1 " if slurm else "python ") and "--deepspeed" not in line, line
+            if "finetune" in program:
+                assert "--use_cpu True" in line, line
+    (fakebin / "nvidia-smi").write_text(FAKE_NVIDIA_SMI.replace("0 1 2 3", "0 1 2 3 4 5 6 7"))
+    (fakebin / "nvidia-smi").chmod(0o755)
+    for line in dry_run(**gpu_env):
+        assert line.startswith(("srun -p ", "python -m torch.distributed.run ", "python -u ")), line
+        assert "--use_cpu True" not in line, line

@@ -163,8 +163,15 @@ class InternVLChatConfig(InternVLConfigBase):
 
     @property
     def image_size(self) -> int:
-        """Tile size in pixels."""
+        """Tile size in pixels: ``force_image_size`` (the setting's one name, in flags and config.json), else the
+        vision tower's ``image_size``."""
         return self.force_image_size or self.vision_config.image_size
+
+    @property
+    def num_image_token(self) -> int:
+        """Language-model tokens per tile: ``(image_size / patch_size)^2 x downsample_ratio^2`` (256 for 448 px
+        tiles of 14 px patches at 0.5). The one place this is computed (model, training data, inference)."""
+        return int((self.image_size // self.vision_config.patch_size) ** 2 * self.downsample_ratio ** 2)
 
     def to_diff_dict(self) -> dict:
         """What ``config.json`` holds: the fields that differ from ``PretrainedConfig``'s defaults, and the
@@ -207,7 +214,7 @@ class InternVLChatModel(InternVLPreTrainedBase):
         self.template = config.template
         self.downsample_ratio = config.downsample_ratio
         self.ps_version = config.ps_version
-        self.num_image_token = int((config.image_size // self.patch_size) ** 2 * config.downsample_ratio ** 2)
+        self.num_image_token = config.num_image_token
         self.llm_arch_name = config.llm_config.architectures[0]
         if self.ps_version == "v1":
             logger.info("ps_version 'v1': pixel shuffle leaves the feature grid transposed, as the model was trained")

@@ -52,8 +52,12 @@ def _is_internlm2(path: str) -> bool:
 def _chat_config(path: str):
     from internvl.models.chat_model import InternVLChatConfig
 
+    if not Path(path).exists():
+        raise MissingFileError(f"--model_name_or_path {path}: does not exist; give the checkpoint directory "
+                               "(see pretrained/README.md)")
     if not (Path(path) / "config.json").is_file():
-        raise MissingFileError(f"{path} has no config.json: not an InternVL-Chat checkpoint directory")
+        raise MissingFileError(f"--model_name_or_path {path} has no config.json: not an InternVL-Chat checkpoint "
+                               "directory")
     try:
         return InternVLChatConfig.from_pretrained(path)
     except (ValueError, OSError, KeyError) as err:
@@ -61,22 +65,27 @@ def _chat_config(path: str):
 
 
 def num_image_token(model_args, data_args) -> int:
-    """Tokens per tile: ``(force_image_size / patch_size)^2 x down_sample_ratio^2`` (256 for 448 px and patch 14)."""
+    """Tokens per tile of the model the flags describe (``InternVLChatConfig.num_image_token`` with
+    ``--force_image_size`` and ``--down_sample_ratio``: 256 for 448 px and patch 14)."""
+    from internvl.models.chat_model import InternVLChatConfig
+
     if model_args.model_name_or_path is not None:
         config = _chat_config(model_args.model_name_or_path)
-        patch = config.vision_config.patch_size
         if abs(config.downsample_ratio - data_args.down_sample_ratio) > 1e-9:
             raise ConfigError(f"--down_sample_ratio {data_args.down_sample_ratio} differs from the checkpoint's "
                               f"downsample_ratio {config.downsample_ratio}; the projector is built for the latter")
+        vision_config = config.vision_config
     elif model_args.vision_path is not None:
         from internvl.models.intern_vit import InternVisionConfig
 
-        patch = InternVisionConfig.from_pretrained(model_args.vision_path).patch_size
+        vision_config = InternVisionConfig.from_pretrained(model_args.vision_path)
     else:
         raise ConfigError("give --model_name_or_path (or --vision_path and --llm_path to build a new model)")
-    if data_args.force_image_size % patch:
-        raise ConfigError(f"--force_image_size {data_args.force_image_size} is not a multiple of the patch size {patch}")
-    return int((data_args.force_image_size // patch) ** 2 * data_args.down_sample_ratio ** 2)
+    if data_args.force_image_size % vision_config.patch_size:
+        raise ConfigError(f"--force_image_size {data_args.force_image_size} is not a multiple of the patch size "
+                          f"{vision_config.patch_size}")
+    return InternVLChatConfig(vision_config.to_dict(), None, force_image_size=data_args.force_image_size,
+                              downsample_ratio=data_args.down_sample_ratio).num_image_token
 
 
 def data_options(model_args, data_args) -> DataOptions:

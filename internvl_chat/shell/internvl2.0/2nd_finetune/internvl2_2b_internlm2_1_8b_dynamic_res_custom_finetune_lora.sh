@@ -3,8 +3,9 @@
 # Upstream's internvl_chat/shell/internvl2.0/2nd_finetune/internvl2_2b_internlm2_1_8b_dynamic_res_custom_finetune_lora.sh with this repository's launcher and entry point; every
 # flag and default is upstream's. Run in internvl_chat/:
 #   GPUS=8 PER_DEVICE_BATCH_SIZE=4 bash shell/internvl2.0/2nd_finetune/internvl2_2b_internlm2_1_8b_dynamic_res_custom_finetune_lora.sh
-# GPUS=0 runs one CPU process without DeepSpeed (try-outs). MODEL_PATH, META_PATH, OUTPUT_DIR and
-# DEEPSPEED override the paths; the run resumes from OUTPUT_DIR's last checkpoint when started again.
+# GRADIENT_ACC, when set, is kept and the total batch derived from it. Without a visible GPU (or with GPUS=0) the
+# run goes to the CPU: float32, no DeepSpeed, one process (GPUS=N: N processes). MODEL_PATH, META_PATH, OUTPUT_DIR
+# and DEEPSPEED override the paths; the run resumes from OUTPUT_DIR's last checkpoint when started again.
 # Your own data: a template to copy. Describe it in shell/data/custom_finetune.json (one entry per JSONL file:
 # "root" = the folder the image paths are relative to, "annotation" = the .jsonl, "repeat_time" to over- or
 # under-sample it, "data_augment" for JPEG re-encoding; see internvl_chat/README.md for the JSONL lines), then:

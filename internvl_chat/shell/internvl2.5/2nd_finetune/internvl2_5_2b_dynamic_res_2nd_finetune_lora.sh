@@ -3,8 +3,9 @@
 # Upstream's internvl_chat/shell/internvl2.5/2nd_finetune/internvl2_5_2b_dynamic_res_2nd_finetune_lora.sh with this repository's launcher and entry point; every
 # flag and default is upstream's. Run in internvl_chat/:
 #   GPUS=8 PER_DEVICE_BATCH_SIZE=4 bash shell/internvl2.5/2nd_finetune/internvl2_5_2b_dynamic_res_2nd_finetune_lora.sh
-# GPUS=0 runs one CPU process without DeepSpeed (try-outs). MODEL_PATH, META_PATH, OUTPUT_DIR and
-# DEEPSPEED override the paths; the run resumes from OUTPUT_DIR's last checkpoint when started again.
+# GRADIENT_ACC, when set, is kept and the total batch derived from it. Without a visible GPU (or with GPUS=0) the
+# run goes to the CPU: float32, no DeepSpeed, one process (GPUS=N: N processes). MODEL_PATH, META_PATH, OUTPUT_DIR
+# and DEEPSPEED override the paths; the run resumes from OUTPUT_DIR's last checkpoint when started again.
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../finetune_common.sh"

@@ -1,0 +1,56 @@
+"""An InternVL-Chat checkpoint loaded for inference: the one loader of the chat CLI (``chat.py``) and the caption
+evaluation (``evaluate_caption.py``), and the tiling a checkpoint was trained with."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Optional
+
+from internvl.errors import ConfigError, MissingDependencyError, MissingFileError
+
+__all__ = ["load_model", "max_tiles"]
+
+
+def load_model(path: str, device, dtype, load_in_8bit: bool = False, load_in_4bit: bool = False,
+               device_map: Optional[dict] = None, flag: str = "--model"):
+    """``(model, tokenizer)`` of a checkpoint directory (fine-tuned, LoRA output or merged), in eval mode on
+    ``device`` (or spread by ``device_map``). The directory and its tokenizer are checked before the weights load;
+    ``flag`` names the command-line flag in the messages. 8-/4-bit weights need bitsandbytes and a CUDA device."""
+    from internvl.compat import dtype_kwargs
+    from internvl.models.chat_model import InternVLChatModel
+    from internvl.models.tokenization import load_tokenizer
+
+    if not Path(path).is_dir():
+        raise MissingFileError(f"{flag} {path}: no such directory; see pretrained/README.md")
+    if not (Path(path) / "config.json").is_file():
+        raise MissingFileError(f"{flag} {path}: no config.json there (not a checkpoint directory); "
+                               "see pretrained/README.md")
+    try:
+        tokenizer = load_tokenizer(path)
+    except FileNotFoundError as err:
+        raise MissingFileError(str(err)) from None
+    kwargs = dict(low_cpu_mem_usage=True, **dtype_kwargs(dtype))
+    if load_in_8bit or load_in_4bit:
+        option = "--load-in-8bit" if load_in_8bit else "--load-in-4bit"
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise MissingDependencyError(f"{option} needs bitsandbytes: pip install bitsandbytes")
+        if device.type != "cuda":
+            raise ConfigError(f"{option} needs a CUDA device (bitsandbytes kernels)")
+        from transformers import BitsAndBytesConfig
+
+        kwargs.update(quantization_config=BitsAndBytesConfig(load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit),
+                      device_map={"": device.index or 0})
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    model = InternVLChatModel.from_pretrained(path, **kwargs).eval()
+    if "device_map" not in kwargs:
+        model = model.to(device)
+    return model, tokenizer
+
+
+def max_tiles(config, flag_value: Optional[int]) -> int:
+    """Most tiles per image: the flag when given, else what the checkpoint was trained with
+    (``max_dynamic_patch`` of its config.json; 1 for a checkpoint trained without dynamic tiling)."""
+    if flag_value is not None:
+        return flag_value
+    return config.max_dynamic_patch if config.dynamic_image_size else 1
