@@ -178,6 +178,17 @@ def test_run_writes_results_scores_and_a_summary_row(tmp_path, capsys):
         r["answer"] = r["annotation"]
     results.write_text(json.dumps(records))
     assert set(TASK.score(results, data).values()) == {1.0}
+    # text-only and multi-image samples as the fine-tuning data has them, the metric by the flag
+    from internvl_chat.chat_data.chat_jsonl import write_synthetic_chat_data
+
+    meta = write_synthetic_chat_data(tmp_path / "mixed", 2, kinds=("text", "multi"), name="mixed")
+    assert eval_main(["run", "--checkpoint", str(tmp_path / "ckpt"), "--tasks", "qa-custom", "--meta-path", str(meta),
+                      "--metric", "exact", "--data-root", str(data), "--out-dir", str(tmp_path / "mixed_out"),
+                      "--num-workers", "0"]) == 0
+    (results,) = (tmp_path / "mixed_out").glob("qa_custom_*.json")
+    text, multi = json.loads(results.read_text())
+    assert "<image>" not in text["question"] and text["metric"] == "exact"
+    assert multi["question"].startswith("Image-1: <image>\nImage-2: <image>\n") and isinstance(multi["answer"], str)
 
 
 def test_evaluate_sh_sends_qa_custom_and_its_flags_to_the_benchmark_run():
