@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # Where the demos write their data, weights and runs (make demo DEMO_OUT=/tmp/x).
 DEMO_OUT ?= demo_output
 
-.PHONY: install test demo demo-classification demo-retrieval bench clean
+.PHONY: install test demo demo-benchmarks demo-classification demo-retrieval bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: $(STAMP)
 # The InternVL2 fine-tuning workflow on synthetic data (about 2 minutes on 2 cores).
 demo: $(STAMP)
 	$(PY) -m internvl_chat.demo --out '$(DEMO_OUT)/internvl_chat'
+
+# The base and the fine-tuned tiny model of `make demo` on a few synthetic benchmark tasks, in one table (reuses
+# make demo's checkpoints under the same DEMO_OUT, else runs make demo first; see internvl_chat/README.md).
+demo-benchmarks: $(STAMP)
+	$(PY) -m internvl_chat.demo_benchmarks --out '$(DEMO_OUT)/internvl_chat'
 
 # InternViT linear probing on synthetic ImageNet layouts, written to $(DEMO_OUT).
 demo-classification: $(STAMP)

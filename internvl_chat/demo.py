@@ -49,7 +49,7 @@ class _Progress(logging.Handler):
         self.stream.flush()
 
 
-def _quiet(function, *args):
+def run_quietly(function, *args):
     """Run a step with its console output (progress bars, the Java metric tools' chatter) into a buffer;
     returns ``(result, output)``."""
     sys.stdout.flush()
@@ -112,7 +112,7 @@ def main(argv=None) -> dict:
     data_flags = ["--conv_style", "internlm2-chat", "--force_image_size", "56", "--max_dynamic_patch", "1",
                   "--down_sample_ratio", "0.5", "--max_seq_length", "512"]
     print("\n=== 2. python -m internvl_chat.chat_data check ===")
-    status, report = _quiet(data_main, ["check", "--meta_path", str(train_meta), "--model_name_or_path", str(base),
+    status, report = run_quietly(data_main, ["check", "--meta_path", str(train_meta), "--model_name_or_path", str(base),
                                         *data_flags])
     print("  " + report.strip().splitlines()[-1])
     if status:
@@ -122,7 +122,7 @@ def main(argv=None) -> dict:
         flags = ["--checkpoint", str(checkpoint), "--datasets", "coco,custom", "--meta-path", str(val_meta),
                  "--data-root", str(out / "data"), "--out-dir", str(out / "results" / tag), "--batch-size", "20",
                  "--num-workers", "0"]
-        summaries, _ = _quiet(evaluate_caption.evaluate, evaluate_caption.parse_args(flags))
+        summaries, _ = run_quietly(evaluate_caption.evaluate, evaluate_caption.parse_args(flags))
         return {name: scores for name, _, _, scores in summaries}
 
     print("\n=== 3. evaluate the base model (evaluate_caption: coco and custom) ===")
@@ -140,14 +140,14 @@ def main(argv=None) -> dict:
                    "--group_by_length", "True", "--dataloader_num_workers", "1", "--report_to", "tensorboard",
                    "--seed", str(args.seed), "--disable_tqdm", "True"]
     train_start = time.time()
-    # the progress lines go to the terminal itself: _quiet points file descriptors 1 and 2 at its buffer
+    # the progress lines go to the terminal itself: run_quietly points file descriptors 1 and 2 at its buffer
     sys.stdout.flush()
     terminal = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     progress = _Progress(terminal, total_steps)
     run_log = logging.getLogger("internvl_chat.finetune")
     run_log.addHandler(progress)
     try:
-        _quiet(finetune.main, train_flags)
+        run_quietly(finetune.main, train_flags)
     finally:
         run_log.removeHandler(progress)
         terminal.close()
@@ -160,7 +160,7 @@ def main(argv=None) -> dict:
 
     print("\n=== 5. evaluate the LoRA output directory as it is, then merge it (tools/merge_lora.py) ===")
     after = evaluate(run_dir, "lora")
-    _quiet(merge_lora, str(run_dir), str(merged))
+    run_quietly(merge_lora, str(run_dir), str(merged))
     print(f"  merged into {merged}: " + ", ".join(sorted(p.name for p in merged.iterdir())))
 
     print("\n=== 6. load the merged directory as the original loads, and ask it about a held-out image ===")

@@ -6,8 +6,10 @@
 # Tasks: upstream's names. The benchmarks (vqa-textvqa-val, pope, mme, refcoco-val, ... and the groups vqa,
 # vqa-chartqa-test, refcoco) run through `python -m internvl_chat.eval run`, the model loaded once for all of
 # them; the caption tasks (caption, caption-coco, caption-flickr30k, caption-nocaps, caption-custom
-# --meta-path my_val.json) through `python -m internvl_chat.evaluate_caption`. `python -m internvl_chat.eval
-# tasks` lists them; a name upstream has but this project does not gets one line saying so.
+# --meta-path my_val.json) through `python -m internvl_chat.evaluate_caption`; qa-custom --meta-path my_val.json
+# [--metric vqa|exact|anls|mc] (your held-out data scored with a question-answer metric) with the benchmarks.
+# `python -m internvl_chat.eval tasks` lists them; a name upstream has but this project does not gets one line
+# saying so.
 # Flags go to the evaluator (--dynamic, --max-num N, --auto, --load-in-8bit, --batch-size, ...; see its --help).
 # --auto spreads one process's model over the visible GPUs, so it runs a single process, as upstream.
 # Launched through shell/launch.sh: torchrun on this node's GPUs, srun when PARTITION is set, one CPU process

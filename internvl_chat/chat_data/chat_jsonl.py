@@ -96,8 +96,9 @@ def _where(path, line: Optional[int] = None) -> str:
     return f"{path}:{line}" if line is not None else str(path)
 
 
-def read_meta(meta_path: str | os.PathLike) -> list[DatasetSpec]:
-    """The datasets of a meta json, every field checked (see the module doc)."""
+def read_meta(meta_path: str | os.PathLike, extra_keys: Iterable[str] = ()) -> list[DatasetSpec]:
+    """The datasets of a meta json, every field checked (see the module doc). ``extra_keys``: further keys an
+    entry may have, read by the caller (the evaluation's ``metric``); the fine-tuning allows none."""
     meta_path = Path(meta_path)
     if not meta_path.is_file():
         raise MissingFileError(f"--meta_path {meta_path}: no such file (a JSON object naming the datasets; "
@@ -115,9 +116,10 @@ def read_meta(meta_path: str | os.PathLike) -> list[DatasetSpec]:
         where = f"{meta_path}: dataset {name!r}"
         if not isinstance(entry, dict):
             raise ConfigError(f"{where} must be an object with 'root' and 'annotation', found {entry!r}")
-        unknown = sorted(set(entry) - META_KEYS)
+        known = META_KEYS | set(extra_keys)
+        unknown = sorted(set(entry) - known)
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(META_KEYS)}")
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
         for key in ("root", "annotation"):
             if not isinstance(entry.get(key), str) or not entry[key]:
                 raise ConfigError(f"{where} has no {key!r} (a path string); every dataset needs 'root' (the folder "

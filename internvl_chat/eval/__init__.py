@@ -10,7 +10,7 @@ per-rank partial answer files to resume from, gather, results file, scorer, summ
 task family, each with its data reader, its synthetic writer, its prompt, its results file and its scorer:
 :mod:`.vqa`, :mod:`.pope`, :mod:`.mme`, :mod:`.refcoco`, :mod:`.mmbench` (MMBench / CCBench), :mod:`.multiple_choice`
 (ScienceQA, SEED, MMVP), :mod:`.tiny_lvlm`, :mod:`.mmmu`, :mod:`.mvbench`, :mod:`.judge` (LLaVA-Bench, MMHal,
-MathVista, MM-Vet: the GPT-judge tasks).
+MathVista, MM-Vet: the GPT-judge tasks), :mod:`.qa_custom` (your own held-out data in the fine-tuning format).
 
 Adding a task family (the interface, in full)
 ---------------------------------------------
@@ -35,6 +35,9 @@ Adding a task family (the interface, in full)
      upstream's names (``None``: a test split without public answers, ``submission`` says where it goes, or a
      GPT-judge task without a judge; ``unscored(results_path)`` is the one line said then);
    - ``write_synthetic(data_root, n) -> None``: a tiny set in upstream's layout (tests, demo).
+   - optional: ``configure(args)`` takes the task's own run flags (``qa-custom``: ``--meta-path``, ``--metric``),
+     ``settings()`` what of them changes an answer (part of the resume fingerprint), ``headline_keys(metrics)``
+     the summary columns when they depend on the data (default: ``headline``).
 2. Add the module's name to :data:`.framework.TASK_MODULES`. ``evaluate.sh``, ``run``, ``score``, the summary and
    the not-implemented message pick it up from there; task modules import torch only inside functions.
 

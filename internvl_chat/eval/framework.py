@@ -33,7 +33,7 @@ log = logging.getLogger("internvl_chat.eval")
 
 #: the task-family modules of this package, each with ``TASKS`` and ``GROUPS`` (see the package doc)
 TASK_MODULES = ["vqa", "pope", "mme", "refcoco", "mmbench", "multiple_choice", "tiny_lvlm", "mmmu", "judge",
-                "mvbench"]
+                "mvbench", "qa_custom"]
 
 #: the caption tasks, run by ``internvl_chat.evaluate_caption`` (evaluate.sh sends them there)
 CAPTION_TASKS = ["caption", "caption-coco", "caption-flickr30k", "caption-nocaps", "caption-custom"]
@@ -54,6 +54,9 @@ UPSTREAM_TASKS = [
 ]
 
 PARTIAL_DIR = ".partial"
+
+#: the metrics ``qa-custom`` scores a user's held-out data with (see :mod:`.qa_custom`)
+QA_METRICS = ("vqa", "exact", "anls", "mc")
 
 
 # ------------------------------------------------------------------------------------------------ the interface
@@ -101,6 +104,17 @@ class Task:
 
     def write_synthetic(self, data_root: Path, n: int = 4) -> None:
         raise NotImplementedError
+
+    def configure(self, args: argparse.Namespace) -> None:
+        """Take this task's own flags of a run (``qa-custom``: ``--meta-path``, ``--metric``); most tasks have none."""
+
+    def settings(self) -> dict:
+        """What ``configure`` set that changes an answer (part of the resume fingerprint)."""
+        return {}
+
+    def headline_keys(self, metrics: dict) -> tuple:
+        """The metric keys the summary table shows (default: ``headline``)."""
+        return self.headline
 
     def unscored(self, results: Path) -> str:
         """The one line said when ``score`` returns None (a test split; a GPT-judge task without a judge)."""
@@ -258,6 +272,10 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--load-in-4bit", action="store_true")
     p.add_argument("--auto", action="store_true", help="spread the model over the visible GPUs")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--meta-path", "--meta_path", dest="meta_path",
+                   help="qa-custom: meta json of your held-out data in the fine-tuning format")
+    p.add_argument("--metric", choices=QA_METRICS,
+                   help="qa-custom: the metric of the datasets whose meta entry has no 'metric' key")
 
 
 def check_run_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -272,6 +290,8 @@ def check_run_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         args.task_list = resolve_tasks(args.tasks)
     except ConfigError as err:
         parser.error(str(err))
+    for task in args.task_list:
+        task.configure(args)
     if args.dynamic and args.num_beams != 1:
         log.warning("--dynamic: --num-beams forced to 1, as upstream")
         args.num_beams = 1
@@ -359,7 +379,7 @@ def fingerprint(task: Task, args: argparse.Namespace, dtype_name: str) -> str:
     settings = dict(checkpoint=str(Path(args.checkpoint).resolve()), task=task.name, dtype=dtype_name,
                     dynamic=args.dynamic, max_num=args.max_num, total_max_num=args.total_max_num,
                     num_beams=args.num_beams, temperature=args.temperature, seed=args.seed,
-                    data_root=str(Path(args.data_root).resolve()))
+                    data_root=str(Path(args.data_root).resolve()), task_settings=task.settings())
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -458,8 +478,9 @@ def headline_values(task_name: str, metrics: Optional[dict]) -> dict:
     task = tasks.get(task_name)
     if task is None or metrics is None:
         return {task_name: "submission" if metrics is None else ""}
-    return {(f"{task_name}" if len(task.headline) == 1 else f"{task_name} {key}"): metrics.get(key)
-            for key in task.headline}
+    keys = task.headline_keys(metrics)
+    return {(f"{task_name}" if len(keys) == 1 and keys == task.headline else f"{task_name} {key}"): metrics.get(key)
+            for key in keys}
 
 
 def summary_table(runs: list) -> str:
