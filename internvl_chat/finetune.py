@@ -185,16 +185,12 @@ def _packing(data_args, dataset, collate):
 
 
 def _fit_loader_to_machine(training_args) -> None:
-    """At most one data-loader worker per CPU this process may use: upstream's scripts ask for 4, and more workers
-    than CPUs only compete for them (torch warns about it on every epoch); said once. Without an accelerator no
-    pinned memory (there is nothing to copy it to; torch warns on every data loader)."""
-    import os
+    """At most one data-loader worker per CPU (:func:`internvl.data.workers.usable_workers`). Without an
+    accelerator no pinned memory (there is nothing to copy it to; torch warns on every data loader)."""
+    from internvl.data.workers import usable_workers
 
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if training_args.dataloader_num_workers > cpus:
-        log.info("--dataloader_num_workers %d lowered to %d, the CPUs available to this process",
-                 training_args.dataloader_num_workers, cpus)
-        training_args.dataloader_num_workers = cpus
+    training_args.dataloader_num_workers = usable_workers(training_args.dataloader_num_workers,
+                                                          "--dataloader_num_workers")
     if training_args.device.type == "cpu":
         training_args.dataloader_pin_memory = False
 

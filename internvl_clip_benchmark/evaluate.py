@@ -28,14 +28,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from internvl.errors import ConfigError, DataError
+from internvl.data.workers import usable_workers
 from internvl.fileio import append_json_line
 
 from .datasets import DATASETS, build_dataset
 from .features import FeatureDataset, FeatureModel, FeatureStore, encode_images, files_digest, image_view
 from .models import load_internvl, text_files, weight_files
 
-__all__ = ["ZERO_SHOT_TASKS", "TOP_K", "autocast_enabled", "Session", "run", "output_path", "read_results", "classification_metrics",
-           "topk_accuracy"]
+__all__ = ["ZERO_SHOT_TASKS", "TOP_K", "autocast_enabled", "Session", "run", "output_path", "read_results",
+           "classification_metrics", "topk_accuracy"]
 
 ZERO_SHOT_TASKS = ("zeroshot_classification", "zeroshot_retrieval")
 TOP_K = (1, 5)  # CLIP Benchmark's acc1 / acc5
@@ -202,8 +203,8 @@ def _laion_loader(args, dataset) -> DataLoader:
 
     if args.dataset.startswith("wds/"):
         return DataLoader(dataset.batched(args.batch_size), batch_size=None, shuffle=False,
-                          num_workers=args.num_workers)
-    return DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers,
+                          num_workers=usable_workers(args.num_workers))
+    return DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=usable_workers(args.num_workers),
                       collate_fn=get_dataset_collate_fn(args.dataset))
 
 

@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 from internvl.errors import MissingFileError, from_workers
 from internvl.fileio import atomic_save
 from internvl.data.transforms import ImageDecodeError, open_image
+from internvl.data.workers import usable_workers
 
 __all__ = ["ImageView", "image_view", "ImageFiles", "FeatureStore", "FeatureModel", "FeatureDataset",
            "content_fingerprint", "files_digest", "encode_images", "CACHE_VERSION"]
@@ -138,7 +139,7 @@ def encode_images(model, images: Dataset, batch_size: int, num_workers: int, dev
     in one call, a row of ``(frames, D)`` features per video."""
     from tqdm import tqdm
 
-    loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=usable_workers(num_workers))
     device_type = torch.device(device).type
     rows = []
     with from_workers():  # a decode error raised in a worker keeps its one-line message

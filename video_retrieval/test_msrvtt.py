@@ -54,8 +54,11 @@ def encode_videos(model, videos, mode: str, batch_size: int = 8, num_workers: in
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
+    from internvl.data.workers import usable_workers
+
     dtype = next(model.parameters()).dtype
-    loader = DataLoader(videos, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    workers = usable_workers(num_workers, "--num-workers")
+    loader = DataLoader(videos, batch_size=batch_size, shuffle=False, num_workers=workers)
     rows = []
     with from_workers():  # a decode error raised in a worker keeps its one-line message
         for batch in tqdm(loader, desc="video features", disable=not verbose):
