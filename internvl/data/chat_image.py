@@ -25,7 +25,7 @@ from .transforms import build_transform, open_image
 from .video import read_frames
 
 __all__ = ["target_grids", "find_closest_aspect_ratio", "dynamic_preprocess", "load_image", "frame_indices",
-           "load_video"]
+           "sample_video_frames", "load_video"]
 
 Grid = Tuple[int, int]  # (columns, rows) of tiles
 
@@ -114,7 +114,7 @@ def frame_indices(bound: Optional[Tuple[float, float]], fps: float, max_frame: i
     return [int(start_idx + seg_size / 2 + round(seg_size * i)) for i in range(num_segments)]
 
 
-def _read_frames(path: str, num_segments: int, bound) -> List[Image.Image]:
+def sample_video_frames(path: str, num_segments: int, bound) -> List[Image.Image]:
     """The sampled frames of ``path``, through the one video reader (:func:`internvl.data.video.read_frames`)."""
     def chosen(length: int, fps: float) -> List[int]:
         if not fps or not length:
@@ -135,7 +135,7 @@ def load_video(path: Union[str, os.PathLike], num_segments: int = 32, bound: Opt
     if not os.path.isfile(path):
         raise MissingFileError(f"video not found: {path}")
     try:
-        frames = _read_frames(path, num_segments, bound)
+        frames = sample_video_frames(path, num_segments, bound)
     except (ImportError, ValueError):
         raise
     except Exception as err:  # the readers raise their own error types for undecodable files

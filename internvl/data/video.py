@@ -317,6 +317,16 @@ def write_video(path: PathLike, frames: Sequence["Image.Image"], fps: int = 8) -
     return path
 
 
+def write_shifting_video(path: PathLike, image: "Image.Image", num_frames: int, fps: int = 4) -> Path:
+    """A clip of ``num_frames`` frames of ``image`` shifting right one pixel per frame (:func:`write_video`): the
+    chat data kit's and MVBench's synthetic videos."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(image.convert("RGB"))
+    return write_video(path, [Image.fromarray(np.roll(pixels, i, axis=1)) for i in range(num_frames)], fps=fps)
+
+
 def write_msrvtt(root: PathLike, n: int, kit=None, start: int = 0,
                  num_frames: int = SYNTHETIC_VIDEO_FRAMES) -> Path:
     """A synthetic MSR-VTT in the layout of data/README.md: ``root/videos/all/video<i>.mp4`` (sample

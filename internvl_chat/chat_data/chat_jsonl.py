@@ -294,6 +294,7 @@ def write_synthetic_chat_data(root: str | os.PathLike, num_samples: int, kit=Non
     ``video_frames`` > 0: an mp4 of the image shifting, written with PyAV). ``root/<name>.json`` is the
     meta json (paths absolute, so it works from any directory)."""
     from internvl.data.synthetic import ZH, SyntheticImages, save_jpeg
+    from internvl.data.video import write_shifting_video
 
     known = {"caption", "caption_zh", "qa", "multi", "text", "video"}
     if set(kinds) - known or not kinds:
@@ -336,7 +337,7 @@ def write_synthetic_chat_data(root: str | os.PathLike, num_samples: int, kit=Non
             if video_frames < 1:
                 raise ValueError("kind 'video' needs video_frames >= 1")
             relative = f"videos/{index:06d}.mp4"
-            _write_video(root / relative, s.image, video_frames)
+            write_shifting_video(root / relative, s.image, video_frames)
             conv = [("human", "<video>\nWhat shape is moving?"), ("gpt", s.shape)]
             item = {"video": relative}
         items.append({"id": index, **item, "conversations": [{"from": r, "value": v} for r, v in conv]})
@@ -345,23 +346,3 @@ def write_synthetic_chat_data(root: str | os.PathLike, num_samples: int, kit=Non
     meta.write_text(json.dumps({name: {"root": str(root), "annotation": str(annotation), "data_augment": data_augment,
                                        "repeat_time": 1, "length": len(items)}}, indent=2))
     return meta
-
-
-def _write_video(path: Path, image, frames: int, fps: int = 4) -> None:
-    """A short H.264 clip of ``image`` shifting right one pixel per frame."""
-    import av
-    import numpy as np
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.asarray(image.convert("RGB"))
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = pixels.shape[1] // 2 * 2, pixels.shape[0] // 2 * 2
-        stream.pix_fmt = "yuv420p"
-        for i in range(frames):
-            frame = np.roll(pixels, i, axis=1)[:stream.height, :stream.width]
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-

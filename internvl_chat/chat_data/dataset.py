@@ -34,7 +34,7 @@ from typing import Optional, Sequence
 import torch
 from PIL import Image
 
-from internvl.data.chat_image import _read_frames, dynamic_preprocess, find_closest_aspect_ratio, target_grids
+from internvl.data.chat_image import sample_video_frames, dynamic_preprocess, find_closest_aspect_ratio, target_grids
 from internvl.errors import ConfigError
 from internvl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageDecodeError, build_transform, open_image
 
@@ -187,7 +187,7 @@ class ChatDataset(torch.utils.data.Dataset):
     # -------------------------------------------------------------------------------------- media
     def _frames(self, sample: ChatSample, num_frames: int) -> list:
         try:
-            return _read_frames(sample.video, num_frames, None)
+            return sample_video_frames(sample.video, num_frames, None)
         except ImportError:
             raise
         except Exception as err:  # the readers raise their own types for undecodable files

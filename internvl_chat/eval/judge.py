@@ -552,9 +552,9 @@ class MathVista(_JudgeTask):
         files = sorted(root.glob(f"{self.split}-*.parquet"))
         if not files:
             self.need(root / f"{self.split}-00000-of-00001.parquet", "the split's parquet file")
-        from .mmmu import _pyarrow
+        from .mmmu import pyarrow_parquet
 
-        pq = _pyarrow()
+        pq = pyarrow_parquet()
         return [row for f in files for row in pq.read_table(f).to_pylist()]
 
     def load(self, data_root: Path) -> list:
@@ -635,9 +635,9 @@ class MathVista(_JudgeTask):
 
     def write_synthetic(self, data_root: Path, n: int = 4) -> None:
         """:meth:`synthetic_rows` in the repository's parquet layout and ``annot_testmini.json``. Needs pyarrow."""
-        from .mmmu import _pyarrow
+        from .mmmu import pyarrow_parquet
 
-        pq = _pyarrow()
+        pq = pyarrow_parquet()
         import pyarrow
 
         rows = self.synthetic_rows(n)

@@ -233,7 +233,7 @@ def mmmu_scores(outputs: Dict[str, str], answers: Dict[str, dict]) -> Dict[str, 
 
 
 # ---------------------------------------------------------------------------------------------- data
-def _pyarrow():
+def pyarrow_parquet():
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -301,7 +301,7 @@ class MMMU(Task):
     def read_split(self, data_root: Path) -> list:
         """Every record of the split over the 30 subjects, in upstream's subject order."""
         root = self.need(data_root / ROOT, "the MMMU dataset folder")
-        pq = _pyarrow()
+        pq = pyarrow_parquet()
         records = []
         for subject in SUBJECTS:
             for f in sorted((root / subject).glob(f"{self.split}-*.parquet")):
@@ -402,7 +402,7 @@ class MMMU(Task):
 
     def write_synthetic(self, data_root: Path, n: int = 4) -> None:
         """:meth:`synthetic_records` in the repository's parquet layout (one file per subject). Needs pyarrow."""
-        pq = _pyarrow()
+        pq = pyarrow_parquet()
         import pyarrow
 
         records = self.synthetic_records(n)

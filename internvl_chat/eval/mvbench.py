@@ -178,7 +178,7 @@ class MVBench(Task):
         them."""
         from internvl.data.synthetic import COLOURS
 
-        from internvl_chat.chat_data.chat_jsonl import _write_video
+        from internvl.data.video import write_shifting_video
 
         from .framework import save_image, synthetic_samples
 
@@ -196,7 +196,7 @@ class MVBench(Task):
                         save_image(s.image, root / "video" / prefix / name / f"{k:05d}.jpg")
                 else:
                     name += ".mp4"
-                    _write_video(root / "video" / prefix / name, s.image, frames)
+                    write_shifting_video(root / "video" / prefix / name, s.image, frames)
                 row = {"video": name, "question": "What colour is the shape?",
                        "candidates": colours[:3] if s.colour in colours[:3] else colours[1:], "answer": s.colour}
                 if has_bound:
