@@ -37,7 +37,7 @@ from internvl.eval.caption_metrics import check_java, load_coco_references, summ
 from internvl.cli import run_main
 from internvl.errors import DataError
 
-from .loading import max_tiles
+from .loading import add_inference_flags, max_tiles
 
 if TYPE_CHECKING:  # torch itself is imported where it is used, so --help and flag errors are instant
     import torch
@@ -61,20 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default="results")
     p.add_argument("--prompt", default=PROMPT, help="the caption question of the benchmarks")
     p.add_argument("--batch-size", type=int, default=8, help="questions per generate call, per rank")
-    p.add_argument("--num-workers", type=int, default=1)
-    p.add_argument("--num-beams", type=int, default=1)
-    p.add_argument("--temperature", type=float, default=0.0, help="> 0 samples")
     p.add_argument("--min-new-tokens", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=30)
-    p.add_argument("--dynamic", action="store_true", help="dynamic-resolution tiling (as training)")
-    p.add_argument("--max-num", type=int, default=None, help="most tiles per image with --dynamic (default: the "
-                   "checkpoint's max_dynamic_patch, as it was trained)")
     p.add_argument("--num-segments", type=int, default=8, help="frames of a video sample")
-    p.add_argument("--dtype", default="auto", help="auto (bf16 on a bf16 GPU, else fp32), fp32, bf16, fp16")
-    p.add_argument("--load-in-8bit", action="store_true")
-    p.add_argument("--load-in-4bit", action="store_true")
-    p.add_argument("--auto", action="store_true", help="spread the model over the visible GPUs")
-    p.add_argument("--seed", type=int, default=0)
+    add_inference_flags(p, None, "most tiles per image with --dynamic (default: the checkpoint's max_dynamic_patch, "
+                                 "as it was trained)")
     return p
 
 

@@ -8,7 +8,7 @@ from typing import Optional
 
 from internvl.errors import ConfigError, MissingDependencyError, MissingFileError
 
-__all__ = ["load_model", "max_tiles"]
+__all__ = ["load_model", "max_tiles", "add_inference_flags"]
 
 
 def load_model(path: str, device, dtype, load_in_8bit: bool = False, load_in_4bit: bool = False,
@@ -54,3 +54,18 @@ def max_tiles(config, flag_value: Optional[int]) -> int:
     if flag_value is not None:
         return flag_value
     return config.max_dynamic_patch if config.dynamic_image_size else 1
+
+
+def add_inference_flags(p, max_num_default: Optional[int], max_num_help: str) -> None:
+    """The flags of every chat evaluation (benchmarks, captions): workers, decoding, tiling, weights' precision and
+    placement. ``max_num_default`` is the evaluation's ``--max-num`` default (``None``: :func:`max_tiles`)."""
+    p.add_argument("--num-workers", type=int, default=1)
+    p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--temperature", type=float, default=0.0, help="> 0 samples")
+    p.add_argument("--dynamic", action="store_true", help="dynamic-resolution tiling (as upstream's --dynamic)")
+    p.add_argument("--max-num", type=int, default=max_num_default, help=max_num_help)
+    p.add_argument("--dtype", default="auto", help="auto (bf16 on a bf16 GPU, else fp32), fp32, bf16, fp16")
+    p.add_argument("--load-in-8bit", action="store_true")
+    p.add_argument("--load-in-4bit", action="store_true")
+    p.add_argument("--auto", action="store_true", help="spread the model over the visible GPUs")
+    p.add_argument("--seed", type=int, default=0)

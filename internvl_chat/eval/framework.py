@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
 
 from internvl.errors import ConfigError, DataError, MissingFileError
+from internvl_chat.loading import add_inference_flags
 
 if TYPE_CHECKING:
     pass
@@ -261,17 +262,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default="data", help="upstream's data/ folder (layouts: data/README.md)")
     p.add_argument("--out-dir", default="results")
     p.add_argument("--batch-size", type=int, default=8, help="single-image questions per generate call, per rank")
-    p.add_argument("--num-workers", type=int, default=1)
-    p.add_argument("--num-beams", type=int, default=1)
-    p.add_argument("--temperature", type=float, default=0.0, help="> 0 samples")
-    p.add_argument("--dynamic", action="store_true", help="dynamic-resolution tiling (as upstream's --dynamic)")
-    p.add_argument("--max-num", type=int, default=6, help="most tiles per image with --dynamic")
+    add_inference_flags(p, 6, "most tiles per image with --dynamic (6: upstream's evaluation scripts, "
+                              "whose published scores it reproduces)")
     p.add_argument("--total-max-num", type=int, default=64, help="vqa-mpdocvqa-*: most tiles over a question's pages")
-    p.add_argument("--dtype", default="auto", help="auto (bf16 on a bf16 GPU, else fp32), fp32, bf16, fp16")
-    p.add_argument("--load-in-8bit", action="store_true")
-    p.add_argument("--load-in-4bit", action="store_true")
-    p.add_argument("--auto", action="store_true", help="spread the model over the visible GPUs")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--meta-path", "--meta_path", dest="meta_path",
                    help="qa-custom: meta json of your held-out data in the fine-tuning format")
     p.add_argument("--metric", choices=QA_METRICS,
