@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from internvl.data.caption_benchmarks import BENCHMARKS, CaptionDataset, load_image_list
 from internvl.eval.caption_eval import caption_in_shards, check_caption_args, report_captions
-from internvl.eval.caption_metrics import check_java, load_coco_references, summary_line
+from internvl.eval.caption_metrics import check_java, load_coco_references, print_summaries
 from internvl.cli import run_main
 from internvl.errors import DataError
 
@@ -309,9 +309,7 @@ def evaluate(args: argparse.Namespace) -> list:
                                               info, settings)
             if summary:
                 summaries.append(summary)
-        if info.is_main and len(summaries) > 1:
-            for summary in summaries:
-                print(summary_line(*summary), flush=True)
+        print_summaries(summaries, info.is_main)
         return summaries
     finally:
         cleanup_distributed()

@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 
 from internvl.data.caption_benchmarks import BENCHMARKS, CaptionDataset, load_image_list
 from internvl.eval.caption_eval import check_caption_args
-from internvl.eval.caption_metrics import check_java, load_coco_references, summary_line
+from internvl.eval.caption_metrics import check_java, load_coco_references, print_summaries
 from internvl.cli import run_main
 from internvl.errors import MissingFileError
 from internvl.models.processing_internvl_cg import CAPTION_PROMPT, build_cg_tokenizer, image_transform
@@ -158,9 +158,7 @@ def evaluate(args: argparse.Namespace) -> list[list]:
                                   is_main=info.is_main)
         if summary:
             summaries.append(summary)
-    if info.is_main and len(summaries) > 1:
-        for summary in summaries:
-            print(summary_line(*summary), flush=True)
+    print_summaries(summaries, info.is_main)
     return summaries
 
 

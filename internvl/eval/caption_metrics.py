@@ -23,13 +23,13 @@ import contextlib
 import os
 import subprocess
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from ..errors import UserError
 from ..fileio import read_json
 
 __all__ = ["METRICS", "JavaNotFoundError", "check_java", "load_coco_references", "score_captions",
-           "average_length", "summary_line"]
+           "average_length", "summary_line", "print_summaries"]
 
 METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 JAVA_HELP = ("pycocoevalcap's PTB tokenizer and METEOR run on Java 8 or newer; install a JRE "
@@ -184,3 +184,10 @@ def average_length(captions) -> float:
 def summary_line(dataset: str, prompt: str, avg_length: float, scores: Mapping[str, float]) -> str:
     """The upstream result line: ``['coco', 'English caption:', 10.5974, dict_items([('Bleu_1', ...), ...])]``."""
     return str([dataset, prompt, avg_length, dict(scores).items()])
+
+
+def print_summaries(summaries: Sequence[tuple], is_main: bool = True) -> None:
+    """After a run over several datasets, their upstream result lines again, together (the main process only)."""
+    if is_main and len(summaries) > 1:
+        for summary in summaries:
+            print(summary_line(*summary), flush=True)
