@@ -223,7 +223,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from transformers import set_seed
 
     from internvl.train.distributed import init_distributed
-    from internvl.train.hf import CheckpointCompleteCallback, finished_run, resume_checkpoint
+    from internvl.train.hf import CheckpointCompleteCallback, finished_run, prepare_deepspeed_on_cpu, resume_checkpoint
     from internvl.train.trainable import trainable_report
 
     from .arguments import parse_finetune_args
@@ -238,6 +238,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _setup_logging(info.rank, training_args.output_dir, training_args.get_process_log_level())
     log.info("InternVL-Chat fine-tuning: %d process(es), device %s, output %s", info.world_size, training_args.device,
              training_args.output_dir)
+    prepare_deepspeed_on_cpu(training_args)
     resume = (resume_checkpoint(training_args, is_main=info.is_main, own_files=OWN_FILES)
               if training_args.do_train else None)
     if resume:

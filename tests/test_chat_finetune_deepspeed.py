@@ -32,7 +32,7 @@ def meta(root):
     return write_synthetic_chat_data(root / "data", 8, kinds=("caption", "qa"))
 
 
-def _run(root, meta, out, *flags, deepspeed=True):
+def _run(root, meta, out, *flags, deepspeed=True, env_extra=None):
     """python -m internvl_chat.finetune in a fresh process, as torchrun would start rank 0 of 1."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -40,7 +40,7 @@ def _run(root, meta, out, *flags, deepspeed=True):
     # a clean environment: what earlier in-process runs left in os.environ (ACCELERATE_*, ...) changes a run
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "PYTHONPATH": str(REPO),
            "OMP_NUM_THREADS": "1", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": port}
+           "MASTER_PORT": port, **(env_extra or {})}
     argv = finetune_argv(base_checkpoint(root), meta, out, *FLAGS, *flags)
     if deepspeed:
         argv += ["--deepspeed", str(REPO / "internvl_chat/zero_stage3_config.json")]
@@ -50,16 +50,26 @@ def _run(root, meta, out, *flags, deepspeed=True):
     return [e["loss"] for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
 
 
-def test_zero3_trains_what_plain_training_trains_and_resumes(root, meta):
+def test_zero3_trains_what_plain_training_trains_and_resumes(root, meta, deepspeed_cpu_ops):
     plain = _run(root, meta, root / "plain", "--max_steps", "1", deepspeed=False)
     out = root / "zero3"
-    first = _run(root, meta, out, "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "2")
+    first = _run(root, meta, out, "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "2",
+                 env_extra=deepspeed_cpu_ops)
+    # On the CPU the config's AdamW runs as torch's, not as DeepSpeed's FusedAdam (a C++ op compiled for minutes):
+    # the optimizer state DeepSpeed saved has torch's parameter-group options, and the config it ran with says why
+    saved = torch.load(out / "checkpoint-2/global_step2/zero_pp_rank_0_mp_rank_00_optim_states.pt", map_location="cpu",
+                       weights_only=False)
+    group = saved["optimizer_state_dict"]["optimizer_state_dict"]["param_groups"][0]
+    assert "foreach" in group and "bias_correction" not in group, sorted(group)
+    assert saved["ds_config"]["optimizer"]["params"]["torch_adam"] is True
+    assert "runs as torch.optim's (torch_adam)" in (out / "training_log.txt").read_text()
     # Step 1 sees the loaded weights (LoRA's B starts at zero): the same loss as without DeepSpeed. A model left
     # empty by the partitioning, or a NaN output row, gives 0.0 or NaN here.
     assert first[0] == pytest.approx(plain[0], rel=1e-4)
     assert (out / "checkpoint-2" / "global_step2").is_dir()  # DeepSpeed's own (partitioned) checkpoint
 
-    resumed = _run(root, meta, out, "--max_steps", "3", "--save_strategy", "steps", "--save_steps", "2")
+    resumed = _run(root, meta, out, "--max_steps", "3", "--save_strategy", "steps", "--save_steps", "2",
+                   env_extra=deepspeed_cpu_ops)
     assert "resuming from" in (out / "training_log.txt").read_text()
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
     assert len(resumed) == 3 and resumed[:2] == pytest.approx(first, rel=1e-6)  # steps 1-2 from the checkpoint
@@ -75,3 +85,31 @@ def test_zero3_trains_what_plain_training_trains_and_resumes(root, meta):
     torch.testing.assert_close(saved["language_model.model.tok_embeddings.weight"],
                                base["language_model.model.tok_embeddings.weight"])
     assert not torch.allclose(saved["language_model.output.weight"], base["language_model.output.weight"])
+
+
+def test_cpu_runs_the_configs_adamw_as_torchs_and_leave_the_files_alone(tmp_path, deepspeed_state):
+    """On the CPU the chat configs' AdamW block gets torch_adam in the Trainer's copy of the config only; an
+    explicit torch_adam and a config without an optimizer block (internvl_g's) are left as they are."""
+    from internvl.train.hf import cpu_deepspeed_optimizer
+    from internvl_chat.arguments import parse_finetune_args
+
+    def args(config):
+        return parse_finetune_args(["--output_dir", str(tmp_path / "out"), "--use_cpu", "True",
+                                    "--deepspeed", str(config)])[-1]
+
+    for stage in (1, 2, 3):
+        path = REPO / f"internvl_chat/zero_stage{stage}_config.json"
+        shipped = path.read_text()
+        training_args = args(path)
+        assert cpu_deepspeed_optimizer(training_args)
+        assert training_args.hf_deepspeed_config.config["optimizer"]["params"]["torch_adam"] is True
+        assert not cpu_deepspeed_optimizer(training_args)  # once
+        assert path.read_text() == shipped and "torch_adam" not in shipped  # the GPU runs' file, as upstream's
+    explicit = json.loads((REPO / "internvl_chat/zero_stage3_config.json").read_text())
+    explicit["optimizer"]["params"]["torch_adam"] = False
+    (tmp_path / "explicit.json").write_text(json.dumps(explicit))
+    training_args = args(tmp_path / "explicit.json")
+    assert not cpu_deepspeed_optimizer(training_args)
+    assert training_args.hf_deepspeed_config.config["optimizer"]["params"]["torch_adam"] is False
+    training_args = args(REPO / "internvl_g/zero_stage3_config.json")
+    assert not cpu_deepspeed_optimizer(training_args) and "optimizer" not in training_args.hf_deepspeed_config.config

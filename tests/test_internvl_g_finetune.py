@@ -198,22 +198,6 @@ def test_a_killed_run_resumes_with_the_same_command(source, flickr, tmp_path):
     assert "already holds this run, complete at step 4: nothing to do" in (out / "train_log.txt").read_text()
 
 
-@pytest.fixture
-def deepspeed_state():
-    """TrainingArguments(deepspeed=...) leaves process-wide state behind (ACCELERATE_* environment variables,
-    accelerate's AcceleratorState, the Trainer's DeepSpeed config reference): put it back so later Trainers in
-    this process run without DeepSpeed."""
-    environ = dict(os.environ)
-    yield
-    from accelerate.state import AcceleratorState
-    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
-
-    os.environ.clear()
-    os.environ.update(environ)
-    unset_hf_deepspeed_config()
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
 def test_deepspeed_configs_are_upstreams_without_the_scheduler_and_valid(tmp_path, deepspeed_state):
     DeepSpeedConfig = pytest.importorskip("deepspeed.runtime.config").DeepSpeedConfig
 
@@ -379,13 +363,14 @@ def test_other_trainable_sets(flags, expected):
     assert trainable and trainable == {n for n, _ in model.named_parameters() if expected(n)}
 
 
-def test_zero3_lora_run_as_upstreams_4_gpu_scripts(source, flickr, tmp_path):
+def test_zero3_lora_run_as_upstreams_4_gpu_scripts(source, flickr, tmp_path, deepspeed_cpu_ops):
     """Upstream's head and LoRA scripts use ZeRO-3: a real DeepSpeed run (one CPU process) gives the first loss of
     the run without DeepSpeed, and the merged output, saved from partitioned weights, reloads at its image size."""
     pytest.importorskip("deepspeed")
     # a clean environment: what earlier in-process runs left in os.environ (ACCELERATE_*, ...) changes a run
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "PYTHONPATH": str(REPO),
-           "OMP_NUM_THREADS": "1", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
+           "OMP_NUM_THREADS": "1", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+           **deepspeed_cpu_ops}
     flags = ["--freeze_model", "--freeze_vision_model", "--freeze_qllama", "--unfreeze_qllama_head",
              "--use_backbone_lora", "4", "--use_qllama_lora", "2", "--force_image_size", "84", "--logging_steps", "1",
              "--merge_lora", "True"]

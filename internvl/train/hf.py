@@ -3,27 +3,8 @@ retrieval fine-tune; ``internvl_chat.finetune``, the chat fine-tunes), once: ups
 transformers 4 and 5, where a run resumes, DeepSpeed checks. What parameters train is
 :mod:`internvl.train.trainable`; the hand-written loops' ``.pth`` checkpoints are :mod:`internvl.train.checkpoints`.
 
-* Arguments. :func:`parse_args`: ``HfArgumentParser`` over the entry point's dataclasses and
-  :class:`TrainingArguments`, from ``argv`` or from one ``.json`` file (upstream's two ways). Upstream's scripts
-  pass flags that transformers has since renamed or removed; they are accepted here, the one place that knows
-  about them (:data:`LEGACY_FLAGS` and the fields of :class:`TrainingArguments`): ``--evaluation_strategy`` (now
-  ``--eval_strategy``), and the flags transformers 5 removed, ``--overwrite_output_dir`` (see
-  :func:`resume_checkpoint` for what it means), ``--group_by_length`` (5.x: ``--train_sampling_strategy
-  group_by_length``), ``--warmup_ratio`` (5.x: a ``--warmup_steps`` below 1), ``--logging_dir`` (5.x:
-  ``TENSORBOARD_LOGGING_DIR``) and ``--save_safetensors`` (always on in 5.x). transformers 5 renamed
-  ``--gradient_checkpointing(_kwargs)`` to ``--activation_checkpointing(_kwargs)`` (the old names still work): an
-  entry point's ``defaults`` may use either name. An unknown flag is an error naming it.
-* Checkpoints, the one definition for both entry points. A checkpoint is complete when
-  :class:`CheckpointCompleteCallback` has written :data:`COMPLETE_MARKER` into it (after every process wrote its
-  part) and :func:`checkpoint_damage` finds every file readable. :func:`resume_checkpoint`: a run killed at any
-  moment resumes with the same command from the newest complete checkpoint (an interrupted newer one is deleted,
-  a damaged newer one set aside, each named in one log line); :func:`finished_run`: a run that is already
-  complete says so and trains nothing (run again, transformers 5 would train one step more and overwrite the
-  results).
-* DeepSpeed and precision. :func:`read_deepspeed_config`: a DeepSpeed JSON checked before the Trainer reads it;
-  :func:`weights_dtype`: the dtype to load the model in; :func:`zero3_checkpoint_options` /
-  :func:`apply_zero3_checkpoint_options`: activation checkpointing under ZeRO-3; :func:`models_built_whole`: a
-  whole (unpartitioned) model loaded inside a ZeRO-3 run, for the merge after training.
+           "zero3_checkpoint_options", "apply_zero3_checkpoint_options", "models_built_whole",
+           "prepare_deepspeed_on_cpu", "cpu_deepspeed_optimizer", "build_deepspeed_cpu_ops"]
 """
 from __future__ import annotations
 
@@ -48,7 +29,8 @@ from ..fileio import read_json
 
 __all__ = ["TrainingArguments", "LEGACY_FLAGS", "parse_args", "resume_checkpoint", "checkpoint_damage",
            "CheckpointCompleteCallback", "COMPLETE_MARKER", "finished_run", "read_deepspeed_config", "weights_dtype",
-           "zero3_checkpoint_options", "apply_zero3_checkpoint_options", "models_built_whole"]
+           "zero3_checkpoint_options", "apply_zero3_checkpoint_options", "models_built_whole",
+           "prepare_deepspeed_on_cpu", "cpu_deepspeed_optimizer", "build_deepspeed_cpu_ops"]
 
 logger = logging.getLogger(__name__)
 
@@ -347,6 +329,76 @@ def read_deepspeed_config(path: str, keep_optimizer_groups: bool = False) -> dic
         logger.warning("--deepspeed %s: its 'scheduler' block (%s) replaces --lr_scheduler_type", config_path,
                        config["scheduler"].get("type"))
     return config
+
+
+def _deepspeed_on_cpu(args) -> bool:
+    if getattr(args, "hf_deepspeed_config", None) is None:
+        return False
+    from deepspeed.accelerator import get_accelerator
+
+    return get_accelerator().device_name() == "cpu"  # where DeepSpeed runs (no GPU visible, or DS_ACCELERATOR=cpu)
+
+
+def cpu_deepspeed_optimizer(args) -> bool:
+    """For a ``--deepspeed`` run on the CPU whose config has an Adam / AdamW ``optimizer`` block (the chat
+    configs, as upstream ships them): run it as torch's AdamW / Adam (DeepSpeed's ``torch_adam``) instead of
+    DeepSpeed's FusedAdam, whose CPU version is a C++ op compiled on first use (minutes on a small machine). The
+    change is made to the Trainer's in-memory copy of the config, never to the JSON file, and never when DeepSpeed
+    runs on a GPU; an explicit ``torch_adam`` in the file is left as it is. True when it changed the optimizer."""
+    if not _deepspeed_on_cpu(args):
+        return False
+    optimizer = args.hf_deepspeed_config.config.get("optimizer")
+    if not isinstance(optimizer, dict) or str(optimizer.get("type", "")).lower() not in ("adam", "adamw"):
+        return False
+    params = optimizer.setdefault("params", {})
+    if "torch_adam" in params:
+        return False
+    params["torch_adam"] = True
+    logger.info("DeepSpeed on the CPU: the config's %s optimizer runs as torch.optim's (torch_adam), not as "
+                "DeepSpeed's FusedAdam, which would compile a C++ op", optimizer.get("type"))
+    return True
+
+
+# The C++ op DeepSpeed's CPU backend loads at every start (deepspeed.comm's TorchBackend), compiled on first use.
+_CPU_OPS = ("ShareMemCommBuilder",)
+
+
+def build_deepspeed_cpu_ops() -> list[str]:
+    """Compile (first call on a machine) or load the C++ op(s) DeepSpeed loads when it starts on the CPU, as
+    DeepSpeed would: into ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), where every later run
+    with this DeepSpeed finds them (another environment's DeepSpeed rebuilds them there). Logs one line before a build, naming the op and the directory. Returns the names of the ops it
+    built now; empty when they were there, installed with DeepSpeed, or not compatible (DeepSpeed skips those)."""
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
+    from deepspeed.git_version_info import installed_ops
+    from torch.utils.cpp_extension import _get_build_directory
+
+    built = []
+    for class_name in _CPU_OPS:
+        builder = get_accelerator().create_op_builder(class_name)
+        if builder is None or installed_ops.get(builder.NAME) or not deepspeed.ops.__compatible_ops__.get(
+                builder.NAME, False):
+            continue
+        directory = Path(_get_build_directory(builder.NAME, verbose=False))
+        ninja = directory / "build.ninja"
+        # torch rebuilds when the build commands change, e.g. the op was built there from another environment's
+        # DeepSpeed (the sources' paths are in the commands)
+        if not any(directory.glob(f"{builder.NAME}*.so")) or not ninja.is_file() or str(
+                Path(deepspeed.ops.__file__).parent) not in ninja.read_text(errors="replace"):
+            logger.info("DeepSpeed on the CPU: compiling its C++ op %s into %s (once per machine, a few minutes on "
+                        "a small one; later runs load it)", builder.NAME, directory)
+            built.append(builder.NAME)
+        builder.load(verbose=False)
+    return built
+
+
+def prepare_deepspeed_on_cpu(args) -> None:
+    """What a ``--deepspeed`` run on the CPU needs before the Trainer starts DeepSpeed: the optimizer of
+    :func:`cpu_deepspeed_optimizer`, and :func:`build_deepspeed_cpu_ops` (the one-time build, announced). Nothing
+    for a run without DeepSpeed or with DeepSpeed on a GPU."""
+    if _deepspeed_on_cpu(args):
+        cpu_deepspeed_optimizer(args)
+        build_deepspeed_cpu_ops()
 
 
 @contextlib.contextmanager
