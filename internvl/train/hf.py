@@ -83,12 +83,16 @@ class TrainingArguments(transformers.TrainingArguments):
         super().__post_init__()
 
 
-def _rename_legacy(argv: Sequence[str]) -> list[str]:
+def _rename_legacy(argv: Sequence[str], fields: set = frozenset()) -> list[str]:
+    """Upstream's flags under this transformers' names: the renamed ones, and the deprecated spellings of
+    :data:`_ALIASES` where ``fields`` has the new one (so upstream's ``--gradient_checkpointing`` warns nothing)."""
     out = []
     for arg in argv:
         flag, eq, value = arg.partition("=")
-        if flag.startswith("--") and flag[2:] in LEGACY_FLAGS:
-            arg = f"--{LEGACY_FLAGS[flag[2:]]}{eq}{value}"
+        if flag.startswith("--"):
+            name = LEGACY_FLAGS.get(flag[2:], flag[2:])
+            if name != flag[2:] or name in {old for old, _ in _ALIASES}:
+                arg = f"--{_current_spelling(name, fields)}{eq}{value}"
         out.append(arg)
     return out
 
@@ -130,7 +134,7 @@ def parse_args(dataclass_types: Sequence[type], argv: Optional[Sequence[str]] = 
     if json_file:
         path = Path(argv[0])
         values = read_json(path, "arguments file", kind=dict, error=ConfigError)
-        values = {LEGACY_FLAGS.get(k, k): v for k, v in values.items()}
+        values = {_current_spelling(LEGACY_FLAGS.get(k, k), fields): v for k, v in values.items()}
         unknown = sorted(set(values) - fields)
         if unknown:
             raise ConfigError(f"{path}: unknown argument(s) {', '.join(unknown)}; see --help")
@@ -140,7 +144,7 @@ def parse_args(dataclass_types: Sequence[type], argv: Optional[Sequence[str]] = 
         return _user_errors(parser.parse_dict, values)
     prefix = [item for name, value in injected.items()
               for item in (f"--{name}", json.dumps(value) if isinstance(value, dict) else str(value))]
-    *parsed, unknown = _user_errors(parser.parse_args_into_dataclasses, args=prefix + _rename_legacy(argv),
+    *parsed, unknown = _user_errors(parser.parse_args_into_dataclasses, args=prefix + _rename_legacy(argv, fields),
                                     return_remaining_strings=True)
     if unknown:
         raise ConfigError(f"unknown flag(s): {' '.join(unknown)}; see --help for the flags")
