@@ -184,17 +184,6 @@ def _packing(data_args, dataset, collate):
     return None, collate, dataset
 
 
-def _fit_loader_to_machine(training_args) -> None:
-    """At most one data-loader worker per CPU (:func:`internvl.data.workers.usable_workers`). Without an
-    accelerator no pinned memory (there is nothing to copy it to; torch warns on every data loader)."""
-    from internvl.data.workers import usable_workers
-
-    training_args.dataloader_num_workers = usable_workers(training_args.dataloader_num_workers,
-                                                          "--dataloader_num_workers")
-    if training_args.device.type == "cpu":
-        training_args.dataloader_pin_memory = False
-
-
 def _special_tokens_in_config(model, tokenizer) -> None:
     """The tokenizer's BOS / EOS / PAD ids on the top-level config, where the Trainer looks for them: a checkpoint
     keeps them in llm_config only, and the Trainer would copy them itself with a warning on every run (the saved
@@ -223,7 +212,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from transformers import set_seed
 
     from internvl.train.distributed import init_distributed
-    from internvl.train.hf import CheckpointCompleteCallback, finished_run, prepare_deepspeed_on_cpu, resume_checkpoint
+    from internvl.train.hf import (CheckpointCompleteCallback, finished_run, fit_loader_to_machine,
+                                   prepare_deepspeed_on_cpu, resume_checkpoint)
     from internvl.train.trainable import trainable_report
 
     from .arguments import parse_finetune_args
@@ -265,7 +255,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log.info(trainable_report(model))
     training_args.remove_unused_columns = False  # the items carry exactly the model's inputs (and bad_samples)
     packing, collator, train_data = _packing(data_args, dataset, collate)
-    _fit_loader_to_machine(training_args)
+    fit_loader_to_machine(training_args)
     _special_tokens_in_config(model, tokenizer)
     trainer = ChatTrainer(model=model, args=training_args, train_dataset=train_data, processing_class=tokenizer,
                           data_collator=collator, callbacks=[CheckpointCompleteCallback(), LogCallback()],

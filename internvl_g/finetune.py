@@ -244,8 +244,8 @@ def main(argv: Optional[Sequence[str]] = None, callbacks: Optional[list] = None)
     from transformers import set_seed
 
     from internvl.train.hf import (CheckpointCompleteCallback, apply_zero3_checkpoint_options, finished_run,
-                                      parse_args, prepare_deepspeed_on_cpu, read_deepspeed_config, resume_checkpoint,
-                                      weights_dtype)
+                                   fit_loader_to_machine, parse_args, prepare_deepspeed_on_cpu,
+                                   read_deepspeed_config, resume_checkpoint, weights_dtype)
     from internvl.models.internvl_cg import InternVLConfig
     from internvl.models.processing_internvl_cg import build_cg_tokenizer
     from internvl.models.modeling_utils import check_checkpoint_dir
@@ -276,6 +276,7 @@ def main(argv: Optional[Sequence[str]] = None, callbacks: Optional[list] = None)
     transformers.utils.logging.enable_propagation()
     logger.info("model %s, data %s, training %s", model_args, data_args, training_args.to_json_string())
     prepare_deepspeed_on_cpu(training_args)
+    fit_loader_to_machine(training_args)
     set_seed(training_args.seed)
 
     source = check_checkpoint_dir(model_args.model_name_or_path)

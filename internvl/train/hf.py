@@ -4,7 +4,7 @@ transformers 4 and 5, where a run resumes, DeepSpeed checks. What parameters tra
 :mod:`internvl.train.trainable`; the hand-written loops' ``.pth`` checkpoints are :mod:`internvl.train.checkpoints`.
 
            "zero3_checkpoint_options", "apply_zero3_checkpoint_options", "models_built_whole",
-           "prepare_deepspeed_on_cpu", "cpu_deepspeed_optimizer", "build_deepspeed_cpu_ops"]
+           "prepare_deepspeed_on_cpu", "cpu_deepspeed_optimizer", "build_deepspeed_cpu_ops", "fit_loader_to_machine"]
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from ..fileio import read_json
 __all__ = ["TrainingArguments", "LEGACY_FLAGS", "parse_args", "resume_checkpoint", "checkpoint_damage",
            "CheckpointCompleteCallback", "COMPLETE_MARKER", "finished_run", "read_deepspeed_config", "weights_dtype",
            "zero3_checkpoint_options", "apply_zero3_checkpoint_options", "models_built_whole",
-           "prepare_deepspeed_on_cpu", "cpu_deepspeed_optimizer", "build_deepspeed_cpu_ops"]
+           "prepare_deepspeed_on_cpu", "cpu_deepspeed_optimizer", "build_deepspeed_cpu_ops", "fit_loader_to_machine"]
 
 logger = logging.getLogger(__name__)
 
@@ -449,3 +449,14 @@ def weights_dtype(args):
 
     half = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
     return precision_policy(half, trains=True, master_weights_elsewhere=bool(args.deepspeed)).weights
+
+
+def fit_loader_to_machine(training_args) -> None:
+    """At most one data-loader worker per available CPU (:func:`internvl.data.workers.usable_workers`), and no
+    pinned memory without an accelerator (nothing to copy it to; torch warns at every data loader)."""
+    from ..data.workers import usable_workers
+
+    training_args.dataloader_num_workers = usable_workers(training_args.dataloader_num_workers,
+                                                          "--dataloader_num_workers")
+    if training_args.device.type == "cpu":
+        training_args.dataloader_pin_memory = False
