@@ -23,7 +23,8 @@ Adding a task family (the interface, in full)
      question exactly as upstream's script does. ``Item(key, images, question, meta, max_num=None)``: ``key`` is
      the item's index in the set (stable across runs, used to resume), ``images`` absolute paths (``[]``: text
      only; several: write one ``<image>`` each in ``question``), ``meta`` whatever ``record`` needs;
-   - ``record(item, answer, checkpoint) -> dict``: upstream's per-question entry of the results file (post-processing here);
+   - ``record(item, answer, checkpoint) -> dict``: upstream's per-question entry of the results file
+     (post-processing here);
    - ``write_results(records, out_dir, checkpoint, stamp) -> Path``: upstream's results file (default:
      ``<out_dir>/<upstream>_<stamp>.json``, a JSON list of the records);
    - ``score(results_path, data_root) -> dict | None``: upstream's scorer on that file, the metrics under
