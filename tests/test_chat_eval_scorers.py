@@ -209,3 +209,15 @@ def test_unknown_and_unimplemented_names_get_one_line():
     names = [t.name for t in framework.resolve_tasks("vqa,vqa-okvqa-val,refcoco")]
     assert names[:5] == ["vqa-okvqa-val", "vqa-textvqa-val", "vqa-vizwiz-val", "vqa-ai2d-test", "vqa-gqa-testdev"]
     assert len(names) == 5 + 8 and names[5] == "refcoco-val" and "refcoco+-testB" in names
+
+
+def test_a_results_file_of_another_task_is_named_as_such(tmp_path):
+    results = tmp_path / "refcoco_val_240101000000.json"
+    results.write_text(json.dumps([{"answer": "[[0,0,1,1]]", "gt_bbox": [0, 0, 1, 1], "hw": [1, 1]}]))
+    tasks = framework.registry()[0]
+    with pytest.raises(DataError, match=r"answer 0 of .*refcoco_val_240101000000.json has no 'question_id'; is it a "
+                                        r"vqa-textvqa-val results file\?"):
+        tasks["vqa-textvqa-val"].score(results, tmp_path)
+    with pytest.raises(DataError, match="not a results file"):
+        results.write_text("[]")
+        tasks["refcoco-val"].score(results, tmp_path)

@@ -28,7 +28,8 @@ Adding a task family (the interface, in full)
      stored inside a data file), ``meta`` whatever ``record`` needs; ``pixels`` (optional): a picklable callable
      ``(image_size, dynamic, max_num, use_thumbnail) -> (tiles, tiles per <image>)`` for input built otherwise
      (MMMU's image rule, video frames), with ``images`` left empty;
-   - ``record(item, answer, checkpoint) -> dict``: upstream's per-question entry of the results file (post-processing here);
+   - ``record(item, answer, checkpoint) -> dict``: upstream's per-question entry of the results file
+     (post-processing here);
    - ``write_results(records, out_dir, checkpoint, stamp) -> Path``: upstream's results file (default:
      ``<out_dir>/<upstream>_<stamp>.json``, a JSON list of the records);
    - ``score(results_path, data_root) -> dict | None``: upstream's scorer on that file, the metrics under

@@ -22,13 +22,10 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 from internvl.errors import ConfigError, DataError, MissingFileError
 from internvl_chat.loading import add_inference_flags
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("internvl_chat.eval")
 
@@ -187,6 +184,18 @@ def save_image(image, path: Path) -> None:
 def write_jsonl(path: Path, rows: Iterable) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+
+
+def read_results(path: Path, task: str, keys: Sequence[str]) -> list:
+    """A results file's records, each with ``keys``; anything else is an error naming the file and the key."""
+    records = read_json(path, task)
+    if not isinstance(records, list) or not records:
+        raise DataError(f"{task}: {path} is not a results file (a non-empty JSON list of answers)")
+    for number, record in enumerate(records):
+        missing = [k for k in keys if not isinstance(record, dict) or k not in record]
+        if missing:
+            raise DataError(f"{task}: answer {number} of {path} has no {missing[0]!r}; is it a {task} results file?")
+    return records
 
 
 def resolve_image(path: str, data_root: Path) -> Path:

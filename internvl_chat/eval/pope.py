@@ -17,7 +17,7 @@ from typing import Optional
 
 from internvl.errors import DataError
 
-from .framework import Item, Task, field_of, read_json, read_jsonl, save_image, synthetic_samples, write_json, \
+from .framework import Item, Task, field_of, read_jsonl, read_results, save_image, synthetic_samples, write_json, \
     write_jsonl
 
 LLAVA_PROMPT = "Answer the question using a single word or phrase."
@@ -87,7 +87,7 @@ class Pope(Task):
         questions_path = self.need(data_root / self.questions_file, "the question file")
         label_dir = self.need(data_root / self.label_dir, "the label folder")
         category_of = {row["question_id"]: row.get("category") for row in read_jsonl(questions_path, self.name)}
-        answers = read_json(results, self.name)
+        answers = read_results(results, self.name, ["question_id", "text"])
         metrics, f1s = {}, []
         for name in sorted(os.listdir(label_dir)):
             if not (name.startswith("coco_pope_") and name.endswith(".json")):

@@ -14,9 +14,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from internvl.errors import DataError
-
-from .framework import Item, Task, field_of, read_json, read_jsonl, resolve_image, save_image, synthetic_samples, \
+from .framework import Item, Task, field_of, read_jsonl, read_results, resolve_image, save_image, synthetic_samples, \
     write_jsonl
 
 PROMPT = "Please provide the bounding box coordinate of the region this sentence describes: <ref>{}</ref>"
@@ -92,9 +90,7 @@ class RefCOCO(Task):
         return {"answer": answer, "gt_bbox": item.meta["gt_bbox"], "hw": list(item.meta["hw"])}
 
     def score(self, results: Path, data_root: Path) -> Optional[dict]:
-        entries = read_json(results, self.name)
-        if not entries:
-            raise DataError(f"{self.name}: {results} holds no answer")
+        entries = read_results(results, self.name, ["answer", "gt_bbox", "hw"])
         return {"Precision @ 1": grounding_precision(entries)}
 
     def write_synthetic(self, data_root: Path, n: int = 4) -> None:

@@ -28,8 +28,8 @@ from typing import Optional
 
 from internvl.errors import DataError
 
-from .framework import Item, Task, field_of, read_json, read_jsonl, resolve_image, save_image, synthetic_samples, \
-    write_json, write_jsonl
+from .framework import (Item, Task, field_of, read_json, read_jsonl, read_results, resolve_image, save_image,
+                        synthetic_samples, write_json, write_jsonl)
 
 BASE_PROMPT = "Answer the question using a single word or phrase."
 VIZWIZ_PROMPT = "When the provided information is insufficient, respond with 'Unanswerable'. " + BASE_PROMPT
@@ -263,9 +263,7 @@ class VQATask(Task):
     def score(self, results: Path, data_root: Path) -> Optional[dict]:
         if self.metric is None:
             return None
-        entries = read_json(results, self.name)
-        if not entries:
-            raise DataError(f"{self.name}: {results} holds no answer")
+        entries = read_results(results, self.name, [k for k in KEYS[self.keys] if k != "question"])
         if self.metric == "vqa_score":
             path = self.need(data_root / self.annotation, "the annotation file")
             answers = {a["question_id"]: [x["answer"] for x in a["answers"]]
