@@ -123,3 +123,26 @@ def test_finished_run(tmp_path, caplog, state, max_steps, finished):
     said = [r.getMessage() for r in caplog.records if "already holds this run" in r.getMessage()]
     assert said == ([f"{tmp_path} already holds this run, complete at step 4: nothing to do (its results are kept; "
                      "to train again, choose a new --output_dir)"] if finished else [])
+
+
+def test_a_second_run_on_the_same_output_dir_stops_and_leaves_the_first_runs_checkpoint(tmp_path):
+    """Mutation killed: no lock (the second run would take the first run's checkpoint in progress for an
+    interrupted one and delete it)."""
+    import subprocess
+    import sys
+
+    _checkpoint(tmp_path, 2)
+    in_progress = _checkpoint(tmp_path, 4, complete=False)  # the first run is writing it
+    first = subprocess.Popen([sys.executable, "-c", "import sys, time; from internvl.train.hf import hold_output_dir; "
+                              f"hold_output_dir({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match=rf"--output_dir .* is in use by another run \(process {first.pid}\)"):
+            resume_checkpoint(_args(tmp_path))
+        assert in_progress.is_dir()
+    finally:
+        first.kill()
+        first.wait()
+    # the first run gone (killed: the lock goes with it), the same command resumes
+    assert resume_checkpoint(_args(tmp_path)) == str(tmp_path / "checkpoint-2") and not in_progress.exists()

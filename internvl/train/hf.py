@@ -4,7 +4,8 @@ transformers 4 and 5, where a run resumes, DeepSpeed checks. What parameters tra
 :mod:`internvl.train.trainable`; the hand-written loops' ``.pth`` checkpoints are :mod:`internvl.train.checkpoints`.
 
            "zero3_checkpoint_options", "apply_zero3_checkpoint_options", "models_built_whole",
-           "prepare_deepspeed_on_cpu", "cpu_deepspeed_optimizer", "build_deepspeed_cpu_ops", "fit_loader_to_machine"]
+           "prepare_deepspeed_on_cpu", "cpu_deepspeed_optimizer", "build_deepspeed_cpu_ops", "fit_loader_to_machine",
+           "hold_output_dir", "RUN_LOCK"]
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ from ..fileio import read_json
 __all__ = ["TrainingArguments", "LEGACY_FLAGS", "parse_args", "resume_checkpoint", "checkpoint_damage",
            "CheckpointCompleteCallback", "COMPLETE_MARKER", "finished_run", "read_deepspeed_config", "weights_dtype",
            "zero3_checkpoint_options", "apply_zero3_checkpoint_options", "models_built_whole",
-           "prepare_deepspeed_on_cpu", "cpu_deepspeed_optimizer", "build_deepspeed_cpu_ops", "fit_loader_to_machine"]
+           "prepare_deepspeed_on_cpu", "cpu_deepspeed_optimizer", "build_deepspeed_cpu_ops", "fit_loader_to_machine",
+           "hold_output_dir", "RUN_LOCK"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ LEGACY_FLAGS = {"evaluation_strategy": "eval_strategy"}
 _ALIASES = (("gradient_checkpointing", "activation_checkpointing"),
             ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"))
 COMPLETE_MARKER = "checkpoint_complete.json"
+RUN_LOCK = ".run.lock"  # in --output_dir while a run writes there (see hold_output_dir)
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -229,6 +232,8 @@ def resume_checkpoint(args, is_main: bool = True, own_files: Sequence[str] = ("r
     """
     from .checkpoints import load_latest_checkpoint
 
+    if is_main:
+        hold_output_dir(args.output_dir)
     if args.resume_from_checkpoint:
         path = Path(args.resume_from_checkpoint)
         if not path.is_dir():
@@ -260,10 +265,47 @@ def resume_checkpoint(args, is_main: bool = True, own_files: Sequence[str] = ("r
         return str(complete)
     finished = _read_trainer_state(output_dir / "trainer_state.json") is not None  # see finished_run
     if not (args.overwrite_output_dir or finished) and is_main and any(
-            p for p in output_dir.iterdir() if not _CHECKPOINT.match(p.name) and p.name not in own_files):
+            p for p in output_dir.iterdir() if not _CHECKPOINT.match(p.name) and p.name not in (*own_files, RUN_LOCK)):
+        _release_output_dir(output_dir)  # refused: leave the directory as it was
         raise ConfigError(f"--output_dir {output_dir} already exists, holds files and no complete checkpoint to "
                           "resume from; pass --overwrite_output_dir True to write into it anyway, or choose a new one")
     return None
+
+
+_HELD: dict = {}  # output directory -> the open descriptor of its RUN_LOCK, for the life of the process
+
+
+def hold_output_dir(output_dir: str | os.PathLike) -> None:
+    """Hold ``output_dir`` for this process (an advisory ``flock`` on its ``.run.lock``, released when the process
+    ends, however it ends): a second run started on the same directory stops with one line, instead of taking the
+    first run's checkpoint in progress for an interrupted one and deleting it. Called by the main process of a
+    run (:func:`resume_checkpoint` does); again in the same process, it does nothing."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock
+        return
+    path = Path(output_dir).resolve()
+    if path in _HELD:
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ConfigError(f"--output_dir {output_dir} is in use by another run (process {holder}); wait for it to "
+                          "end, or choose another --output_dir") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _HELD[path] = fd
+
+
+def _release_output_dir(output_dir: Path) -> None:
+    fd = _HELD.pop(Path(output_dir).resolve(), None)
+    if fd is not None:
+        (Path(output_dir) / RUN_LOCK).unlink(missing_ok=True)
+        os.close(fd)
 
 
 def _read_trainer_state(path: Path) -> Optional[dict]:
