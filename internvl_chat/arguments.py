@@ -91,8 +91,6 @@ class DataTrainingArguments:
         "help": "divide by the weights of all GPUs' batches, not this GPU's"})
 
 
-_PACKED_ONLY = ("num_images_expected", "max_packed_tokens", "max_buffer_size", "log_freq", "strict_mode",
-                "replacement", "allow_overflow")
 # The Trainer flags this entry point sets unless given: a multi-process step's loss is the mean over all its
 # trained tokens (transformers 4.51 defaults it to False: the mean of the ranks' token means).
 TRAINING_DEFAULTS = {"average_tokens_across_devices": True}
@@ -106,8 +104,11 @@ def parse_finetune_args(argv: Optional[Sequence[str]] = None):
     model_args, data_args, training_args = parse_args((ModelArguments, DataTrainingArguments, TrainingArguments),
                                                       argv, defaults=TRAINING_DEFAULTS)
     if not data_args.use_packed_ds:
+        from .chat_data.packing import PackingOptions
+
         defaults = {f.name: f.default for f in dataclasses.fields(DataTrainingArguments)}
-        changed = [name for name in _PACKED_ONLY if getattr(data_args, name) != defaults[name]]
+        packed_only = [name for name in PackingOptions.__dataclass_fields__ if name != "loss_reduction"]
+        changed = [name for name in packed_only if getattr(data_args, name) != defaults[name]]
         if changed:
             raise ConfigError(f"--{changed[0]} is a packed-training option: add --use_packed_ds True, or remove it")
     elif training_args.group_by_length:

@@ -161,11 +161,11 @@ def _set_trainable(model, model_args) -> None:
         unfreeze.append(lambda: model.vision_model.encoder.layers[model_args.unfreeze_vit_layers:].parameters())
     if model_args.unfreeze_lm_head:
         unfreeze.append(lambda: model.language_model.get_output_embeddings().parameters())
-    apply_trainable_set(
+    log.info(apply_trainable_set(  # the trainable-parameter report (rank 0's log only)
         model, freeze=freeze, unfreeze=unfreeze, source=model_args.model_name_or_path,
         lora=[LoraRequest("use_backbone_lora", model_args.use_backbone_lora, model.wrap_backbone_lora),
               LoraRequest("use_llm_lora", model_args.use_llm_lora, model.wrap_llm_lora)],
-        flags_hint="the freeze flags (--freeze_backbone / --freeze_llm / --freeze_mlp)")
+        flags_hint="the freeze flags (--freeze_backbone / --freeze_llm / --freeze_mlp)"))
 
 
 def _packing(data_args, dataset, collate):
@@ -214,7 +214,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from internvl.train.distributed import init_distributed
     from internvl.train.hf import (CheckpointCompleteCallback, finished_run, fit_loader_to_machine,
                                    prepare_deepspeed_on_cpu, resume_checkpoint)
-    from internvl.train.trainable import trainable_report
 
     from .arguments import parse_finetune_args
     from .chat_data.build import build_training_data, data_options, load_training_tokenizer
@@ -251,8 +250,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
              options.num_image_token)
 
     model = build_model(model_args, data_args, training_args, tokenizer, num_new_tokens)
-    if info.is_main:
-        log.info(trainable_report(model))
     training_args.remove_unused_columns = False  # the items carry exactly the model's inputs (and bad_samples)
     packing, collator, train_data = _packing(data_args, dataset, collate)
     fit_loader_to_machine(training_args)

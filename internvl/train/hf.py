@@ -2,10 +2,6 @@
 retrieval fine-tune; ``internvl_chat.finetune``, the chat fine-tunes), once: upstream's command lines on
 transformers 4 and 5, where a run resumes, DeepSpeed checks. What parameters train is
 :mod:`internvl.train.trainable`; the hand-written loops' ``.pth`` checkpoints are :mod:`internvl.train.checkpoints`.
-
-           "zero3_checkpoint_options", "apply_zero3_checkpoint_options", "models_built_whole",
-           "prepare_deepspeed_on_cpu", "cpu_deepspeed_optimizer", "build_deepspeed_cpu_ops", "fit_loader_to_machine",
-           "hold_output_dir", "RUN_LOCK"]
 """
 from __future__ import annotations
 
@@ -86,7 +82,7 @@ class TrainingArguments(transformers.TrainingArguments):
         super().__post_init__()
 
 
-def _rename_legacy(argv: Sequence[str], fields: set = frozenset()) -> list[str]:
+def _rename_legacy(argv: Sequence[str], fields: set) -> list[str]:
     """Upstream's flags under this transformers' names: the renamed ones, and the deprecated spellings of
     :data:`_ALIASES` where ``fields`` has the new one (so upstream's ``--gradient_checkpointing`` warns nothing)."""
     out = []
@@ -128,7 +124,8 @@ def parse_args(dataclass_types: Sequence[type], argv: Optional[Sequence[str]] = 
     parser = HfArgumentParser(tuple(dataclass_types))
     fields = {f.name for t in dataclass_types for f in dataclasses.fields(t)}
     json_file = len(argv) == 1 and argv[0].endswith(".json")
-    given = _given(_rename_legacy(argv)) if not json_file else set()
+    renamed = _rename_legacy(argv, fields)
+    given = _given(renamed) if not json_file else set()
     injected = {}
     for name, value in (defaults or {}).items():
         spellings = _spellings(name)
@@ -147,7 +144,7 @@ def parse_args(dataclass_types: Sequence[type], argv: Optional[Sequence[str]] = 
         return _user_errors(parser.parse_dict, values)
     prefix = [item for name, value in injected.items()
               for item in (f"--{name}", json.dumps(value) if isinstance(value, dict) else str(value))]
-    *parsed, unknown = _user_errors(parser.parse_args_into_dataclasses, args=prefix + _rename_legacy(argv, fields),
+    *parsed, unknown = _user_errors(parser.parse_args_into_dataclasses, args=prefix + renamed,
                                     return_remaining_strings=True)
     if unknown:
         raise ConfigError(f"unknown flag(s): {' '.join(unknown)}; see --help for the flags")

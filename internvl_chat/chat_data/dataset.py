@@ -202,6 +202,11 @@ class ChatDataset(torch.utils.data.Dataset):
                 raise UnusableSample(str(err)) from err
         return images
 
+    def tiles_per_image(self, num_images: int) -> int:
+        """Most tiles each image of a sample with ``num_images`` images gets: ``--max_dynamic_patch`` shared among
+        several images (at least one each), as upstream."""
+        return max(1, self.max_dynamic_patch // num_images) if num_images > 1 else self.max_dynamic_patch
+
     def media(self, sample: ChatSample, rng: random.Random, num_frames: Optional[int] = None, pixels: bool = True):
         """``(turns, tiles per image, tile images or None)``; ``<video>`` becomes the frame lines."""
         turns = sample.turns
@@ -211,7 +216,7 @@ class ChatDataset(torch.utils.data.Dataset):
             frames = self._frames(sample, num_frames)
             return video_turns(turns, len(frames)), [1] * len(frames), frames if pixels else None
         images = self._images(sample)
-        max_num = max(1, self.max_dynamic_patch // len(images)) if len(images) > 1 else self.max_dynamic_patch
+        max_num = self.tiles_per_image(len(images))
         if not pixels:
             return turns, [count_tiles(*im.size, self.options, max_num) for im in images], None
         tiles, counts = [], []

@@ -62,7 +62,7 @@ def sample_length(dataset: "ChatDataset", index: int, epoch: int = 0) -> tuple[i
             turns, counts = video_turns(sample.turns, frames), [1] * frames
         else:
             sizes = [_image_size(path) for path in sample.images]
-            max_num = max(1, dataset.max_dynamic_patch // len(sizes)) if len(sizes) > 1 else dataset.max_dynamic_patch
+            max_num = dataset.tiles_per_image(len(sizes))
             turns, counts = sample.turns, [count_tiles(w, h, options, max_num) for w, h in sizes]
         tokenized = dataset.tokenize(sample, turns, counts)
     except UnusableSample:

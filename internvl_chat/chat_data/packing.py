@@ -59,7 +59,6 @@ class PackingOptions:
     replacement: bool = False
     allow_overflow: bool = False
     loss_reduction: str = "token"
-    loss_reduction_all_gather: bool = False
 
     def __post_init__(self):
         if self.loss_reduction not in LOSS_REDUCTIONS:

@@ -40,11 +40,14 @@ class Base64Image:
     def __init__(self, data: str, where: str):
         self.data, self.where = data, where
 
+    def raw(self) -> bytes:
+        return base64.b64decode(self.data)
+
     def __call__(self):
         from PIL import Image
 
         try:
-            with Image.open(io.BytesIO(base64.b64decode(self.data))) as image:
+            with Image.open(io.BytesIO(self.raw())) as image:
                 return image.convert("RGB")
         except Exception as err:
             raise DataError(f"{self.where}: the image does not decode ({err}); re-download the file") from None
@@ -53,14 +56,8 @@ class Base64Image:
 class BytesImage(Base64Image):
     """An image stored as raw bytes (the parquet files of MMMU and MathVista)."""
 
-    def __call__(self):
-        from PIL import Image
-
-        try:
-            with Image.open(io.BytesIO(self.data)) as image:
-                return image.convert("RGB")
-        except Exception as err:
-            raise DataError(f"{self.where}: the image does not decode ({err}); re-download the file") from None
+    def raw(self) -> bytes:
+        return self.data
 
 
 def write_json_file(path: Union[str, os.PathLike], obj: Any, indent: Optional[int] = None) -> Path:

@@ -41,6 +41,7 @@ from internvl.errors import ConfigError, DataError
 
 from .framework import Item, Task, read_json, read_jsonl, resolve_image, save_image, synthetic_samples
 from .items import Base64Image, BytesImage, model_dir_name, require_keys, write_json_file, write_jsonl_file
+from .vqa import levenshtein
 
 # LLaVA's rule prompt (upstream's eval/llava_bench/rule.json), the same text for the three LLaVA-Bench categories
 LLAVA_RULE_PROMPT = (
@@ -429,16 +430,6 @@ class MMHal(_JudgeTask):
 
 
 # ----------------------------------------------------------------------------------------------- MathVista
-def levenshtein(a: str, b: str) -> int:
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
-
-
 def get_most_similar(prediction: str, choices: Sequence[str]) -> str:
     distances = [levenshtein(prediction, choice) for choice in choices]
     return choices[distances.index(min(distances))]

@@ -134,6 +134,7 @@ class MVBench(Task):
         self.num_segments = num_segments
 
     def load(self, data_root: Path) -> list:
+        special_tokens = "\n".join(f"Frame{k + 1}: <image>" for k in range(self.num_segments))
         items = []
         for task_type, (json_file, prefix, kind, has_bound) in DATA_LIST.items():
             path = self.need(data_root / "MVBench" / "json" / json_file, f"the {task_type} question file")
@@ -146,7 +147,6 @@ class MVBench(Task):
                     bound = (data["start"], data["end"])
                 video = self.need(data_root / "MVBench" / "video" / prefix / data["video"],
                                   "the video" if kind == "video" else "the frame folder")
-                special_tokens = "\n".join(f"Frame{k + 1}: <image>" for k in range(self.num_segments))
                 question, answer = qa_template(data)
                 question = special_tokens + "\n" + PROMPT + "\n" + question + QUESTION_PROMPT
                 items.append(Item(len(items), [], question, {"gt": answer, "task_type": task_type},

@@ -19,6 +19,7 @@ from internvl.errors import DataError
 
 from .framework import Item, Task, field_of, read_jsonl, read_results, save_image, synthetic_samples, write_json, \
     write_jsonl
+from .items import model_dir_name
 
 LLAVA_PROMPT = "Answer the question using a single word or phrase."
 CATEGORIES = ("adversarial", "popular", "random")
@@ -78,8 +79,7 @@ class Pope(Task):
                 "model_id": checkpoint, "metadata": {}}
 
     def write_results(self, records: list, out_dir: Path, checkpoint: str, stamp: str) -> Path:
-        model_name = "_".join(os.path.abspath(checkpoint).split("/")[-2:])
-        path = Path(out_dir) / model_name / f"pope_{stamp}.json"
+        path = Path(out_dir) / model_dir_name(checkpoint) / f"pope_{stamp}.json"
         write_json(path, records)
         return path
 

@@ -124,9 +124,10 @@ class QACustom(Task):
 
         if self.meta_path is None:
             raise ConfigError("qa-custom needs --meta-path my_val.json")
-        metrics = self.metrics()
+        specs = read_meta(self.meta_path, extra_keys=(METRIC_KEY,))
+        metrics = dataset_metrics(self.meta_path, self.default_metric)
         items = []
-        for spec in read_meta(self.meta_path, extra_keys=(METRIC_KEY,)):
+        for spec in specs:
             samples, problems = load_samples(spec)
             if problems:
                 more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
