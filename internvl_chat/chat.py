@@ -22,7 +22,7 @@ from typing import List, Optional, Sequence, TextIO
 from internvl.cli import run_main
 from internvl.errors import ConfigError
 
-from .loading import load_model, max_tiles
+from .loading import load_checkpoint, max_tiles
 
 logger = logging.getLogger("internvl_chat.chat")
 
@@ -127,7 +127,7 @@ def answer(model, tokenizer, pixel_values, question: str, generation_config: dic
 
 def run(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> None:
     device, dtype = _device_and_dtype(args.device, args.dtype)
-    model, tokenizer = load_model(args.model, device, dtype, args.load_in_8bit)
+    model, tokenizer = load_checkpoint(args.model, device, dtype, args.load_in_8bit)
     if args.system_message is not None:
         model.system_message = args.system_message
     pixel_values, num_patches_list, prefix = load_media(model, args.image, args.video, args.max_num,

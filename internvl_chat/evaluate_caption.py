@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from internvl.eval.caption_metrics import check_java, load_coco_references, prin
 from internvl.cli import run_main
 from internvl.errors import DataError
 
-from .loading import add_inference_flags, max_tiles
+from .loading import (add_inference_flags, generation_config, greedy_with_dynamic, load_model, max_tiles)
 
 if TYPE_CHECKING:  # torch itself is imported where it is used, so --help and flag errors are instant
     import torch
@@ -77,61 +76,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error("--max-num must be >= 1")
     if CUSTOM in args.datasets and not args.meta_path:
         parser.error(f"--datasets {CUSTOM} needs --meta-path (a meta json in the fine-tuning format)")
-    if args.dynamic and args.num_beams != 1:
-        log.warning("--dynamic: --num-beams forced to 1, as upstream")
-        args.num_beams = 1
+    greedy_with_dynamic(args)
     return args
 
 
-def generation_config(args: argparse.Namespace) -> dict:
-    config = dict(num_beams=args.num_beams, max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
-                  do_sample=args.temperature > 0)
-    if args.temperature > 0:
-        config["temperature"] = args.temperature
-    return config
-
-
 # ------------------------------------------------------------------------------------------------ model
-def split_model(config, num_gpus: int) -> dict:
-    """Upstream's ``--auto`` device map: the language model's layers spread over ``num_gpus``, GPU 0 counted as
-    half a GPU since it also holds the vision model, the projector, the embeddings, the final norm, the
-    output layer and the last layer."""
-    layers = config.llm_config.num_hidden_layers
-    per_gpu = math.ceil(layers / (num_gpus - 0.5))
-    counts = [math.ceil(per_gpu * 0.5)] + [per_gpu] * (num_gpus - 1)
-    device_map, layer = {}, 0
-    for gpu, count in enumerate(counts):
-        for _ in range(count):
-            if layer < layers:
-                device_map[f"language_model.model.layers.{layer}"] = gpu
-                layer += 1
-    for name in ("vision_model", "mlp1", "language_model.model.tok_embeddings", "language_model.model.embed_tokens",
-                 "language_model.model.norm", "language_model.model.rotary_emb", "language_model.output",
-                 "language_model.lm_head", f"language_model.model.layers.{layers - 1}"):
-        device_map[name] = 0
-    return device_map
-
-
-def load_model(args: argparse.Namespace, device: torch.device):
-    """``(model, tokenizer, dtype)``: :func:`internvl_chat.loading.load_model` (the tokenizer first, so a directory
-    without tokenizer files fails before the weights load), spread over the GPUs with ``--auto``."""
-    import torch
-
-    from internvl.train.precision import resolve_dtype
-
-    from .loading import load_model as load_chat_model
-
-    dtype = resolve_dtype(args.dtype, device)
-    device_map = None
-    if args.auto and torch.cuda.device_count() > 1 and (Path(args.checkpoint) / "config.json").is_file():
-        from internvl.models.chat_model import InternVLChatConfig
-
-        device_map = split_model(InternVLChatConfig.from_pretrained(args.checkpoint), torch.cuda.device_count())
-    model, tokenizer = load_chat_model(args.checkpoint, device, dtype, args.load_in_8bit, args.load_in_4bit,
-                                       device_map=device_map, flag="--checkpoint")
-    return model, tokenizer, dtype
-
-
 # ------------------------------------------------------------------------------------------------ inputs
 class Tiler:
     """Image -> ``(tiles, 3, S, S)``: one resized tile, or dynamic tiling with ``--dynamic`` (as upstream)."""
@@ -293,7 +242,7 @@ def evaluate(args: argparse.Namespace) -> list:
         model, tokenizer, dtype = load_model(args, info.device)
         args.max_num = max_tiles(model.config, args.max_num)
         tiler = Tiler(model.config.image_size, args.dynamic, args.max_num, model.config.use_thumbnail)
-        generation = generation_config(args)
+        generation = generation_config(args, args.max_new_tokens, args.min_new_tokens)
         log.info("%s on %s in %s, %d rank(s); %d px tiles%s; %s", args.checkpoint, info.device,
                  str(dtype).replace("torch.", ""), info.world_size, tiler.image_size,
                  f", dynamic up to {args.max_num}" if args.dynamic else "", generation)

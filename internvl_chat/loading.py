@@ -3,15 +3,20 @@ evaluation (``evaluate_caption.py``), and the tiling a checkpoint was trained wi
 from __future__ import annotations
 
 import importlib.util
+import logging
+import math
 from pathlib import Path
 from typing import Optional
 
 from internvl.errors import ConfigError, MissingDependencyError, MissingFileError
 
-__all__ = ["load_model", "max_tiles", "add_inference_flags"]
+log = logging.getLogger("internvl_chat")
+
+__all__ = ["load_checkpoint", "load_model", "split_model", "max_tiles", "add_inference_flags", "greedy_with_dynamic",
+           "generation_config"]
 
 
-def load_model(path: str, device, dtype, load_in_8bit: bool = False, load_in_4bit: bool = False,
+def load_checkpoint(path: str, device, dtype, load_in_8bit: bool = False, load_in_4bit: bool = False,
                device_map: Optional[dict] = None, flag: str = "--model"):
     """``(model, tokenizer)`` of a checkpoint directory (fine-tuned, LoRA output or merged), in eval mode on
     ``device`` (or spread by ``device_map``). The directory and its tokenizer are checked before the weights load;
@@ -69,3 +74,58 @@ def add_inference_flags(p, max_num_default: Optional[int], max_num_help: str) ->
     p.add_argument("--load-in-4bit", action="store_true")
     p.add_argument("--auto", action="store_true", help="spread the model over the visible GPUs")
     p.add_argument("--seed", type=int, default=0)
+
+
+def greedy_with_dynamic(args) -> None:
+    """``--dynamic`` decodes greedily, as upstream: ``--num-beams`` is forced to 1 (said once)."""
+    if args.dynamic and args.num_beams != 1:
+        log.warning("--dynamic: --num-beams forced to 1, as upstream")
+        args.num_beams = 1
+
+
+def generation_config(args, max_new_tokens: int, min_new_tokens: Optional[int] = None) -> dict:
+    """``generate``'s settings from the inference flags (``--num-beams``, ``--temperature``: > 0 samples)."""
+    config = dict(num_beams=args.num_beams, max_new_tokens=max_new_tokens, do_sample=args.temperature > 0)
+    if min_new_tokens is not None:
+        config["min_new_tokens"] = min_new_tokens
+    if args.temperature > 0:
+        config["temperature"] = args.temperature
+    return config
+
+
+def split_model(config, num_gpus: int) -> dict:
+    """Upstream's ``--auto`` device map: the language model's layers spread over ``num_gpus``, GPU 0 counted as
+    half a GPU since it also holds the vision model, the projector, the embeddings, the final norm, the
+    output layer and the last layer."""
+    layers = config.llm_config.num_hidden_layers
+    per_gpu = math.ceil(layers / (num_gpus - 0.5))
+    counts = [math.ceil(per_gpu * 0.5)] + [per_gpu] * (num_gpus - 1)
+    device_map, layer = {}, 0
+    for gpu, count in enumerate(counts):
+        for _ in range(count):
+            if layer < layers:
+                device_map[f"language_model.model.layers.{layer}"] = gpu
+                layer += 1
+    for name in ("vision_model", "mlp1", "language_model.model.tok_embeddings", "language_model.model.embed_tokens",
+                 "language_model.model.norm", "language_model.model.rotary_emb", "language_model.output",
+                 "language_model.lm_head", f"language_model.model.layers.{layers - 1}"):
+        device_map[name] = 0
+    return device_map
+
+
+def load_model(args, device):
+    """``(model, tokenizer, dtype)``: :func:`load_checkpoint` (the tokenizer first, so a directory
+    without tokenizer files fails before the weights load), spread over the GPUs with ``--auto``."""
+    import torch
+
+    from internvl.train.precision import resolve_dtype
+
+    dtype = resolve_dtype(args.dtype, device)
+    device_map = None
+    if args.auto and torch.cuda.device_count() > 1 and (Path(args.checkpoint) / "config.json").is_file():
+        from internvl.models.chat_model import InternVLChatConfig
+
+        device_map = split_model(InternVLChatConfig.from_pretrained(args.checkpoint), torch.cuda.device_count())
+    model, tokenizer = load_checkpoint(args.checkpoint, device, dtype, args.load_in_8bit, args.load_in_4bit,
+                                       device_map=device_map, flag="--checkpoint")
+    return model, tokenizer, dtype

@@ -155,7 +155,7 @@ def test_device_and_8bit_flags(checkpoint, capsys, monkeypatch):
 
     monkeypatch.setattr(InternVLChatModel, "from_pretrained", fake_from_pretrained)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "bitsandbytes" else None)
-    chat.load_model(directory, torch.device("cuda", 1), torch.float16, load_in_8bit=True)
+    chat.load_checkpoint(directory, torch.device("cuda", 1), torch.float16, load_in_8bit=True)
     assert seen["quantization_config"].load_in_8bit and seen["device_map"] == {"": 1}
     assert seen["dtype"] is torch.float16 and seen["path"] == directory
 

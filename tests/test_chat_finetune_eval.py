@@ -96,9 +96,10 @@ def test_evaluate_sh_forwards_upstream_arguments(tmp_path):
 
 def test_split_model_puts_every_layer_somewhere_and_the_ends_on_gpu0():
     from internvl.datakit.checkpoints import tiny_chat_config
+    from internvl_chat.loading import split_model
 
     config = tiny_chat_config("internlm2", llm_overrides={"num_hidden_layers": 24})
-    device_map = evaluate_caption.split_model(config, 4)
+    device_map = split_model(config, 4)
     layers = [device_map[f"language_model.model.layers.{i}"] for i in range(24)]
     assert layers == sorted(layers[:-1]) + [0] and set(layers[:-1]) == {0, 1, 2, 3}
     assert layers.count(0) < layers.count(1)  # GPU 0 also holds the vision model: half a share of layers

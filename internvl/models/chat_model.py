@@ -44,7 +44,7 @@ from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase, causal_l
 logger = logging.getLogger(__name__)
 
 __all__ = ["InternVLChatConfig", "InternVLChatModel", "SUPPORTED_LLMS", "IMG_START_TOKEN", "IMG_END_TOKEN",
-           "IMG_CONTEXT_TOKEN", "register_internvl_chat"]
+           "IMG_CONTEXT_TOKEN", "register_internvl_chat", "tokens_per_tile"]
 
 IMG_START_TOKEN = "<img>"
 IMG_END_TOKEN = "</img>"
@@ -80,6 +80,12 @@ def _llm_spec(architecture: Optional[str]) -> _LLMSpec:
 def _llm_class(architecture: str, which: str):
     spec = _llm_spec(architecture)
     return getattr(importlib.import_module(spec.module), getattr(spec, which))
+
+
+def tokens_per_tile(image_size: int, patch_size: int, downsample_ratio: float) -> int:
+    """Language-model tokens per tile: ``(image_size / patch_size)^2 x downsample_ratio^2`` (256 for 448 px tiles
+    of 14 px patches at 0.5). The one place this is computed (model, training data, inference)."""
+    return int((image_size // patch_size) ** 2 * downsample_ratio ** 2)
 
 
 class InternVLChatConfig(InternVLConfigBase):
@@ -169,9 +175,8 @@ class InternVLChatConfig(InternVLConfigBase):
 
     @property
     def num_image_token(self) -> int:
-        """Language-model tokens per tile: ``(image_size / patch_size)^2 x downsample_ratio^2`` (256 for 448 px
-        tiles of 14 px patches at 0.5). The one place this is computed (model, training data, inference)."""
-        return int((self.image_size // self.vision_config.patch_size) ** 2 * self.downsample_ratio ** 2)
+        """Language-model tokens per tile (:func:`tokens_per_tile` of this config)."""
+        return tokens_per_tile(self.image_size, self.vision_config.patch_size, self.downsample_ratio)
 
     def to_diff_dict(self) -> dict:
         """What ``config.json`` holds: the fields that differ from ``PretrainedConfig``'s defaults, and the

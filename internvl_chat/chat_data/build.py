@@ -65,9 +65,9 @@ def _chat_config(path: str):
 
 
 def num_image_token(model_args, data_args) -> int:
-    """Tokens per tile of the model the flags describe (``InternVLChatConfig.num_image_token`` with
+    """Tokens per tile of the model the flags describe (:func:`~internvl.models.chat_model.tokens_per_tile` with
     ``--force_image_size`` and ``--down_sample_ratio``: 256 for 448 px and patch 14)."""
-    from internvl.models.chat_model import InternVLChatConfig
+    from internvl.models.chat_model import tokens_per_tile
 
     if model_args.model_name_or_path is not None:
         config = _chat_config(model_args.model_name_or_path)
@@ -84,8 +84,7 @@ def num_image_token(model_args, data_args) -> int:
     if data_args.force_image_size % vision_config.patch_size:
         raise ConfigError(f"--force_image_size {data_args.force_image_size} is not a multiple of the patch size "
                           f"{vision_config.patch_size}")
-    return InternVLChatConfig(vision_config.to_dict(), None, force_image_size=data_args.force_image_size,
-                              downsample_ratio=data_args.down_sample_ratio).num_image_token
+    return tokens_per_tile(data_args.force_image_size, vision_config.patch_size, data_args.down_sample_ratio)
 
 
 def data_options(model_args, data_args) -> DataOptions:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 from internvl.errors import ConfigError, DataError, MissingFileError
-from internvl_chat.loading import add_inference_flags
+from internvl_chat.loading import add_inference_flags, generation_config, greedy_with_dynamic
 
 log = logging.getLogger("internvl_chat.eval")
 
@@ -294,18 +294,7 @@ def check_run_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error(str(err))
     for task in args.task_list:
         task.configure(args)
-    if args.dynamic and args.num_beams != 1:
-        log.warning("--dynamic: --num-beams forced to 1, as upstream")
-        args.num_beams = 1
-
-
-def generation_config(task: Task, args: argparse.Namespace) -> dict:
-    config = dict(num_beams=args.num_beams, max_new_tokens=task.max_new_tokens, do_sample=args.temperature > 0)
-    if task.min_new_tokens is not None:
-        config["min_new_tokens"] = task.min_new_tokens
-    if args.temperature > 0:
-        config["temperature"] = args.temperature
-    return config
+    greedy_with_dynamic(args)
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -512,7 +501,7 @@ def evaluate(args: argparse.Namespace) -> dict:
 
     from internvl.train.distributed import barrier, cleanup_distributed, init_distributed, seed_everything, \
         setup_logging
-    from internvl_chat.evaluate_caption import load_model
+    from internvl_chat.loading import load_model
 
     info = init_distributed()
     out_dir, data_root = Path(args.out_dir), Path(args.data_root)
@@ -541,7 +530,7 @@ def evaluate(args: argparse.Namespace) -> dict:
 
         results = {}
         for task in args.task_list:
-            generation = generation_config(task, args)
+            generation = generation_config(args, task.max_new_tokens, task.min_new_tokens)
             by_key = {item.key: item for item in items[task.name]}
             partial_dir = out_dir / PARTIAL_DIR / f"{task.name}-{fingerprint(task, args, dtype_name)}"
             with torch.inference_mode():
