@@ -249,6 +249,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     log.info("%d training samples from %d dataset(s); %d tokens per tile", len(dataset), len(dataset.datasets),
              options.num_image_token)
 
+    if training_args.do_train and (training_args.group_by_length or data_args.use_packed_ds):
+        with training_args.main_process_first(desc="sample lengths"):
+            dataset.lengths  # the main process computes and caches them; the other ranks read the cache
+
     model = build_model(model_args, data_args, training_args, tokenizer, num_new_tokens)
     training_args.remove_unused_columns = False  # the items carry exactly the model's inputs (and bad_samples)
     packing, collator, train_data = _packing(data_args, dataset, collate)

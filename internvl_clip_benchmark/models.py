@@ -208,16 +208,14 @@ def weight_files(model_name: str, pretrained: Union[str, os.PathLike],
     return sorted({f for pattern in names for f in pretrained.glob(pattern) if f.is_file()})
 
 
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json")
-
-
 def text_files(model_name: str, pretrained: Union[str, os.PathLike],
                tokenizer_dir: Optional[Union[str, os.PathLike]] = None) -> list[Path]:
     """The files the text features of ``model_name`` depend on (a zero-shot classifier's cache key): the weight
     files and the tokenizer files of the directory the tokenizer is read from."""
     spec, pretrained = _spec(model_name), Path(pretrained)
     companion = _pth_companion(pretrained, tokenizer_dir) if spec.source == "pth" else pretrained
+    from internvl.models.modeling_utils import TOKENIZER_FILES
+
     tokenizer = [companion / name for name in TOKENIZER_FILES if (companion / name).is_file()]
     return sorted(set(weight_files(model_name, pretrained, tokenizer_dir)) | set(tokenizer))
 
