@@ -45,7 +45,8 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.utils import logging
 
 from ..compat import CACHE_KEY, output_cache, tied_weights_keys
-from .layers import RMSNorm, RotaryEmbedding, apply_rotary, attention, decoder_mask, eager_attention, sample_mask
+from .layers import (RMSNorm, RotaryEmbedding, apply_rotary, attention, decoder_mask, eager_attention,
+                     restrict_mask, sample_mask)
 from .modeling_utils import InternVLConfigBase, InternVLPreTrainedBase, causal_lm_loss, init_decoder_weights
 
 logger = logging.get_logger(__name__)
@@ -201,9 +202,7 @@ class InternLM2Attention(nn.Module):
         weights = None
         if output_attentions:
             if sample_ids is not None:
-                same = sample_mask(sample_ids)
-                attn_mask = (same if attn_mask is None else attn_mask & same if attn_mask.dtype == torch.bool
-                             else attn_mask.masked_fill(~same, float("-inf")))
+                attn_mask = restrict_mask(attn_mask, sample_mask(sample_ids))
             out, weights = eager_attention(q, k, v, causal=causal, attn_mask=attn_mask, return_weights=True)
         else:
             out = attention(q, k, v, causal=causal, attn_mask=attn_mask, allow_flash=_flash_allowed(self.config),

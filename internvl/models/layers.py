@@ -47,8 +47,9 @@ try:
 except Exception:  # ImportError, or apex built without its CUDA extensions
     _apex_rms_norm = None
 
-__all__ = ["attention", "eager_attention", "decoder_mask", "sample_mask", "packed_causal_mask", "cu_seqlens_of", "available_kernels", "set_attention_backend", "RMSNorm",
-           "DropPath", "AttentionPooling", "RotaryEmbedding", "apply_rotary"]
+__all__ = ["attention", "eager_attention", "decoder_mask", "sample_mask", "restrict_mask", "packed_causal_mask",
+           "cu_seqlens_of", "available_kernels", "set_attention_backend", "RMSNorm", "DropPath", "AttentionPooling",
+           "RotaryEmbedding", "apply_rotary"]
 
 _BACKENDS = ("auto", "flash", "sdpa", "eager")
 _backend = os.environ.get("INTERNVL_ATTN_BACKEND", "auto")
@@ -177,13 +178,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
             return _varlen_attention(q, k, v, sample_ids, causal=causal, dropout_p=dropout_p, scale=scale)
         if attn_mask is None and backend != "eager":
             return _per_sample_attention(q, k, v, sample_ids, causal=causal, dropout_p=dropout_p, scale=scale)
-        same = sample_mask(sample_ids)
-        if attn_mask is None:
-            attn_mask = same
-        elif attn_mask.dtype == torch.bool:
-            attn_mask = attn_mask & same
-        else:
-            attn_mask = attn_mask.masked_fill(~same, float("-inf"))
+        attn_mask = restrict_mask(attn_mask, sample_mask(sample_ids))
     if backend == "eager":
         _log_once("eager", "forced")
         return eager_attention(q, k, v, causal=causal, dropout_p=dropout_p, scale=scale, attn_mask=attn_mask)
@@ -209,7 +204,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
 
 def _with_causal(attn_mask: Optional[torch.Tensor], q_len: int, k_len: int, device) -> torch.Tensor:
     """A boolean/additive mask restricted to the bottom-right aligned causal pattern."""
-    keep = torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len)
+    return restrict_mask(attn_mask, torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len))
+
+
+def restrict_mask(attn_mask: Optional[torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
+    """A boolean (True = attend) or additive ``attn_mask`` (or none) further restricted to the boolean ``keep``."""
     if attn_mask is None:
         return keep
     if attn_mask.dtype == torch.bool:
