@@ -27,6 +27,8 @@ from typing import Callable, Iterable, Optional, Sequence
 from internvl.errors import ConfigError, DataError, MissingFileError
 from internvl_chat.loading import add_inference_flags, generation_config, greedy_with_dynamic
 
+from .items import write_json_file, write_jsonl_file
+
 log = logging.getLogger("internvl_chat.eval")
 
 #: the task-family modules of this package, each with ``TASKS`` and ``GROUPS`` (see the package doc)
@@ -130,11 +132,9 @@ class Task:
         return f"<task {self.name}>"
 
 
-def write_json(path: Path, data, **kwargs) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, **kwargs))
-    os.replace(tmp, path)
+def write_json(path: Path, data, **kwargs) -> Path:
+    """The suite's own JSON files (summaries, synthetic data): UTF-8 text, not upstream's ASCII escapes."""
+    return write_json_file(path, data, ensure_ascii=False, **kwargs)
 
 
 def read_jsonl(path: Path, task: str) -> list:
@@ -181,9 +181,8 @@ def save_image(image, path: Path) -> None:
     image.save(path, quality=95) if path.suffix.lower() in (".jpg", ".jpeg") else image.save(path)
 
 
-def write_jsonl(path: Path, rows: Iterable) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+def write_jsonl(path: Path, rows: Iterable) -> Path:
+    return write_jsonl_file(path, list(rows), ensure_ascii=False)
 
 
 def read_results(path: Path, task: str, keys: Sequence[str]) -> list:

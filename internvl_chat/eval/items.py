@@ -60,25 +60,26 @@ class BytesImage(Base64Image):
         return self.data
 
 
-def write_json_file(path: Union[str, os.PathLike], obj: Any, indent: Optional[int] = None) -> Path:
-    """``obj`` as JSON at ``path`` (atomically), as upstream's ``json.dump`` writes it (ASCII escapes)."""
+def write_json_file(path: Union[str, os.PathLike], obj: Any, indent: Optional[int] = None,
+                    ensure_ascii: bool = True, **kwargs) -> Path:
+    """``obj`` as JSON at ``path``, atomically; by default as upstream's ``json.dump`` writes it (ASCII escapes)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=indent)
+        json.dump(obj, f, indent=indent, ensure_ascii=ensure_ascii, **kwargs)
     os.replace(tmp, path)
     return path
 
 
-def write_jsonl_file(path: Union[str, os.PathLike], rows: Sequence[dict]) -> Path:
-    """One ``json.dumps`` line per row, as upstream writes its .jsonl results."""
+def write_jsonl_file(path: Union[str, os.PathLike], rows: Sequence[dict], ensure_ascii: bool = True) -> Path:
+    """One ``json.dumps`` line per row, atomically; by default as upstream writes its .jsonl results."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for row in rows:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(row, ensure_ascii=ensure_ascii) + "\n")
     os.replace(tmp, path)
     return path
 
