@@ -60,6 +60,19 @@ class BytesImage(Base64Image):
         return self.data
 
 
+MC_PROMPT = "Answer with the option's letter from the given choices directly."
+
+
+def with_options(question: str, choices: Sequence[str], strip: bool = True) -> tuple[str, dict]:
+    """Upstream's multiple-choice question: ``question`` + ``\nA. first\nB. second...`` (nothing without choices),
+    and the ``{letter: choice}`` options; ``strip`` strips each choice (MMMU, MMVP; ScienceQA keeps them)."""
+    choices = [c.strip() for c in choices] if strip else list(choices)
+    options = {chr(ord("A") + i): c for i, c in enumerate(choices)}
+    if options:
+        question += "\n" + "\n".join(f"{letter}. {c}" for letter, c in options.items())
+    return question, options
+
+
 def write_json_file(path: Union[str, os.PathLike], obj: Any, indent: Optional[int] = None,
                     ensure_ascii: bool = True, **kwargs) -> Path:
     """``obj`` as JSON at ``path``, atomically; by default as upstream's ``json.dump`` writes it (ASCII escapes)."""

@@ -34,12 +34,11 @@ import numpy as np
 from internvl.errors import DataError, MissingDependencyError
 
 from .framework import Item, Task, read_json, read_jsonl
-from .items import BytesImage, option_post_process, write_json_file, write_jsonl_file
+from .items import BytesImage, option_post_process, with_options, write_json_file, write_jsonl_file
 
 ROOT = Path("MMMU/MMMU")
 PROMPT = {"multiple-choice": "Answer with the option's letter from the given choices directly.",
           "open": "Answer the question using a single word or phrase."}
-LETTERS = ["A", "B", "C", "D", "E", "F", "G", "H", "I", "J", "K", "L", "M"]
 COT_INSTRUCTION = ("Your task is to answer the question below. "
                    "Give step by step reasoning before you answer, and when you're ready to answer, "
                    "please use the format \"Final answer: ..\""
@@ -321,11 +320,7 @@ class MMMU(Task):
             if record["question_type"] not in PROMPT:
                 raise DataError(f"{self.name}: {where}: question_type {record['question_type']!r} is not one of "
                                 f"{list(PROMPT)}")
-            question = record["question"].strip()
-            options = {LETTERS[i]: c.strip() for i, c in enumerate(choices)}
-            choice_txt = "\n".join(f"{LETTERS[i]}. {c.strip()}" for i, c in enumerate(choices))
-            if len(choice_txt) > 0:
-                question += "\n" + choice_txt
+            question, options = with_options(record["question"].strip(), choices)
             question += "\n" + PROMPT[record["question_type"]]
             question = question.strip()
             if self.cot:

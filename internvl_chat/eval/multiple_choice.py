@@ -23,9 +23,9 @@ from typing import Any, Dict, List, Optional, Sequence
 from internvl.errors import DataError
 
 from .framework import Item, Task, read_json, read_jsonl, resolve_image, save_image, synthetic_samples
-from .items import model_dir_name, option_post_process, require_keys, write_json_file, write_jsonl_file
+from .items import (MC_PROMPT, model_dir_name, option_post_process, require_keys, with_options, write_json_file,
+                    write_jsonl_file)
 
-MC_PROMPT = "Answer with the option's letter from the given choices directly."
 LETTERS = ["A", "B", "C", "D", "E"]
 
 
@@ -126,11 +126,9 @@ class ScienceQA(_ChoiceTask):
             if len(choices) > len(LETTERS) or not 0 <= int(data["answer"]) < len(choices):
                 raise DataError(f"{self.name}: {where}: answer {data['answer']} is not one of its {len(choices)} "
                                 f"choices (at most {len(LETTERS)})")
-            options = {LETTERS[j]: c for j, c in enumerate(choices)}
-            choice_txt = "\n".join(f"{LETTERS[j]}. {c}" for j, c in enumerate(choices))
             if hint is not None:
                 question = hint + "\n" + question
-            question += "\n" + choice_txt
+            question, options = with_options(question, choices, strip=False)
             question += "\n" + MC_PROMPT
             image = self.need(resolve_image(data["image"], data_root), "the image")
             items.append(Item(key, [str(image)], question.strip(),
@@ -242,11 +240,7 @@ class MMVP(_ChoiceTask):
             answer = data.get("Correct Answer")
             if answer is not None:
                 answer = answer.replace("(a)", "A").replace("(b)", "B").replace("(c)", "C").replace("(d)", "D")
-            new_options = {LETTERS[j]: c.strip() for j, c in enumerate(options)}
-            choice_txt = "\n".join(f"{LETTERS[j]}. {c.strip()}" for j, c in enumerate(options))
-            question = data["Question"]
-            if len(choice_txt) > 0:
-                question += "\n" + choice_txt
+            question, new_options = with_options(data["Question"], options)
             question += "\n" + MC_PROMPT
             image = self.need(data_root / "MMVP" / "MMVP Images" / f"{data_id}.jpg", "the image")
             items.append(Item(key, [str(image)], question,

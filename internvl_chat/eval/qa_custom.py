@@ -36,7 +36,7 @@ from typing import Optional
 from internvl.errors import ConfigError, DataError
 
 from .framework import QA_METRICS, Item, Task, read_json, write_json
-from .items import option_post_process
+from .items import MC_PROMPT, option_post_process, with_options
 from .vqa import anls_of, exact_match_accuracy, vqa_accuracy
 
 #: the metric key of a meta entry
@@ -203,8 +203,7 @@ class QACustom(Task):
                 if metric == "mc":
                     choices = [sample.colour] + [c for c in colours if c != sample.colour][:2]
                     choices = choices[i % 3:] + choices[:i % 3]
-                    question += "\n" + "\n".join(f"{'ABC'[j]}. {c}" for j, c in enumerate(choices)) + \
-                                "\nAnswer with the option's letter from the given choices directly."
+                    question = with_options(question, choices)[0] + "\n" + MC_PROMPT
                     answer = "ABC"[choices.index(sample.colour)]
                 elif metric == "vqa":
                     question += " Answer the question using a single word or phrase."
