@@ -23,13 +23,11 @@ def load_checkpoint(path: str, device, dtype, load_in_8bit: bool = False, load_i
     ``flag`` names the command-line flag in the messages. 8-/4-bit weights need bitsandbytes and a CUDA device."""
     from internvl.compat import dtype_kwargs
     from internvl.models.chat_model import InternVLChatModel
+    from internvl.models.modeling_utils import check_checkpoint_dir
     from internvl.models.tokenization import load_tokenizer
 
-    if not Path(path).is_dir():
-        raise MissingFileError(f"{flag} {path}: no such directory; see pretrained/README.md")
-    if not (Path(path) / "config.json").is_file():
-        raise MissingFileError(f"{flag} {path}: no config.json there (not a checkpoint directory); "
-                               "see pretrained/README.md")
+    if not check_checkpoint_dir(path, flag).is_dir():
+        raise MissingFileError(f"{flag} {path} is a file; give the checkpoint directory (see pretrained/README.md)")
     try:
         tokenizer = load_tokenizer(path)
     except FileNotFoundError as err:

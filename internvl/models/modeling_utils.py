@@ -25,14 +25,17 @@ def _looks_local(path: str) -> bool:
             or os.path.isdir(path.split("/")[0]))
 
 
-def check_checkpoint_dir(path: str | os.PathLike) -> Path:
-    """Fail early, naming the path, when a local checkpoint directory is missing or incomplete."""
+def check_checkpoint_dir(path: str | os.PathLike, flag: Optional[str] = None) -> Path:
+    """Fail early, naming the path (and the command-line ``flag`` that gave it), when a local checkpoint directory
+    is missing or incomplete."""
     path = Path(path).expanduser()
+    named = f"{flag} {path}" if flag else str(path)
     if not path.exists():
-        raise MissingFileError(f"checkpoint not found: {path} does not exist; {WEIGHTS_HELP}")
+        raise MissingFileError(f"{named}: does not exist; {WEIGHTS_HELP}" if flag else
+                               f"checkpoint not found: {path} does not exist; {WEIGHTS_HELP}")
     if path.is_dir() and not (path / "config.json").is_file():
-        raise MissingFileError(f"{path} is not a Hugging Face checkpoint directory: it has no config.json; "
-                                f"{WEIGHTS_HELP}")
+        raise MissingFileError(f"{named} is not a Hugging Face checkpoint directory: it has no config.json; "
+                               f"{WEIGHTS_HELP}")
     return path
 
 

@@ -51,13 +51,9 @@ def _is_internlm2(path: str) -> bool:
 
 def _chat_config(path: str):
     from internvl.models.chat_model import InternVLChatConfig
+    from internvl.models.modeling_utils import check_checkpoint_dir
 
-    if not Path(path).exists():
-        raise MissingFileError(f"--model_name_or_path {path}: does not exist; give the checkpoint directory "
-                               "(see pretrained/README.md)")
-    if not (Path(path) / "config.json").is_file():
-        raise MissingFileError(f"--model_name_or_path {path} has no config.json: not an InternVL-Chat checkpoint "
-                               "directory")
+    check_checkpoint_dir(path, "--model_name_or_path")
     try:
         return InternVLChatConfig.from_pretrained(path)
     except (ValueError, OSError, KeyError) as err:
